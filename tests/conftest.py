@@ -1,0 +1,25 @@
+"""Shared test fixtures: where the project's reference material lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def reference_dir() -> Path:
+    """The shared reference folder (TGI's OpenAPI spec, snapshots, Zephyr's template), beside the clone."""
+    configured = os.environ.get("ZEPHYR_TGI_REFERENCE_DIR")
+    path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "reference"
+    if not (path / "tgi-openapi.json").is_file():
+        pytest.fail(f"reference material not found at {path}; set ZEPHYR_TGI_REFERENCE_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    """Path of the shared reference folder."""
+    return reference_dir()

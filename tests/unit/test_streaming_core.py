@@ -1,0 +1,131 @@
+"""SSE parsing and stream assembly: framing variants, arbitrary chunk boundaries, stop-sequence hold-back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zephyr_tgi import APIConnectionError, GenerationError, OverloadedError
+from zephyr_tgi._shaping import StreamAssembler, parse_chat_chunk, strip_stop
+from zephyr_tgi._sse import iter_sse_data
+
+
+def chunks_of(raw: bytes, cuts: list[int]) -> list[bytes]:
+    """Split raw bytes at `cuts`, as the network might."""
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(raw)}), len(raw)]
+    return [raw[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def test_data_with_and_without_a_space_and_comments_are_handled() -> None:
+    raw = b'data:{"a":1}\n\n: keep-alive\n\ndata: {"b":2}\n\nevent: x\ndata:[DONE]\n\n'
+    assert list(iter_sse_data([raw])) == ['{"a":1}', '{"b":2}', "[DONE]"]
+
+
+def test_multi_line_data_is_joined_and_an_unterminated_event_is_dropped() -> None:
+    assert list(iter_sse_data([b"data:a\ndata:b\n\ndata:cut"])) == ["a\nb"]
+
+
+def test_crlf_framing() -> None:
+    assert list(iter_sse_data([b"data:x\r\n\r", b"\ndata:y\r\n\r\n"])) == ["x", "y"]
+
+
+def test_unicode_line_separators_inside_json_do_not_split_events() -> None:
+    raw = '{"text":"a\x85b\u2028c"}'
+    assert list(iter_sse_data([f"data:{raw}\n\n".encode()])) == [raw]
+
+
+_events = st.lists(st.dictionaries(st.sampled_from(["index", "text"]), st.text(max_size=8), max_size=2), max_size=6)
+
+
+@given(events=_events, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+def test_events_survive_arbitrary_chunk_boundaries(events: list[dict[str, Any]], cuts: list[int]) -> None:
+    raw = "".join(f"data:{json.dumps(e, ensure_ascii=False)}\n\n" for e in events).encode()
+    cuts = [c for c in cuts if c <= len(raw)]
+    assert [json.loads(d) for d in iter_sse_data(chunks_of(raw, cuts))] == events
+
+
+def token_event(index: int, text: str, *, special: bool = False, final: str | None = None,
+                finish: str = "eos_token") -> str:
+    event: dict[str, Any] = {
+        "index": index,
+        "token": {"id": index, "text": text, "logprob": -0.5, "special": special},
+        "generated_text": final,
+        "details": None if final is None else {"finish_reason": finish, "generated_tokens": index, "seed": None,
+                                               "input_length": 7},
+    }
+    return json.dumps(event)
+
+
+def test_chunks_join_to_the_result_text_and_eos_is_not_shown() -> None:
+    assembler = StreamAssembler(["</s>"], prompt="p")
+    chunks = [assembler.feed(token_event(1, "Hello")), assembler.feed(token_event(2, " world")),
+              assembler.feed(token_event(3, "</s>", special=True, final="Hello world"))]
+    assert [c.text for c in chunks] == ["Hello", " world", ""]
+    result = chunks[-1].result
+    assert result is not None
+    assert result.text == "Hello world"
+    assert result.finish_reason == "eos_token"
+    assert result.input_length == 7
+    assert len(result.tokens) == 3
+    assert assembler.done
+
+
+def test_text_that_may_start_a_stop_sequence_is_held_back_then_dropped() -> None:
+    assembler = StreamAssembler(["\nUser:", "</s>"], prompt=None)
+    texts = [assembler.feed(token_event(1, "Yes")).text, assembler.feed(token_event(2, "\n")).text,
+             assembler.feed(token_event(3, "User")).text]
+    final = assembler.feed(token_event(4, ":", final="Yes\nUser:", finish="stop_sequence"))
+    assert texts == ["Yes", "", ""]
+    assert final.text == ""
+    assert final.result is not None and final.result.text == "Yes"
+
+
+def test_held_back_text_is_released_when_it_is_not_a_stop_sequence() -> None:
+    assembler = StreamAssembler(["</s>"], prompt=None)
+    assert assembler.feed(token_event(1, "a <")).text == "a "
+    assert assembler.feed(token_event(2, "b")).text == "<b"
+
+
+def test_in_band_errors_raise_mapped_errors() -> None:
+    assembler = StreamAssembler(["</s>"], prompt=None)
+    with pytest.raises(OverloadedError):
+        assembler.feed(json.dumps({"error": "Model is overloaded", "error_type": "overloaded"}))
+    with pytest.raises(GenerationError):
+        parse_chat_chunk(json.dumps({"error": {"message": "Request failed during generation: x",
+                                               "http_status_code": 422}}))
+
+
+def test_malformed_events_are_connection_errors() -> None:
+    with pytest.raises(APIConnectionError):
+        StreamAssembler([], None).feed("{not json")
+    with pytest.raises(APIConnectionError):
+        parse_chat_chunk("[1, 2]")
+
+
+def test_done_ends_a_chat_stream() -> None:
+    assert parse_chat_chunk("[DONE]") is None
+
+
+@given(text=st.text(max_size=30), stop=st.sampled_from(["</s>", "\n\n", "END"]))
+def test_strip_stop_removes_only_a_trailing_stop(text: str, stop: str) -> None:
+    assert strip_stop(text + stop, [stop]) == text
+    if not text.endswith(stop):
+        assert strip_stop(text, [stop]) == text
+
+
+@given(pieces=st.lists(st.text(alphabet=st.sampled_from(list("ab<>/s \n")), min_size=1, max_size=4), min_size=1,
+                       max_size=12))
+def test_chunks_always_join_to_the_final_text(pieces: list[str]) -> None:
+    full = "".join(pieces)
+    stops = ["</s>", "\n\n"]
+    assembler = StreamAssembler(stops, prompt=None)
+    shown = [assembler.feed(token_event(i + 1, p)).text for i, p in enumerate(pieces)]
+    final = assembler.feed(token_event(len(pieces) + 1, "</s>", special=True, final=full))
+    assert final.result is not None
+    assert "".join(shown) + final.text == final.result.text
+    if not any(stop in strip_stop(full, stops) for stop in stops):  # the server stops at the first stop
+        assert final.result.text == strip_stop(full, stops)

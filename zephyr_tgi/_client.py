@@ -1,0 +1,673 @@
+"""ZephyrClient and AsyncZephyrClient, side by side.
+
+Both are thin shells: request building, validation, error mapping and retry rules live in plain
+functions (`_core.py`, `_params.py`, `_errors.py`, `_retry.py`, `_shaping.py`). Non-streaming calls go
+through huggingface_hub's InferenceClient/AsyncInferenceClient; streams are read by a lean SSE loop over
+the very same httpx2 connection pool (huggingface_hub's global `httpx2.Client` for the sync client, the
+`AsyncInferenceClient`'s own `httpx2.AsyncClient` for the async one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
+
+import httpx2
+import tenacity
+
+from ._core import ClientCore, NativeRequest, parse_metrics
+from ._errors import APIConnectionError, APIError, APITimeoutError, ZephyrTGIError, from_response, translate
+from ._params import SamplingParams
+from ._retry import RetryPolicy, tenacity_kwargs
+from ._shaping import StreamAssembler, parse_chat_chunk, result_from_output
+from ._sse import aiter_sse_data, iter_sse_data
+from ._templates import MessagesInput, SpecialTokenPolicy
+from ._timeout import DEFAULT_TIMEOUT, TimeoutInput
+from ._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
+
+if TYPE_CHECKING:
+    from huggingface_hub import AsyncInferenceClient, InferenceClient
+
+__all__ = ["AsyncZephyrClient", "ZephyrClient"]
+
+_T = TypeVar("_T")
+# What huggingface_hub and httpx2 raise; everything else is a bug and must not be disguised.
+_TRANSLATED = (httpx2.HTTPError, OSError, ValueError)
+
+
+class ZephyrClient(ClientCore):
+    """A client for TGI serving Zephyr-7B-alpha: templated chat, typed options and results, retries.
+
+    Use it as a context manager, or call `close()`. Every call reuses one connection pool.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: TimeoutInput = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        params: SamplingParams | None = None,
+        system_prompt: str | None = None,
+        special_tokens: SpecialTokenPolicy = "raise",
+        hub_client: InferenceClient | None = None,
+    ) -> None:
+        super().__init__(
+            base_url,
+            api_key=api_key,
+            timeout=timeout,
+            retry=retry,
+            params=params,
+            system_prompt=system_prompt,
+            special_tokens=special_tokens,
+        )
+        if hub_client is None:
+            from huggingface_hub import InferenceClient
+
+            hub_client = InferenceClient(model=self.base_url, **self.hub_client_kwargs())
+        self._hub = hub_client
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release open responses (the shared connection pool stays up for other clients)."""
+        self._hub.close()  # type: ignore[no-untyped-call]
+
+    # -- generation -----------------------------------------------------------------------------------
+
+    def chat(
+        self,
+        messages: MessagesInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> GenerationResult:
+        """Answer a conversation: render Zephyr's prompt here and generate with TGI's `/generate`."""
+        return self._generate(self.chat_request(messages, system=system, params=params, overrides=overrides))
+
+    def chat_stream(
+        self,
+        messages: MessagesInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> Iterator[StreamChunk]:
+        """Like `chat`, streaming: text deltas as they come, the whole result on the last chunk."""
+        return self._stream(self.chat_request(messages, system=system, params=params, overrides=overrides))
+
+    def generate(self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
+        """Generate from a raw prompt (no chat template)."""
+        return self._generate(self.raw_request(prompt, params=params, overrides=overrides))
+
+    def generate_stream(
+        self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
+    ) -> Iterator[StreamChunk]:
+        """Stream from a raw prompt (no chat template)."""
+        return self._stream(self.raw_request(prompt, params=params, overrides=overrides))
+
+    @overload
+    def chat_completion(
+        self, messages: MessagesInput, *, stream: Literal[False] = ..., **options: Any
+    ) -> ChatCompletion: ...
+
+    @overload
+    def chat_completion(
+        self, messages: MessagesInput, *, stream: Literal[True], **options: Any
+    ) -> Iterator[ChatCompletionChunk]: ...
+
+    def chat_completion(
+        self, messages: MessagesInput, *, stream: bool = False, **options: Any
+    ) -> ChatCompletion | Iterator[ChatCompletionChunk]:
+        """TGI's OpenAI-compatible `/v1/chat/completions` (the server renders the template).
+
+        `options` are the Messages API's: max_tokens, temperature, top_p, seed, stop, frequency_penalty,
+        presence_penalty, logprobs, top_logprobs, response_format, tools, tool_choice, stream_options, ...
+        """
+        payload = self.chat_completion_payload(messages, stream=stream, options=options)
+        if stream:
+            return self._stream_chat_completion(payload)
+        output = self._call(
+            "POST /v1/chat/completions",
+            lambda: self._hub.chat_completion(**self.hub_chat_kwargs(payload)),
+        )
+        return ChatCompletion.model_validate(output, from_attributes=True)
+
+    # -- server ---------------------------------------------------------------------------------------
+
+    def info(self) -> ServerInfo:
+        """The server's `/info`: model, version and limits."""
+        response = self._call("GET /info", lambda: self._request("GET", "/info"))
+        info = ServerInfo.model_validate_json(response.content)
+        self.remember_limits(info)
+        return info
+
+    def health(self) -> bool:
+        """True when `/health` answers 200; False while the server is unreachable or unhealthy."""
+        try:
+            self._request("GET", "/health", raise_for_status=False).raise_for_status()
+        except (httpx2.HTTPError, OSError):
+            return False
+        return True
+
+    def wait_until_ready(self, timeout: float = 600.0, *, interval: float = 0.5) -> ServerInfo:
+        """Poll `/health` until it answers 200, then return `/info`.
+
+        Raises:
+            APITimeoutError: not healthy within `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.health():
+            if time.monotonic() + interval > deadline:
+                raise APITimeoutError(f"{self.base_url} was not healthy within {timeout:g} s")
+            time.sleep(interval)
+            interval = min(interval * 1.5, 5.0)
+        return self.info()
+
+    def tokenize(self, text: str) -> list[TokenSpan]:
+        """The server's tokenization of `text` (TGI's `/tokenize`)."""
+        response = self._call("POST /tokenize", lambda: self._request("POST", "/tokenize", json={"inputs": text}))
+        return self.token_spans(response.json())
+
+    def metrics(self) -> dict[str, float]:
+        """TGI's Prometheus metrics, as {"name{labels}": value}."""
+        response = self._call("GET /metrics", lambda: self._request("GET", "/metrics"))
+        return parse_metrics(response.text)
+
+    # -- plumbing -------------------------------------------------------------------------------------
+
+    def _ensure_limits(self) -> None:
+        if self.limits_known:
+            return
+        with contextlib.suppress(APIError):  # defaults apply; the request itself reports a real problem
+            self.info()
+
+    def _generate(self, request: NativeRequest) -> GenerationResult:
+        self._ensure_limits()
+        self.check_request(request, stream=False)
+        output = self._call(
+            "POST /generate",
+            lambda: self._hub.text_generation(request.prompt, model=self.generate_url, **request.parameters),
+        )
+        return result_from_output(output, stops=request.stops, prompt=request.prompt)
+
+    def _call(self, description: str, fn: Callable[[], _T]) -> _T:
+        deadline_at = self.deadline_at()
+
+        def attempt() -> _T:
+            try:
+                return fn()
+            except ZephyrTGIError:
+                raise
+            except _TRANSLATED as exc:
+                raise translate(exc, url=self.base_url) from exc
+
+        retrying = tenacity.Retrying(**tenacity_kwargs(self.retry, description=description, deadline_at=deadline_at))
+        return retrying(attempt)
+
+    def _request(self, method: str, path: str, *, json: Any = None, raise_for_status: bool = True) -> httpx2.Response:
+        from huggingface_hub import get_session
+
+        response = get_session().request(
+            method, self.base_url + path, json=json, headers=self.headers, timeout=self.httpx_timeout()
+        )
+        if raise_for_status and response.status_code >= 400:
+            raise from_response(response.status_code, response.content, response.headers)
+        return response
+
+    def _open(self, path: str, payload: Mapping[str, Any]) -> httpx2.Response:
+        from huggingface_hub import get_session
+
+        session = get_session()
+        request = session.build_request(
+            "POST", self.base_url + path, json=payload, headers=self.headers, timeout=self.httpx_timeout()
+        )
+        try:
+            response = session.send(request, stream=True)
+        except _TRANSLATED as exc:
+            raise translate(exc, url=self.base_url) from exc
+        if response.status_code >= 400:
+            try:
+                body = response.read()
+            except httpx2.HTTPError:
+                body = b""
+            finally:
+                response.close()
+            raise from_response(response.status_code, body, response.headers)
+        return response
+
+    def _stream(self, request: NativeRequest) -> Iterator[StreamChunk]:
+        self._ensure_limits()
+        self.check_request(request, stream=True)
+        deadline_at = self.deadline_at()
+        retrying = tenacity.Retrying(
+            **tenacity_kwargs(self.retry, description="POST /generate_stream", deadline_at=deadline_at)
+        )
+        # Retried only up to and including the first event: after a token was read, never again.
+        response, events, assembler, first = retrying(self._open_generate_stream, request)
+        return self._finish_stream(response, events, assembler, first, deadline_at)
+
+    def _open_generate_stream(
+        self, request: NativeRequest
+    ) -> tuple[httpx2.Response, Iterator[str], StreamAssembler, StreamChunk]:
+        response = self._open("/generate_stream", request.stream_payload())
+        try:
+            events = _translating(iter_sse_data(response.iter_bytes()), self.base_url)
+            assembler = StreamAssembler(request.stops, request.prompt)
+            data = next(events, None)
+            if data is None:
+                raise assembler.end_of_stream()
+            return response, events, assembler, assembler.feed(data)
+        except BaseException:
+            response.close()
+            raise
+
+    def _finish_stream(
+        self,
+        response: httpx2.Response,
+        events: Iterator[str],
+        assembler: StreamAssembler,
+        first: StreamChunk,
+        deadline_at: float | None,
+    ) -> Iterator[StreamChunk]:
+        try:
+            yield first
+            if first.is_last:
+                return
+            for data in events:
+                chunk = assembler.feed(data)
+                yield chunk
+                if chunk.is_last:
+                    return
+                _check_deadline(deadline_at)
+            raise assembler.end_of_stream()
+        finally:
+            response.close()
+
+    def _stream_chat_completion(self, payload: Mapping[str, Any]) -> Iterator[ChatCompletionChunk]:
+        deadline_at = self.deadline_at()
+        retrying = tenacity.Retrying(
+            **tenacity_kwargs(self.retry, description="POST /v1/chat/completions", deadline_at=deadline_at)
+        )
+        response, events, first = retrying(self._open_chat_stream, payload)
+        return self._finish_chat_stream(response, events, first, deadline_at)
+
+    def _open_chat_stream(
+        self, payload: Mapping[str, Any]
+    ) -> tuple[httpx2.Response, Iterator[str], ChatCompletionChunk | None]:
+        response = self._open("/v1/chat/completions", payload)
+        try:
+            events = _translating(iter_sse_data(response.iter_bytes()), self.base_url)
+            data = next(events, None)
+            if data is None:
+                raise APIConnectionError("the chat stream ended before its first event (connection lost)")
+            return response, events, parse_chat_chunk(data)
+        except BaseException:
+            response.close()
+            raise
+
+    def _finish_chat_stream(
+        self,
+        response: httpx2.Response,
+        events: Iterator[str],
+        first: ChatCompletionChunk | None,
+        deadline_at: float | None,
+    ) -> Iterator[ChatCompletionChunk]:
+        try:
+            if first is None:
+                return
+            yield first
+            for data in events:
+                chunk = parse_chat_chunk(data)
+                if chunk is None:
+                    return
+                yield chunk
+                _check_deadline(deadline_at)
+            raise APIConnectionError("the chat stream ended without [DONE] (connection lost)")
+        finally:
+            response.close()
+
+
+class AsyncZephyrClient(ClientCore):
+    """The async twin of `ZephyrClient`: the same methods, awaited; streams are async iterators."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: TimeoutInput = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        params: SamplingParams | None = None,
+        system_prompt: str | None = None,
+        special_tokens: SpecialTokenPolicy = "raise",
+        hub_client: AsyncInferenceClient | None = None,
+    ) -> None:
+        super().__init__(
+            base_url,
+            api_key=api_key,
+            timeout=timeout,
+            retry=retry,
+            params=params,
+            system_prompt=system_prompt,
+            special_tokens=special_tokens,
+        )
+        if hub_client is None:
+            from huggingface_hub import AsyncInferenceClient
+
+            hub_client = AsyncInferenceClient(model=self.base_url, **self.hub_client_kwargs())
+        self._hub = hub_client
+        self._limits_lock: asyncio.Lock | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close this client's connection pool and open responses."""
+        await self._hub.close()  # type: ignore[no-untyped-call]
+
+    # -- generation -----------------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        messages: MessagesInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> GenerationResult:
+        """Answer a conversation: render Zephyr's prompt here and generate with TGI's `/generate`."""
+        return await self._generate(self.chat_request(messages, system=system, params=params, overrides=overrides))
+
+    def chat_stream(
+        self,
+        messages: MessagesInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> AsyncIterator[StreamChunk]:
+        """Like `chat`, streaming (`async for chunk in client.chat_stream(...)`)."""
+        return self._stream(self.chat_request(messages, system=system, params=params, overrides=overrides))
+
+    async def generate(
+        self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
+    ) -> GenerationResult:
+        """Generate from a raw prompt (no chat template)."""
+        return await self._generate(self.raw_request(prompt, params=params, overrides=overrides))
+
+    def generate_stream(
+        self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream from a raw prompt (no chat template)."""
+        return self._stream(self.raw_request(prompt, params=params, overrides=overrides))
+
+    @overload
+    async def chat_completion(
+        self, messages: MessagesInput, *, stream: Literal[False] = ..., **options: Any
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def chat_completion(
+        self, messages: MessagesInput, *, stream: Literal[True], **options: Any
+    ) -> AsyncIterator[ChatCompletionChunk]: ...
+
+    async def chat_completion(
+        self, messages: MessagesInput, *, stream: bool = False, **options: Any
+    ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
+        """TGI's OpenAI-compatible `/v1/chat/completions`; with `stream=True` await it, then iterate."""
+        payload = self.chat_completion_payload(messages, stream=stream, options=options)
+        if stream:
+            return await self._stream_chat_completion(payload)
+
+        async def call() -> Any:
+            return await self._hub.chat_completion(**self.hub_chat_kwargs(payload))
+
+        output = await self._call("POST /v1/chat/completions", call)
+        return ChatCompletion.model_validate(output, from_attributes=True)
+
+    # -- server ---------------------------------------------------------------------------------------
+
+    async def info(self) -> ServerInfo:
+        """The server's `/info`: model, version and limits."""
+        response = await self._call("GET /info", lambda: self._request("GET", "/info"))
+        info = ServerInfo.model_validate_json(response.content)
+        self.remember_limits(info)
+        return info
+
+    async def health(self) -> bool:
+        """True when `/health` answers 200; False while the server is unreachable or unhealthy."""
+        try:
+            (await self._request("GET", "/health", raise_for_status=False)).raise_for_status()
+        except (httpx2.HTTPError, OSError):
+            return False
+        return True
+
+    async def wait_until_ready(self, timeout: float = 600.0, *, interval: float = 0.5) -> ServerInfo:
+        """Poll `/health` until it answers 200, then return `/info`.
+
+        Raises:
+            APITimeoutError: not healthy within `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while not await self.health():
+            if time.monotonic() + interval > deadline:
+                raise APITimeoutError(f"{self.base_url} was not healthy within {timeout:g} s")
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, 5.0)
+        return await self.info()
+
+    async def tokenize(self, text: str) -> list[TokenSpan]:
+        """The server's tokenization of `text` (TGI's `/tokenize`)."""
+        response = await self._call("POST /tokenize", lambda: self._request("POST", "/tokenize", json={"inputs": text}))
+        return self.token_spans(response.json())
+
+    async def metrics(self) -> dict[str, float]:
+        """TGI's Prometheus metrics, as {"name{labels}": value}."""
+        response = await self._call("GET /metrics", lambda: self._request("GET", "/metrics"))
+        return parse_metrics(response.text)
+
+    # -- plumbing -------------------------------------------------------------------------------------
+
+    async def _ensure_limits(self) -> None:
+        if self.limits_known:
+            return
+        if self._limits_lock is None:
+            self._limits_lock = asyncio.Lock()
+        async with self._limits_lock:  # many concurrent first calls fetch /info once
+            if self.limits_known:
+                return
+            with contextlib.suppress(APIError):  # defaults apply; the request itself reports a real problem
+                await self.info()
+
+    async def _generate(self, request: NativeRequest) -> GenerationResult:
+        await self._ensure_limits()
+        self.check_request(request, stream=False)
+
+        async def call() -> Any:
+            return await self._hub.text_generation(request.prompt, model=self.generate_url, **request.parameters)
+
+        output = await self._call("POST /generate", call)
+        return result_from_output(output, stops=request.stops, prompt=request.prompt)
+
+    async def _call(self, description: str, fn: Callable[[], Any]) -> Any:
+        deadline_at = self.deadline_at()
+
+        async def attempt() -> Any:
+            try:
+                if deadline_at is None:
+                    return await fn()
+                async with asyncio.timeout(max(0.0, deadline_at - time.monotonic())):
+                    return await fn()
+            except ZephyrTGIError:
+                raise
+            except _TRANSLATED as exc:
+                raise translate(exc, url=self.base_url) from exc
+
+        retrying = tenacity.AsyncRetrying(
+            **tenacity_kwargs(self.retry, description=description, deadline_at=deadline_at)
+        )
+        return await retrying(attempt)
+
+    async def _client(self) -> httpx2.AsyncClient:
+        # The AsyncInferenceClient's own pool: one pool for the hub's calls and our streams.
+        client: httpx2.AsyncClient = await self._hub._get_async_client()  # type: ignore[no-untyped-call]
+        return client
+
+    async def _request(
+        self, method: str, path: str, *, json: Any = None, raise_for_status: bool = True
+    ) -> httpx2.Response:
+        client = await self._client()
+        response = await client.request(
+            method, self.base_url + path, json=json, headers=self.headers, timeout=self.httpx_timeout()
+        )
+        if raise_for_status and response.status_code >= 400:
+            raise from_response(response.status_code, response.content, response.headers)
+        return response
+
+    async def _open(self, path: str, payload: Mapping[str, Any]) -> httpx2.Response:
+        client = await self._client()
+        request = client.build_request(
+            "POST", self.base_url + path, json=payload, headers=self.headers, timeout=self.httpx_timeout()
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except _TRANSLATED as exc:
+            raise translate(exc, url=self.base_url) from exc
+        if response.status_code >= 400:
+            try:
+                body = await response.aread()
+            except httpx2.HTTPError:
+                body = b""
+            finally:
+                await response.aclose()
+            raise from_response(response.status_code, body, response.headers)
+        return response
+
+    async def _stream(self, request: NativeRequest) -> AsyncIterator[StreamChunk]:
+        await self._ensure_limits()
+        self.check_request(request, stream=True)
+        deadline_at = self.deadline_at()
+        retrying = tenacity.AsyncRetrying(
+            **tenacity_kwargs(self.retry, description="POST /generate_stream", deadline_at=deadline_at)
+        )
+        # Retried only up to and including the first event: after a token was read, never again.
+        opened: tuple[httpx2.Response, AsyncIterator[str], StreamAssembler, StreamChunk]
+        opened = await retrying(self._open_generate_stream, request)
+        response, events, assembler, first = opened
+        try:
+            yield first
+            if first.is_last:
+                return
+            async for data in events:
+                chunk = assembler.feed(data)
+                yield chunk
+                if chunk.is_last:
+                    return
+                _check_deadline(deadline_at)
+            raise assembler.end_of_stream()
+        finally:
+            await response.aclose()
+
+    async def _open_generate_stream(
+        self, request: NativeRequest
+    ) -> tuple[httpx2.Response, AsyncIterator[str], StreamAssembler, StreamChunk]:
+        response = await self._open("/generate_stream", request.stream_payload())
+        try:
+            events = _atranslating(aiter_sse_data(response.aiter_bytes()), self.base_url)
+            assembler = StreamAssembler(request.stops, request.prompt)
+            data = await anext(events, None)
+            if data is None:
+                raise assembler.end_of_stream()
+            return response, events, assembler, assembler.feed(data)
+        except BaseException:
+            await response.aclose()
+            raise
+
+    async def _stream_chat_completion(self, payload: Mapping[str, Any]) -> AsyncIterator[ChatCompletionChunk]:
+        deadline_at = self.deadline_at()
+        retrying = tenacity.AsyncRetrying(
+            **tenacity_kwargs(self.retry, description="POST /v1/chat/completions", deadline_at=deadline_at)
+        )
+        opened: tuple[httpx2.Response, AsyncIterator[str], ChatCompletionChunk | None]
+        opened = await retrying(self._open_chat_stream, payload)
+        response, events, first = opened
+        return self._finish_chat_stream(response, events, first, deadline_at)
+
+    async def _open_chat_stream(
+        self, payload: Mapping[str, Any]
+    ) -> tuple[httpx2.Response, AsyncIterator[str], ChatCompletionChunk | None]:
+        response = await self._open("/v1/chat/completions", payload)
+        try:
+            events = _atranslating(aiter_sse_data(response.aiter_bytes()), self.base_url)
+            data = await anext(events, None)
+            if data is None:
+                raise APIConnectionError("the chat stream ended before its first event (connection lost)")
+            return response, events, parse_chat_chunk(data)
+        except BaseException:
+            await response.aclose()
+            raise
+
+    async def _finish_chat_stream(
+        self,
+        response: httpx2.Response,
+        events: AsyncIterator[str],
+        first: ChatCompletionChunk | None,
+        deadline_at: float | None,
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        try:
+            if first is None:
+                return
+            yield first
+            async for data in events:
+                chunk = parse_chat_chunk(data)
+                if chunk is None:
+                    return
+                yield chunk
+                _check_deadline(deadline_at)
+            raise APIConnectionError("the chat stream ended without [DONE] (connection lost)")
+        finally:
+            await response.aclose()
+
+
+def _check_deadline(deadline_at: float | None) -> None:
+    if deadline_at is not None and time.monotonic() > deadline_at:
+        raise APITimeoutError("the call's overall deadline passed while streaming")
+
+
+def _translating(events: Iterator[str], url: str) -> Iterator[str]:
+    """Re-raise transport errors met while reading a stream as ours."""
+    try:
+        yield from events
+    except _TRANSLATED as exc:
+        raise translate(exc, url=url) from exc
+
+
+async def _atranslating(events: AsyncIterator[str], url: str) -> AsyncIterator[str]:
+    """Re-raise transport errors met while reading a stream as ours (async)."""
+    try:
+        async for data in events:
+            yield data
+    except _TRANSLATED as exc:
+        raise translate(exc, url=url) from exc

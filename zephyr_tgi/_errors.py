@@ -1,0 +1,397 @@
+"""The exception hierarchy of zephyr_tgi.
+
+```
+ZephyrTGIError
+├── ConfigurationError (also ValueError)        bad arguments or settings
+├── PromptError (also ValueError)               what we were asked to send is unsafe or too long
+│   ├── PromptInjectionError                    special tokens or role tags in message content
+│   └── TokenBudgetError                        prompt + max_new_tokens exceeds the server's window
+├── APIError                                    .status_code .error_type .message .body
+│   ├── APIConnectionError                      could not connect, or the connection broke (retried)
+│   │   └── APITimeoutError                     connect/read timeout or deadline exceeded (retried)
+│   └── APIStatusError                          the server answered with an error
+│       ├── AuthenticationError      401        wrong or missing api key (never retried)
+│       ├── InputValidationError     422        TGI rejected the request (never retried)
+│       ├── GenerationError          424        the model failed while generating (never retried)
+│       ├── OverloadedError          429        too many concurrent requests (retried, Retry-After)
+│       ├── IncompleteGenerationError 500       generation stopped early (retried before the first token)
+│       └── ServerUnavailableError   502-504    proxy error or model still loading (retried)
+└── ServerError                                 the launcher
+    ├── DockerUnavailableError                  no docker SDK, or the daemon is unreachable
+    ├── GPUUnavailableError                     GPUs requested but no GPU runtime
+    ├── ContainerStartError                     the container exited while starting (.exit_code .logs)
+    └── ServerNotReadyError                     not ready before the timeout (.logs)
+```
+
+This module is the only place that knows the exception types of huggingface_hub, httpx2 and tenacity;
+`translate()` turns them into ours, keeping the original as `__cause__`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import httpx2
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ContainerStartError",
+    "DockerUnavailableError",
+    "GPUUnavailableError",
+    "GenerationError",
+    "IncompleteGenerationError",
+    "InputValidationError",
+    "OverloadedError",
+    "PromptError",
+    "PromptInjectionError",
+    "ServerError",
+    "ServerNotReadyError",
+    "ServerUnavailableError",
+    "TokenBudgetError",
+    "ZephyrTGIError",
+]
+
+_BODY_PREVIEW_CHARS = 300
+_E = TypeVar("_E", bound=BaseException)
+
+
+class ZephyrTGIError(Exception):
+    """Base class of every error zephyr_tgi raises."""
+
+
+class ConfigurationError(ZephyrTGIError, ValueError):
+    """An argument or setting is invalid; nothing was sent."""
+
+
+class PromptError(ZephyrTGIError, ValueError):
+    """The prompt cannot be sent as it is; nothing was sent."""
+
+
+class PromptInjectionError(PromptError):
+    """Message content contains a special token or a role tag of the Zephyr template."""
+
+    def __init__(self, message: str, *, token: str, message_index: int) -> None:
+        super().__init__(message)
+        self.token = token
+        self.message_index = message_index
+
+
+class TokenBudgetError(PromptError):
+    """The prompt plus the requested new tokens do not fit the server's context window."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        input_tokens: int,
+        max_new_tokens: int,
+        max_input_tokens: int,
+        max_total_tokens: int,
+    ) -> None:
+        super().__init__(message)
+        self.input_tokens = input_tokens
+        self.max_new_tokens = max_new_tokens
+        self.max_input_tokens = max_input_tokens
+        self.max_total_tokens = max_total_tokens
+
+
+class APIError(ZephyrTGIError):
+    """A request to the server failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        body: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.error_type = error_type
+        self.body = body
+        self.headers: dict[str, str] = {k.lower(): v for k, v in (headers or {}).items()}
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the server asked us to wait (`Retry-After`), if it said so."""
+        return parse_retry_after(self.headers)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(message={self.message!r}, status_code={self.status_code!r}, "
+            f"error_type={self.error_type!r})"
+        )
+
+
+class APIConnectionError(APIError):
+    """The connection could not be made or broke before a complete answer arrived."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect or read timeout, or the overall deadline, was exceeded."""
+
+
+class APIStatusError(APIError):
+    """The server answered with an error status or an in-band error event."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the server wants `Authorization: Bearer <api_key>` (TGI `--api-key`)."""
+
+
+class InputValidationError(APIStatusError):
+    """422: TGI refused the request's inputs or parameters."""
+
+
+class GenerationError(APIStatusError):
+    """424: the model failed during generation (a shard or CUDA error)."""
+
+
+class OverloadedError(APIStatusError):
+    """429: more requests in flight than TGI's `--max-concurrent-requests`."""
+
+
+class IncompleteGenerationError(APIStatusError):
+    """500: the generation ended without its final token."""
+
+
+class ServerUnavailableError(APIStatusError):
+    """502/503/504: a proxy could not reach TGI, or the model is still loading."""
+
+
+class ServerError(ZephyrTGIError):
+    """Launching or watching a TGI container failed."""
+
+
+class DockerUnavailableError(ServerError):
+    """The docker SDK is not installed or the Docker daemon cannot be reached."""
+
+
+class GPUUnavailableError(ServerError):
+    """GPUs were requested but Docker has no GPU runtime (NVIDIA Container Toolkit)."""
+
+
+class ContainerStartError(ServerError):
+    """The TGI container exited before it became ready."""
+
+    def __init__(self, message: str, *, exit_code: int | None, logs: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.logs = logs
+
+
+class ServerNotReadyError(ServerError):
+    """The TGI container did not become ready before the timeout."""
+
+    def __init__(self, message: str, *, logs: str) -> None:
+        super().__init__(message)
+        self.logs = logs
+
+
+# --- mapping -------------------------------------------------------------------------------------------
+
+_BY_ERROR_TYPE: dict[str, type[APIStatusError]] = {
+    "validation": InputValidationError,
+    "template_error": InputValidationError,
+    "missing_template_variable": InputValidationError,
+    "tool_error": InputValidationError,
+    "generation": GenerationError,
+    "overloaded": OverloadedError,
+    "incomplete_generation": IncompleteGenerationError,
+    "incomplete_generation_stream": IncompleteGenerationError,
+    "healthcheck": ServerUnavailableError,
+    "unavailable": ServerUnavailableError,
+}
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    401: AuthenticationError,
+    403: AuthenticationError,
+    422: InputValidationError,
+    424: GenerationError,
+    429: OverloadedError,
+    500: IncompleteGenerationError,
+    502: ServerUnavailableError,
+    503: ServerUnavailableError,
+    504: ServerUnavailableError,
+}
+
+# OpenAI-style in-band errors on /v1/* carry only a message (http_status_code is always 422), so the
+# message prefix is the only reliable way to tell what happened.
+_BY_MESSAGE_PREFIX: tuple[tuple[str, type[APIStatusError]], ...] = (
+    ("Model is overloaded", OverloadedError),
+    ("Input validation error:", InputValidationError),
+    ("Template error:", InputValidationError),
+    ("Tool error:", InputValidationError),
+    ("Request failed during generation:", GenerationError),
+    ("Incomplete generation", IncompleteGenerationError),
+)
+
+_HINTS: dict[type[APIStatusError], str] = {
+    AuthenticationError: "pass the server's --api-key as api_key= (or ZEPHYR_TGI_API_KEY)",
+    OverloadedError: "lower the concurrency or raise TGI's --max-concurrent-requests",
+    ServerUnavailableError: "the server is starting or a proxy cannot reach it; wait_until_ready() helps",
+    GenerationError: "the model failed on the GPU; check the server logs",
+}
+
+
+def error_class_for(*, status_code: int | None, error_type: str | None, message: str = "") -> type[APIStatusError]:
+    """Pick the exception class: TGI's `error_type` first, then the message prefix, then the status."""
+    if error_type and error_type in _BY_ERROR_TYPE:
+        return _BY_ERROR_TYPE[error_type]
+    for prefix, cls in _BY_MESSAGE_PREFIX:
+        if message.startswith(prefix):
+            return cls
+    if status_code is not None:
+        if status_code in _BY_STATUS:
+            return _BY_STATUS[status_code]
+        if status_code >= 500:
+            return ServerUnavailableError
+    return APIStatusError
+
+
+def _decode_json_error(body: str) -> tuple[str | None, str | None]:
+    """Return (message, error_type) from a TGI error body, or (None, None) if it is not one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    error = data.get("error")
+    if isinstance(error, str):
+        error_type = data.get("error_type")
+        return error, error_type if isinstance(error_type, str) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"], None
+    if isinstance(data.get("message"), str):
+        return data["message"], None
+    return None, None
+
+
+def from_response(status_code: int, body: bytes | str, headers: Mapping[str, str] | None = None) -> APIStatusError:
+    """Build the error for an HTTP error answer; never fails, whatever the body is."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    message, error_type = _decode_json_error(text)
+    if message is None:
+        preview = " ".join(text.split())[:_BODY_PREVIEW_CHARS]
+        message = f"HTTP {status_code}" + (f": {preview}" if preview else " with an empty body")
+    cls = error_class_for(status_code=status_code, error_type=error_type, message=message)
+    hint = _HINTS.get(cls)
+    full = f"{message} ({hint})" if hint else message
+    return cls(full, status_code=status_code, error_type=error_type, body=text, headers=headers)
+
+
+def from_stream_event(event: Mapping[str, Any], raw: str) -> APIStatusError:
+    """Build the error for an in-band SSE error event in either of TGI's two shapes."""
+    error = event.get("error")
+    if isinstance(error, dict):  # /v1/*: {"error": {"message", "http_status_code"}}
+        message = str(error.get("message", raw))
+        status = error.get("http_status_code")
+        cls = error_class_for(status_code=None, error_type=None, message=message)
+        code = status if cls is APIStatusError and isinstance(status, int) else _status_of(cls)
+        return cls(message, status_code=code, error_type=None, body=raw)
+    message = str(error)
+    error_type = event.get("error_type")
+    error_type = error_type if isinstance(error_type, str) else None
+    cls = error_class_for(status_code=None, error_type=error_type, message=message)
+    return cls(message, status_code=_status_of(cls), error_type=error_type, body=raw)
+
+
+def _status_of(cls: type[APIStatusError]) -> int | None:
+    """The HTTP status TGI would have used for this error outside a stream."""
+    for status, candidate in _BY_STATUS.items():
+        if candidate is cls:
+            return status
+    return None
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date); None when absent or bad."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "retry-after-ms" in lowered:
+        try:
+            return max(0.0, float(lowered["retry-after-ms"]) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime  # rare path: keep it off import time
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    import time
+
+    return max(0.0, when.timestamp() - time.time())
+
+
+def translate(exc: BaseException, *, url: str = "") -> ZephyrTGIError:
+    """Turn an exception of huggingface_hub or httpx2 into ours (the caller raises it `from exc`)."""
+    if isinstance(exc, ZephyrTGIError):
+        return exc
+    # huggingface_hub wraps HTTP errors; the httpx2 response lives on the error or its cause.
+    response = _find_response(exc)
+    if response is not None and response.status_code >= 400:
+        try:
+            body = response.content
+        except httpx2.ResponseNotRead:
+            body = b""
+        return from_response(response.status_code, body, response.headers)
+    timeout = _find_in_chain(exc, httpx2.TimeoutException)
+    if timeout is not None or isinstance(exc, TimeoutError):
+        where = f" to {url}" if url else ""
+        return APITimeoutError(f"request{where} timed out ({type(timeout or exc).__name__})")
+    transport = _find_in_chain(exc, httpx2.TransportError)
+    if transport is not None or isinstance(exc, (ConnectionError, OSError)):
+        where = f" to {url}" if url else ""
+        detail = str(transport or exc) or type(transport or exc).__name__
+        return APIConnectionError(f"connection{where} failed: {detail}")
+    # A TGI error huggingface_hub parsed from a stream or body without keeping a response.
+    from huggingface_hub.errors import TextGenerationError
+
+    if isinstance(exc, TextGenerationError):
+        message = str(exc)
+        cls = error_class_for(status_code=None, error_type=None, message=message)
+        return cls(message, status_code=_status_of(cls), body=message)
+    if isinstance(exc, ValueError) and "JSON" in type(exc).__name__ + str(exc):
+        return APIConnectionError(f"the server sent a malformed answer: {exc}")
+    return APIError(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _find_response(exc: BaseException) -> httpx2.Response | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, httpx2.Response):
+            return response
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _find_in_chain(exc: BaseException, kind: type[_E]) -> _E | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return current
+        current = current.__cause__ or current.__context__
+    return None

@@ -1,0 +1,173 @@
+"""Turning TGI's answers into typed results: stop-sequence removal, results, and stream assembly.
+
+Pure functions and a small state machine; no I/O, nothing sync- or async-specific.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._errors import APIConnectionError, APIStatusError, from_stream_event
+from ._sse import DONE
+from ._types import ChatCompletionChunk, GenerationResult, StreamChunk, Token
+
+__all__ = [
+    "StreamAssembler",
+    "parse_chat_chunk",
+    "result_from_output",
+    "result_from_payload",
+    "strip_stop",
+]
+
+
+def strip_stop(text: str, stops: Sequence[str]) -> str:
+    """`text` without a trailing stop sequence (TGI keeps the stop text in `generated_text`)."""
+    for stop in sorted(stops, key=len, reverse=True):
+        if text.endswith(stop):
+            return text[: -len(stop)]
+    return text
+
+
+def result_from_payload(data: Mapping[str, Any], *, stops: Sequence[str], prompt: str | None) -> GenerationResult:
+    """A result from `/generate`'s JSON (or one element of `POST /`'s list)."""
+    generated_text = data["generated_text"]
+    details = data.get("details") or {}
+    return GenerationResult.model_validate(
+        {
+            **details,
+            "text": strip_stop(generated_text, stops),
+            "generated_text": generated_text,
+            "prompt": prompt,
+            "top_tokens": details.get("top_tokens") or (),
+            "best_of_sequences": details.get("best_of_sequences") or (),
+            "prefill": details.get("prefill") or (),
+            "tokens": details.get("tokens") or (),
+        }
+    )
+
+
+def result_from_output(output: Any, *, stops: Sequence[str], prompt: str | None) -> GenerationResult:
+    """A result from huggingface_hub's `TextGenerationOutput` dataclass (read by attribute, no copying)."""
+    details = output.details
+    data: dict[str, Any] = {
+        "text": strip_stop(output.generated_text, stops),
+        "generated_text": output.generated_text,
+        "prompt": prompt,
+    }
+    if details is not None:
+        data.update(
+            finish_reason=details.finish_reason,
+            generated_tokens=details.generated_tokens,
+            seed=details.seed,
+            tokens=details.tokens or (),
+            prefill=details.prefill or (),
+            top_tokens=details.top_tokens or (),
+            best_of_sequences=details.best_of_sequences or (),
+        )
+    return GenerationResult.model_validate(data, from_attributes=True)
+
+
+def _held_back(buffer: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of `buffer` could still be (the start of) a stop sequence."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop), len(buffer)), longest, -1):
+            if buffer.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
+
+
+class StreamAssembler:
+    """Turns `/generate_stream` events into `StreamChunk`s and the final `GenerationResult`.
+
+    Text that might be the beginning of a stop sequence is held back until it is clear that it is not,
+    so a stop sequence (and `</s>`) never reaches the caller, and the chunks' texts join to `result.text`.
+    """
+
+    __slots__ = ("_buffer", "_emitted", "_prompt", "_stops", "_tokens", "_top_tokens", "done")
+
+    def __init__(self, stops: Sequence[str], prompt: str | None) -> None:
+        self._stops = tuple(stops)
+        self._prompt = prompt
+        self._buffer = ""
+        self._emitted: list[str] = []
+        self._tokens: list[Token] = []
+        self._top_tokens: list[tuple[Token, ...]] = []
+        self.done = False
+
+    def feed(self, data: str) -> StreamChunk:
+        """Consume one event's data; raise the mapped error for an in-band error event."""
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise APIConnectionError(f"the server sent a malformed stream event: {data[:200]!r}") from exc
+        if not isinstance(event, dict):
+            raise APIConnectionError(f"the server sent an unexpected stream event: {data[:200]!r}")
+        if "error" in event:
+            raise from_stream_event(event, data)
+        token = Token.model_validate(event["token"])
+        self._tokens.append(token)
+        top = tuple(Token.model_validate(t) for t in event.get("top_tokens") or ())
+        if top:
+            self._top_tokens.append(top)
+        if not token.special:
+            self._buffer += token.text
+        generated_text = event.get("generated_text")
+        if generated_text is None:
+            keep = _held_back(self._buffer, self._stops)
+            text = self._buffer[: len(self._buffer) - keep]
+            self._buffer = self._buffer[len(text) :]
+            if text:
+                self._emitted.append(text)
+            return StreamChunk(index=event.get("index", len(self._tokens)), text=text, token=token, top_tokens=top)
+        return self._finish(event, token, top, generated_text)
+
+    def _finish(
+        self, event: Mapping[str, Any], token: Token, top: tuple[Token, ...], generated_text: str
+    ) -> StreamChunk:
+        self.done = True
+        details = event.get("details") or {}
+        final_text = strip_stop(generated_text, self._stops)
+        emitted = "".join(self._emitted)
+        # Normally the tokens' texts join to generated_text; if the server decoded differently, the
+        # final chunk still completes exactly what was shown so far.
+        text = final_text[len(emitted) :] if final_text.startswith(emitted) else strip_stop(self._buffer, self._stops)
+        result = GenerationResult(
+            text=emitted + text,
+            generated_text=generated_text,
+            finish_reason=details.get("finish_reason"),
+            generated_tokens=details.get("generated_tokens", len(self._tokens)),
+            seed=details.get("seed"),
+            input_length=details.get("input_length"),
+            tokens=tuple(self._tokens),
+            top_tokens=tuple(self._top_tokens),
+            prompt=self._prompt,
+        )
+        return StreamChunk(
+            index=event.get("index", len(self._tokens)), text=text, token=token, top_tokens=top, result=result
+        )
+
+    def end_of_stream(self) -> APIConnectionError:
+        """The error for a stream that ended before its final event."""
+        return APIConnectionError(
+            f"the stream ended after {len(self._tokens)} token(s) without its final event (connection lost)"
+        )
+
+
+def parse_chat_chunk(data: str) -> ChatCompletionChunk | None:
+    """One `/v1/chat/completions` stream event; None for the `[DONE]` terminator."""
+    if data == DONE:
+        return None
+    try:
+        event = json.loads(data)
+    except ValueError as exc:
+        raise APIConnectionError(f"the server sent a malformed stream event: {data[:200]!r}") from exc
+    if not isinstance(event, dict):
+        raise APIConnectionError(f"the server sent an unexpected stream event: {data[:200]!r}")
+    if "error" in event:
+        error: APIStatusError = from_stream_event(event, data)
+        raise error
+    return ChatCompletionChunk.model_validate(event)

@@ -1,0 +1,219 @@
+"""Typed results: generations, stream chunks, server info, token spans and chat completions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "BestOfSequence",
+    "ChatCompletion",
+    "ChatCompletionChoice",
+    "ChatCompletionChunk",
+    "ChatCompletionChunkChoice",
+    "ChatCompletionDelta",
+    "ChatCompletionMessage",
+    "ChatCompletionUsage",
+    "FinishReason",
+    "GenerationResult",
+    "PrefillToken",
+    "ServerInfo",
+    "StreamChunk",
+    "Token",
+    "TokenSpan",
+]
+
+FinishReason = Literal["length", "eos_token", "stop_sequence"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", from_attributes=True)
+
+
+class Token(_Frozen):
+    """A generated token."""
+
+    id: int
+    text: str
+    logprob: float | None = None
+    special: bool = False
+
+
+class PrefillToken(_Frozen):
+    """A prompt token with its logprob (TGI fills these only with `--enable-prefill-logprobs`)."""
+
+    id: int
+    text: str
+    logprob: float | None = None
+
+
+class BestOfSequence(_Frozen):
+    """One of the `best_of` candidates that lost."""
+
+    generated_text: str
+    finish_reason: FinishReason
+    generated_tokens: int
+    seed: int | None = None
+    prefill: tuple[PrefillToken, ...] = ()
+    tokens: tuple[Token, ...] = ()
+    top_tokens: tuple[tuple[Token, ...], ...] | None = None
+
+
+class GenerationResult(_Frozen):
+    """A finished generation.
+
+    `text` is the answer with a trailing stop sequence removed (so `</s>` never appears in it);
+    `generated_text` is exactly what TGI returned.
+    """
+
+    text: str
+    generated_text: str
+    finish_reason: FinishReason | None = None
+    generated_tokens: int | None = None
+    seed: int | None = None
+    input_length: int | None = None
+    tokens: tuple[Token, ...] = ()
+    prefill: tuple[PrefillToken, ...] = ()
+    top_tokens: tuple[tuple[Token, ...], ...] = ()
+    best_of_sequences: tuple[BestOfSequence, ...] = ()
+    prompt: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+    def _repr_markdown_(self) -> str:
+        meta = ", ".join(
+            f"{name}: {value}"
+            for name, value in (("finish", self.finish_reason), ("tokens", self.generated_tokens))
+            if value is not None
+        )
+        return f"{self.text}\n\n<sub>{meta}</sub>" if meta else self.text
+
+
+class StreamChunk(_Frozen):
+    """One step of a stream: the new text, the token behind it, and on the last chunk the whole result.
+
+    `text` is what to show now. It can be empty (special tokens, or text held back while it might still
+    turn out to be the start of a stop sequence) and it can carry held-back text from earlier tokens;
+    joining every chunk's `text` gives exactly `result.text` of the last chunk.
+    """
+
+    index: int
+    text: str
+    token: Token
+    top_tokens: tuple[Token, ...] = ()
+    result: GenerationResult | None = None
+
+    @property
+    def is_last(self) -> bool:
+        """True on the final chunk, which carries the `result`."""
+        return self.result is not None
+
+
+class TokenSpan(_Frozen):
+    """A token of a tokenized text, with its character offsets (TGI's `/tokenize`)."""
+
+    id: int
+    text: str
+    start: int
+    stop: int
+
+
+class ServerInfo(BaseModel):
+    """TGI's `/info`: the model served and the deployment's limits."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", protected_namespaces=())
+
+    model_id: str
+    model_sha: str | None = None
+    model_pipeline_tag: str | None = None
+    max_concurrent_requests: int = 128
+    max_best_of: int = 2
+    max_stop_sequences: int = 4
+    # TGI 1.x called it max_input_length.
+    max_input_tokens: int = Field(default=4095, validation_alias=AliasChoices("max_input_tokens", "max_input_length"))
+    max_total_tokens: int = 4096
+    max_top_n_tokens: int = 5
+    validation_workers: int | None = None
+    max_client_batch_size: int | None = None
+    router: str | None = None
+    version: str | None = None
+    sha: str | None = None
+    docker_label: str | None = None
+
+
+class ChatCompletionUsage(_Frozen):
+    """Token counts of a chat completion."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionMessage(_Frozen):
+    """The assistant's message in a chat completion."""
+
+    role: str = "assistant"
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChatCompletionChoice(_Frozen):
+    """One choice of a chat completion."""
+
+    index: int = 0
+    message: ChatCompletionMessage
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletion(_Frozen):
+    """A non-streaming `/v1/chat/completions` answer."""
+
+    id: str = ""
+    object: str = "chat.completion"
+    created: int = 0
+    model: str = ""
+    system_fingerprint: str | None = None
+    choices: tuple[ChatCompletionChoice, ...] = ()
+    usage: ChatCompletionUsage | None = None
+
+    @property
+    def text(self) -> str:
+        """The first choice's content."""
+        return (self.choices[0].message.content or "") if self.choices else ""
+
+
+class ChatCompletionDelta(_Frozen):
+    """The new part of the assistant message in a stream chunk."""
+
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChatCompletionChunkChoice(_Frozen):
+    """One choice of a chat completion stream chunk."""
+
+    index: int = 0
+    delta: ChatCompletionDelta = ChatCompletionDelta()
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletionChunk(_Frozen):
+    """One `chat.completion.chunk` event of a streamed `/v1/chat/completions` answer."""
+
+    id: str = ""
+    object: str = "chat.completion.chunk"
+    created: int = 0
+    model: str = ""
+    system_fingerprint: str | None = None
+    choices: tuple[ChatCompletionChunkChoice, ...] = ()
+    usage: ChatCompletionUsage | None = None
+
+    @property
+    def text(self) -> str:
+        """The first choice's content delta ("" when there is none)."""
+        return (self.choices[0].delta.content or "") if self.choices else ""
