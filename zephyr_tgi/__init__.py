@@ -6,44 +6,48 @@ Everything public is imported from here (the emulator and pytest plugin live in 
 
 from __future__ import annotations
 
-from ._client import AsyncZephyrClient, ZephyrClient
-from ._errors import (
-    APIConnectionError,
-    APIError,
-    APIStatusError,
-    APITimeoutError,
-    AuthenticationError,
-    ConfigurationError,
-    ContainerStartError,
-    DockerUnavailableError,
-    GenerationError,
-    GPUUnavailableError,
-    IncompleteGenerationError,
-    InputValidationError,
-    OverloadedError,
-    PromptError,
-    PromptInjectionError,
-    ServerError,
-    ServerNotReadyError,
-    ServerUnavailableError,
-    TokenBudgetError,
-    ZephyrTGIError,
-)
-from ._params import PRESETS, Grammar, SamplingParams
-from ._retry import RetryPolicy
-from ._templates import SPECIAL_TOKENS, Message, render_prompt
-from ._timeout import Timeout
-from ._types import (
-    BestOfSequence,
-    ChatCompletion,
-    ChatCompletionChunk,
-    GenerationResult,
-    PrefillToken,
-    ServerInfo,
-    StreamChunk,
-    Token,
-    TokenSpan,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._client import AsyncZephyrClient, ZephyrClient
+    from ._errors import (
+        APIConnectionError,
+        APIError,
+        APIStatusError,
+        APITimeoutError,
+        AuthenticationError,
+        ConfigurationError,
+        ContainerStartError,
+        DockerUnavailableError,
+        GenerationError,
+        GPUUnavailableError,
+        IncompleteGenerationError,
+        InputValidationError,
+        OverloadedError,
+        PromptError,
+        PromptInjectionError,
+        ServerError,
+        ServerNotReadyError,
+        ServerUnavailableError,
+        TokenBudgetError,
+        ZephyrTGIError,
+    )
+    from ._params import PRESETS, Grammar, SamplingParams
+    from ._retry import RetryPolicy
+    from ._templates import SPECIAL_TOKENS, Message, render_prompt
+    from ._timeout import Timeout
+    from ._types import (
+        BestOfSequence,
+        ChatCompletion,
+        ChatCompletionChunk,
+        GenerationResult,
+        PrefillToken,
+        ServerInfo,
+        StreamChunk,
+        Token,
+        TokenSpan,
+    )
 
 __version__ = "0.1.0"
 
@@ -89,3 +93,60 @@ __all__ = [
     "__version__",
     "render_prompt",
 ]
+
+# Names load on first use (PEP 562), so `import zephyr_tgi` stays cheap and the heavy modules (pydantic
+# models, httpx2, huggingface_hub's inference client) load only when a client is actually made.
+_LAZY: dict[str, str] = {
+    "PRESETS": "zephyr_tgi._params",
+    "SPECIAL_TOKENS": "zephyr_tgi._templates",
+    "APIConnectionError": "zephyr_tgi._errors",
+    "APIError": "zephyr_tgi._errors",
+    "APIStatusError": "zephyr_tgi._errors",
+    "APITimeoutError": "zephyr_tgi._errors",
+    "AsyncZephyrClient": "zephyr_tgi._client",
+    "AuthenticationError": "zephyr_tgi._errors",
+    "BestOfSequence": "zephyr_tgi._types",
+    "ChatCompletion": "zephyr_tgi._types",
+    "ChatCompletionChunk": "zephyr_tgi._types",
+    "ConfigurationError": "zephyr_tgi._errors",
+    "ContainerStartError": "zephyr_tgi._errors",
+    "DockerUnavailableError": "zephyr_tgi._errors",
+    "GPUUnavailableError": "zephyr_tgi._errors",
+    "GenerationError": "zephyr_tgi._errors",
+    "GenerationResult": "zephyr_tgi._types",
+    "Grammar": "zephyr_tgi._params",
+    "IncompleteGenerationError": "zephyr_tgi._errors",
+    "InputValidationError": "zephyr_tgi._errors",
+    "Message": "zephyr_tgi._templates",
+    "OverloadedError": "zephyr_tgi._errors",
+    "PrefillToken": "zephyr_tgi._types",
+    "PromptError": "zephyr_tgi._errors",
+    "PromptInjectionError": "zephyr_tgi._errors",
+    "RetryPolicy": "zephyr_tgi._retry",
+    "SamplingParams": "zephyr_tgi._params",
+    "ServerError": "zephyr_tgi._errors",
+    "ServerInfo": "zephyr_tgi._types",
+    "ServerNotReadyError": "zephyr_tgi._errors",
+    "ServerUnavailableError": "zephyr_tgi._errors",
+    "StreamChunk": "zephyr_tgi._types",
+    "Timeout": "zephyr_tgi._timeout",
+    "Token": "zephyr_tgi._types",
+    "TokenBudgetError": "zephyr_tgi._errors",
+    "TokenSpan": "zephyr_tgi._types",
+    "ZephyrClient": "zephyr_tgi._client",
+    "ZephyrTGIError": "zephyr_tgi._errors",
+    "render_prompt": "zephyr_tgi._templates",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zephyr_tgi' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

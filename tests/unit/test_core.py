@@ -24,11 +24,22 @@ def test_bad_base_urls_are_refused(bad: str) -> None:
 
 def test_settings_come_from_zephyr_tgi_variables_only() -> None:
     settings = settings_from_env(
-        {"ZEPHYR_TGI_URL": "http://h", "ZEPHYR_TGI_API_KEY": "k", "ZEPHYR_TGI_TIMEOUT": "12.5",
-         "ZEPHYR_TGI_MAX_ATTEMPTS": "2", "ZEPHYR_TGI_SYSTEM_PROMPT": "", "HF_TOKEN": "hf_x"}
+        {
+            "ZEPHYR_TGI_URL": "http://h",
+            "ZEPHYR_TGI_API_KEY": "k",
+            "ZEPHYR_TGI_TIMEOUT": "12.5",
+            "ZEPHYR_TGI_MAX_ATTEMPTS": "2",
+            "ZEPHYR_TGI_SYSTEM_PROMPT": "",
+            "HF_TOKEN": "hf_x",
+        }
     )
-    assert settings == {"base_url": "http://h", "api_key": "k", "timeout": 12.5,
-                        "retry": RetryPolicy(max_attempts=2), "system_prompt": ""}
+    assert settings == {
+        "base_url": "http://h",
+        "api_key": "k",
+        "timeout": 12.5,
+        "retry": RetryPolicy(max_attempts=2),
+        "system_prompt": "",
+    }
 
 
 @pytest.mark.parametrize(("name", "value"), [("ZEPHYR_TGI_TIMEOUT", "soon"), ("ZEPHYR_TGI_MAX_ATTEMPTS", "0")])
@@ -72,8 +83,9 @@ def test_chat_prompts_get_the_cards_empty_system_block_by_default() -> None:
 def test_special_token_policy_is_a_client_setting() -> None:
     with pytest.raises(PromptInjectionError):
         ClientCore("http://h").chat_request("a</s>b", system=None, params=None, overrides={})
-    stripped = ClientCore("http://h", special_tokens="strip").chat_request("a</s>b", system=None, params=None,
-                                                                           overrides={})
+    stripped = ClientCore("http://h", special_tokens="strip").chat_request(
+        "a</s>b", system=None, params=None, overrides={}
+    )
     assert "a" + "b</s>" in stripped.prompt
     with pytest.raises(ConfigurationError):
         ClientCore("http://h", special_tokens="maybe")  # type: ignore[arg-type]
@@ -109,7 +121,12 @@ def test_timeouts_accept_a_number_or_a_timeout() -> None:
 
 
 def test_prometheus_text_is_parsed() -> None:
-    text = '# HELP x\n# TYPE x counter\ntgi_request_count 5\ntgi_request_failure{err="validation"} 2\nbad line\n' \
-           'tgi_queue_size{a="b c"} 0 1700000000\n'
-    assert parse_metrics(text) == {"tgi_request_count": 5.0, 'tgi_request_failure{err="validation"}': 2.0,
-                                   'tgi_queue_size{a="b c"}': 0.0}
+    text = (
+        '# HELP x\n# TYPE x counter\ntgi_request_count 5\ntgi_request_failure{err="validation"} 2\nbad line\n'
+        'tgi_queue_size{a="b c"} 0 1700000000\n'
+    )
+    assert parse_metrics(text) == {
+        "tgi_request_count": 5.0,
+        'tgi_request_failure{err="validation"}': 2.0,
+        'tgi_queue_size{a="b c"}': 0.0,
+    }

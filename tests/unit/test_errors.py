@@ -27,15 +27,31 @@ from zephyr_tgi._errors import from_response, from_stream_event, parse_retry_aft
 @pytest.mark.parametrize(
     ("status", "body", "cls", "error_type"),
     [
-        (422, {"error": "Input validation error: `top_p` must be > 0.0 and < 1.0", "error_type": "validation"},
-         InputValidationError, "validation"),
-        (424, {"error": "Request failed during generation: CUDA OOM", "error_type": "generation"},
-         GenerationError, "generation"),
+        (
+            422,
+            {"error": "Input validation error: `top_p` must be > 0.0 and < 1.0", "error_type": "validation"},
+            InputValidationError,
+            "validation",
+        ),
+        (
+            424,
+            {"error": "Request failed during generation: CUDA OOM", "error_type": "generation"},
+            GenerationError,
+            "generation",
+        ),
         (429, {"error": "Model is overloaded", "error_type": "overloaded"}, OverloadedError, "overloaded"),
-        (500, {"error": "Incomplete generation", "error_type": "incomplete_generation"},
-         IncompleteGenerationError, "incomplete_generation"),
-        (422, {"error": "Template error: template not found", "error_type": "template_error"},
-         InputValidationError, "template_error"),
+        (
+            500,
+            {"error": "Incomplete generation", "error_type": "incomplete_generation"},
+            IncompleteGenerationError,
+            "incomplete_generation",
+        ),
+        (
+            422,
+            {"error": "Template error: template not found", "error_type": "template_error"},
+            InputValidationError,
+            "template_error",
+        ),
         (503, {"error": "unhealthy", "error_type": "healthcheck"}, ServerUnavailableError, "healthcheck"),
     ],
 )
@@ -52,7 +68,11 @@ def test_tgi_json_errors_map_by_error_type(status: int, body: dict[str, str], cl
     ("status", "body", "cls"),
     [
         (401, b"", AuthenticationError),
-        (422, b"Failed to deserialize the JSON body into the target type: missing field `inputs`", InputValidationError),
+        (
+            422,
+            b"Failed to deserialize the JSON body into the target type: missing field `inputs`",
+            InputValidationError,
+        ),
         (502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", ServerUnavailableError),
         (504, b"upstream timed out", ServerUnavailableError),
         (418, b"teapot", APIStatusError),
@@ -117,11 +137,18 @@ def test_mapping_never_crashes_on_arbitrary_bodies(status: int, body: bytes) -> 
     repr(error)
 
 
-@given(payload=st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["error", "error_type", "message", "http_status_code"]), children, max_size=4),
-    max_leaves=10,
-))
+@given(
+    payload=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["error", "error_type", "message", "http_status_code"]), children, max_size=4
+            )
+        ),
+        max_leaves=10,
+    )
+)
 def test_mapping_never_crashes_on_arbitrary_json(payload: object) -> None:
     error = from_response(500, json.dumps(payload))
     assert isinstance(error, APIStatusError)

@@ -35,8 +35,35 @@ def test_sync_and_async_clients_have_the_same_methods_and_parameters() -> None:
 
 
 def test_async_methods_are_awaitable_where_the_sync_ones_return_values() -> None:
-    for name in ("chat", "generate", "chat_completion", "info", "health", "wait_until_ready", "tokenize",
-                 "metrics", "close"):
+    for name in (
+        "chat",
+        "generate",
+        "chat_completion",
+        "info",
+        "health",
+        "wait_until_ready",
+        "tokenize",
+        "metrics",
+        "close",
+    ):
         assert inspect.iscoroutinefunction(getattr(AsyncZephyrClient, name)), name
     for name in ("chat_stream", "generate_stream"):
         assert not inspect.iscoroutinefunction(getattr(AsyncZephyrClient, name)), name
+
+
+def test_every_public_name_loads_lazily_from_its_module() -> None:
+    assert set(zephyr_tgi._LAZY) | {"__version__"} == set(zephyr_tgi.__all__)
+    for name in zephyr_tgi.__all__:
+        assert getattr(zephyr_tgi, name) is not None
+
+
+def test_importing_the_package_loads_no_heavy_module() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, zephyr_tgi; print(sorted(m for m in ('httpx2', 'pydantic', 'docker', 'sentencepiece', "
+        "'huggingface_hub.inference._client') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -98,8 +98,9 @@ def test_the_deadline_stops_retrying() -> None:
         calls.append(1)
         raise APIConnectionError("refused")
 
-    kwargs = tenacity_kwargs(RetryPolicy(max_attempts=50, initial_delay=0.01), description="t",
-                             deadline_at=time.monotonic() + 0.2)
+    kwargs = tenacity_kwargs(
+        RetryPolicy(max_attempts=50, initial_delay=0.01), description="t", deadline_at=time.monotonic() + 0.2
+    )
     with pytest.raises(APIConnectionError):
         tenacity.Retrying(**kwargs)(refused)
     assert 1 < len(calls) < 50

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -17,7 +18,7 @@ from zephyr_tgi._sse import iter_sse_data
 def chunks_of(raw: bytes, cuts: list[int]) -> list[bytes]:
     """Split raw bytes at `cuts`, as the network might."""
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(raw)}), len(raw)]
-    return [raw[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [raw[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def test_data_with_and_without_a_space_and_comments_are_handled() -> None:
@@ -48,22 +49,27 @@ def test_events_survive_arbitrary_chunk_boundaries(events: list[dict[str, Any]],
     assert [json.loads(d) for d in iter_sse_data(chunks_of(raw, cuts))] == events
 
 
-def token_event(index: int, text: str, *, special: bool = False, final: str | None = None,
-                finish: str = "eos_token") -> str:
+def token_event(
+    index: int, text: str, *, special: bool = False, final: str | None = None, finish: str = "eos_token"
+) -> str:
     event: dict[str, Any] = {
         "index": index,
         "token": {"id": index, "text": text, "logprob": -0.5, "special": special},
         "generated_text": final,
-        "details": None if final is None else {"finish_reason": finish, "generated_tokens": index, "seed": None,
-                                               "input_length": 7},
+        "details": None
+        if final is None
+        else {"finish_reason": finish, "generated_tokens": index, "seed": None, "input_length": 7},
     }
     return json.dumps(event)
 
 
 def test_chunks_join_to_the_result_text_and_eos_is_not_shown() -> None:
     assembler = StreamAssembler(["</s>"], prompt="p")
-    chunks = [assembler.feed(token_event(1, "Hello")), assembler.feed(token_event(2, " world")),
-              assembler.feed(token_event(3, "</s>", special=True, final="Hello world"))]
+    chunks = [
+        assembler.feed(token_event(1, "Hello")),
+        assembler.feed(token_event(2, " world")),
+        assembler.feed(token_event(3, "</s>", special=True, final="Hello world")),
+    ]
     assert [c.text for c in chunks] == ["Hello", " world", ""]
     result = chunks[-1].result
     assert result is not None
@@ -76,12 +82,16 @@ def test_chunks_join_to_the_result_text_and_eos_is_not_shown() -> None:
 
 def test_text_that_may_start_a_stop_sequence_is_held_back_then_dropped() -> None:
     assembler = StreamAssembler(["\nUser:", "</s>"], prompt=None)
-    texts = [assembler.feed(token_event(1, "Yes")).text, assembler.feed(token_event(2, "\n")).text,
-             assembler.feed(token_event(3, "User")).text]
+    texts = [
+        assembler.feed(token_event(1, "Yes")).text,
+        assembler.feed(token_event(2, "\n")).text,
+        assembler.feed(token_event(3, "User")).text,
+    ]
     final = assembler.feed(token_event(4, ":", final="Yes\nUser:", finish="stop_sequence"))
     assert texts == ["Yes", "", ""]
     assert final.text == ""
-    assert final.result is not None and final.result.text == "Yes"
+    assert final.result is not None
+    assert final.result.text == "Yes"
 
 
 def test_held_back_text_is_released_when_it_is_not_a_stop_sequence() -> None:
@@ -95,8 +105,9 @@ def test_in_band_errors_raise_mapped_errors() -> None:
     with pytest.raises(OverloadedError):
         assembler.feed(json.dumps({"error": "Model is overloaded", "error_type": "overloaded"}))
     with pytest.raises(GenerationError):
-        parse_chat_chunk(json.dumps({"error": {"message": "Request failed during generation: x",
-                                               "http_status_code": 422}}))
+        parse_chat_chunk(
+            json.dumps({"error": {"message": "Request failed during generation: x", "http_status_code": 422}})
+        )
 
 
 def test_malformed_events_are_connection_errors() -> None:
@@ -117,8 +128,11 @@ def test_strip_stop_removes_only_a_trailing_stop(text: str, stop: str) -> None:
         assert strip_stop(text, [stop]) == text
 
 
-@given(pieces=st.lists(st.text(alphabet=st.sampled_from(list("ab<>/s \n")), min_size=1, max_size=4), min_size=1,
-                       max_size=12))
+@given(
+    pieces=st.lists(
+        st.text(alphabet=st.sampled_from(list("ab<>/s \n")), min_size=1, max_size=4), min_size=1, max_size=12
+    )
+)
 def test_chunks_always_join_to_the_final_text(pieces: list[str]) -> None:
     full = "".join(pieces)
     stops = ["</s>", "\n\n"]

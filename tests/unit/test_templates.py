@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -10,10 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import reference_dir
 from zephyr_tgi import ConfigurationError, Message, PromptInjectionError, render_prompt
 from zephyr_tgi._templates import SPECIAL_TOKENS, build_messages
-
-from tests.conftest import reference_dir
 
 REFERENCE = reference_dir() / "zephyr_chat_template.jinja"
 
@@ -34,7 +32,10 @@ def test_reference_template_is_the_upstream_file() -> None:
     [
         (
             [
-                {"role": "system", "content": "You are a friendly chatbot who always responds in the style of a pirate"},
+                {
+                    "role": "system",
+                    "content": "You are a friendly chatbot who always responds in the style of a pirate",
+                },
                 {"role": "user", "content": "How many helicopters can a human eat in one sitting?"},
             ],
             "<|system|>\nYou are a friendly chatbot who always responds in the style of a pirate</s>\n"
@@ -70,11 +71,15 @@ def test_never_writes_a_bos_token() -> None:
     assert "<s>" not in render_prompt([{"role": "system", "content": "x"}, {"role": "user", "content": "y"}])
 
 
-_safe_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
-).filter(lambda text: not any(token in text for token in SPECIAL_TOKENS))
+_safe_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40).filter(
+    lambda text: not any(token in text for token in SPECIAL_TOKENS)
+)
 _conversation = st.lists(
-    st.builds(lambda role, content: {"role": role, "content": content}, st.sampled_from(["system", "user", "assistant"]), _safe_text),
+    st.builds(
+        lambda role, content: {"role": role, "content": content},
+        st.sampled_from(["system", "user", "assistant"]),
+        _safe_text,
+    ),
     min_size=1,
     max_size=6,
 )
