@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,3 +24,9 @@ def reference_dir() -> Path:
 def reference() -> Path:
     """Path of the shared reference folder."""
     return reference_dir()
+
+
+# Hypothesis's per-example deadline measures wall time, which a loaded 2-core CI machine makes flaky;
+# speed is checked by benchmarks, never by tests.
+settings.register_profile("zephyr_tgi", deadline=None, print_blob=True)
+settings.load_profile("zephyr_tgi")

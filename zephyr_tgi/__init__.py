@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._client import AsyncZephyrClient, ZephyrClient
+    from ._conversation import AsyncConversation, Conversation
     from ._errors import (
         APIConnectionError,
         APIError,
@@ -25,11 +26,13 @@ if TYPE_CHECKING:
         IncompleteGenerationError,
         InputValidationError,
         OverloadedError,
+        PrefillUnavailableError,
         PromptError,
         PromptInjectionError,
         ServerError,
         ServerNotReadyError,
         ServerUnavailableError,
+        StructuredOutputError,
         TokenBudgetError,
         ZephyrTGIError,
     )
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from ._retry import RetryPolicy
     from ._templates import SPECIAL_TOKENS, Message, render_prompt
     from ._timeout import Timeout
+    from ._tokenizer import ZephyrTokenizer
     from ._types import (
         BestOfSequence,
         ChatCompletion,
@@ -58,6 +62,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncConversation",
     "AsyncZephyrClient",
     "AuthenticationError",
     "BestOfSequence",
@@ -65,6 +70,7 @@ __all__ = [
     "ChatCompletionChunk",
     "ConfigurationError",
     "ContainerStartError",
+    "Conversation",
     "DockerUnavailableError",
     "GPUUnavailableError",
     "GenerationError",
@@ -75,6 +81,7 @@ __all__ = [
     "Message",
     "OverloadedError",
     "PrefillToken",
+    "PrefillUnavailableError",
     "PromptError",
     "PromptInjectionError",
     "RetryPolicy",
@@ -84,12 +91,14 @@ __all__ = [
     "ServerNotReadyError",
     "ServerUnavailableError",
     "StreamChunk",
+    "StructuredOutputError",
     "Timeout",
     "Token",
     "TokenBudgetError",
     "TokenSpan",
     "ZephyrClient",
     "ZephyrTGIError",
+    "ZephyrTokenizer",
     "__version__",
     "render_prompt",
 ]
@@ -103,6 +112,7 @@ _LAZY: dict[str, str] = {
     "APIError": "zephyr_tgi._errors",
     "APIStatusError": "zephyr_tgi._errors",
     "APITimeoutError": "zephyr_tgi._errors",
+    "AsyncConversation": "zephyr_tgi._conversation",
     "AsyncZephyrClient": "zephyr_tgi._client",
     "AuthenticationError": "zephyr_tgi._errors",
     "BestOfSequence": "zephyr_tgi._types",
@@ -110,6 +120,7 @@ _LAZY: dict[str, str] = {
     "ChatCompletionChunk": "zephyr_tgi._types",
     "ConfigurationError": "zephyr_tgi._errors",
     "ContainerStartError": "zephyr_tgi._errors",
+    "Conversation": "zephyr_tgi._conversation",
     "DockerUnavailableError": "zephyr_tgi._errors",
     "GPUUnavailableError": "zephyr_tgi._errors",
     "GenerationError": "zephyr_tgi._errors",
@@ -120,6 +131,7 @@ _LAZY: dict[str, str] = {
     "Message": "zephyr_tgi._templates",
     "OverloadedError": "zephyr_tgi._errors",
     "PrefillToken": "zephyr_tgi._types",
+    "PrefillUnavailableError": "zephyr_tgi._errors",
     "PromptError": "zephyr_tgi._errors",
     "PromptInjectionError": "zephyr_tgi._errors",
     "RetryPolicy": "zephyr_tgi._retry",
@@ -129,12 +141,14 @@ _LAZY: dict[str, str] = {
     "ServerNotReadyError": "zephyr_tgi._errors",
     "ServerUnavailableError": "zephyr_tgi._errors",
     "StreamChunk": "zephyr_tgi._types",
+    "StructuredOutputError": "zephyr_tgi._errors",
     "Timeout": "zephyr_tgi._timeout",
     "Token": "zephyr_tgi._types",
     "TokenBudgetError": "zephyr_tgi._errors",
     "TokenSpan": "zephyr_tgi._types",
     "ZephyrClient": "zephyr_tgi._client",
     "ZephyrTGIError": "zephyr_tgi._errors",
+    "ZephyrTokenizer": "zephyr_tgi._tokenizer",
     "render_prompt": "zephyr_tgi._templates",
 }
 

@@ -12,19 +12,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
 import httpx2
 import tenacity
+from pydantic import BaseModel
 
+from ._batch import BatchProgress, default_concurrency
+from ._budget import BudgetPolicy
 from ._core import ClientCore, NativeRequest, parse_metrics
-from ._errors import APIConnectionError, APIError, APITimeoutError, ZephyrTGIError, from_response, translate
-from ._params import SamplingParams
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ConfigurationError,
+    ZephyrTGIError,
+    from_response,
+    translate,
+)
+from ._params import Grammar, SamplingParams
+from ._perplexity import chunk_text, perplexity_of, plan_windows, scored_logprobs
 from ._retry import RetryPolicy, tenacity_kwargs
 from ._shaping import StreamAssembler, parse_chat_chunk, result_from_output
 from ._sse import aiter_sse_data, iter_sse_data
+from ._structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
 from ._templates import MessagesInput, SpecialTokenPolicy
 from ._timeout import DEFAULT_TIMEOUT, TimeoutInput
 from ._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
@@ -32,9 +46,13 @@ from ._types import ChatCompletion, ChatCompletionChunk, GenerationResult, Serve
 if TYPE_CHECKING:
     from huggingface_hub import AsyncInferenceClient, InferenceClient
 
+    from ._tokenizer import ZephyrTokenizer
+
 __all__ = ["AsyncZephyrClient", "ZephyrClient"]
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
+Outcome = GenerationResult | ZephyrTGIError
 # What huggingface_hub and httpx2 raise; everything else is a bug and must not be disguised.
 _TRANSLATED = (httpx2.HTTPError, OSError, ValueError)
 
@@ -55,6 +73,8 @@ class ZephyrClient(ClientCore):
         params: SamplingParams | None = None,
         system_prompt: str | None = None,
         special_tokens: SpecialTokenPolicy = "raise",
+        tokenizer: ZephyrTokenizer | None = None,
+        budget: BudgetPolicy = "clamp",
         hub_client: InferenceClient | None = None,
     ) -> None:
         super().__init__(
@@ -65,6 +85,8 @@ class ZephyrClient(ClientCore):
             params=params,
             system_prompt=system_prompt,
             special_tokens=special_tokens,
+            tokenizer=tokenizer,
+            budget=budget,
         )
         if hub_client is None:
             from huggingface_hub import InferenceClient
@@ -147,6 +169,120 @@ class ZephyrClient(ClientCore):
         )
         return ChatCompletion.model_validate(output, from_attributes=True)
 
+    @overload
+    def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: type[_M],
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> _M: ...
+
+    @overload
+    def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: Mapping[str, Any],
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]: ...
+
+    def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: SchemaInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> Any:
+        """Answer as JSON constrained by TGI's grammar and validated: a model instance, or a dict for a dict schema.
+
+        Raises:
+            StructuredOutputError: the answer does not validate (it is kept as `raw_text`).
+        """
+        overrides = {**overrides, "grammar": grammar_for_schema(schema)}
+        result = self.chat(messages, system=system, params=params, **overrides)
+        return parse_json_answer(result.text, schema)
+
+    def chat_regex(
+        self,
+        messages: MessagesInput,
+        pattern: str,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> str:
+        """Answer constrained to a regular expression (TGI's regex grammar), checked to match it."""
+        overrides = {**overrides, "grammar": Grammar.regex(pattern)}
+        return parse_regex_answer(self.chat(messages, system=system, params=params, **overrides).text, pattern)
+
+    def batch_chat(
+        self,
+        conversations: Sequence[MessagesInput],
+        *,
+        concurrency: int | None = None,
+        progress: bool = True,
+        return_exceptions: bool = True,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> list[Outcome]:
+        """Answer many conversations with at most `concurrency` requests in flight; results in input order.
+
+        Every input is checked before anything is sent. With `return_exceptions`, a failed item's place holds
+        its `ZephyrTGIError`; otherwise the first failure cancels what has not started and is raised. Runs on
+        threads, so it also works inside a running event loop (Jupyter).
+        """
+        requests = [self.chat_request(c, system=system, params=params, overrides=overrides) for c in conversations]
+        self._ensure_limits()
+        workers = check_concurrency(concurrency) or default_concurrency(self.limits)
+        results: list[Outcome | None] = [None] * len(requests)
+        with BatchProgress(len(requests), enabled=progress) as bar, ThreadPoolExecutor(workers) as pool:
+            futures: dict[Future[GenerationResult], int] = {
+                pool.submit(self._generate, request): index for index, request in enumerate(requests)
+            }
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    outcome = _outcome(future)
+                    if isinstance(outcome, ZephyrTGIError) and not return_exceptions:
+                        for other in pending:
+                            other.cancel()
+                        raise outcome
+                    results[futures[future]] = outcome
+                    bar.done(outcome)
+        return [outcome for outcome in results if outcome is not None]
+
+    def perplexity(self, text: str, *, stride: int | None = None) -> float:
+        """Perplexity of `text` under the served model, from TGI's prefill logprobs.
+
+        Texts longer than the server's input window are scored in windows moving by `stride` tokens (default:
+        half a window), each token once, with the tokens before it in its window as context.
+
+        Raises:
+            PrefillUnavailableError: TGI runs without `--enable-prefill-logprobs`.
+        """
+        self._ensure_limits()
+        spans = self._text_spans(text)
+        window = self.limits.max_input_tokens - 2  # BOS, and a token of slack for re-tokenizing a chunk
+        logprobs: list[float] = []
+        for part in plan_windows(len(spans), window, stride or max(1, window // 2)):
+            result = self.generate(chunk_text(text, spans, part), max_new_tokens=1, decoder_input_details=True)
+            logprobs.extend(scored_logprobs(result, part))
+        return perplexity_of(logprobs)
+
+    def _text_spans(self, text: str) -> list[TokenSpan]:
+        if self.tokenizer is not None:
+            return self.tokenizer.encode_spans(text, add_bos=False)
+        return without_bos(self.tokenize(text))
+
     # -- server ---------------------------------------------------------------------------------------
 
     def info(self) -> ServerInfo:
@@ -188,6 +324,11 @@ class ZephyrClient(ClientCore):
         response = self._call("GET /metrics", lambda: self._request("GET", "/metrics"))
         return parse_metrics(response.text)
 
+    def count_tokens(self, text: MessagesInput, *, system: str | None = None) -> int:
+        """Tokens TGI counts for a prompt, BOS included: a string as `generate()` sends it, messages as
+        `chat()` renders them. Uses the local tokenizer when the client has one, else the server's `/tokenize`."""
+        return self._count_prompt(self.prompt_of(text, system=system))
+
     # -- plumbing -------------------------------------------------------------------------------------
 
     def _ensure_limits(self) -> None:
@@ -196,9 +337,20 @@ class ZephyrClient(ClientCore):
         with contextlib.suppress(APIError):  # defaults apply; the request itself reports a real problem
             self.info()
 
-    def _generate(self, request: NativeRequest) -> GenerationResult:
+    def _prepare(self, request: NativeRequest, *, stream: bool) -> NativeRequest:
         self._ensure_limits()
-        self.check_request(request, stream=False)
+        if self.budget_needs_count(request):
+            request = self.fit_to_budget(request, self._count_prompt(request.prompt))
+        self.check_request(request, stream=stream)
+        return request
+
+    def _count_prompt(self, prompt: str) -> int:
+        if self.tokenizer is not None:
+            return self.tokenizer.count(prompt)
+        return len(self.tokenize(prompt))  # TGI's /tokenize includes BOS, as /generate counts it
+
+    def _generate(self, request: NativeRequest) -> GenerationResult:
+        request = self._prepare(request, stream=False)
         output = self._call(
             "POST /generate",
             lambda: self._hub.text_generation(request.prompt, model=self.generate_url, **request.parameters),
@@ -251,8 +403,7 @@ class ZephyrClient(ClientCore):
         return response
 
     def _stream(self, request: NativeRequest) -> Iterator[StreamChunk]:
-        self._ensure_limits()
-        self.check_request(request, stream=True)
+        request = self._prepare(request, stream=True)
         deadline_at = self.deadline_at()
         retrying = tenacity.Retrying(
             **tenacity_kwargs(self.retry, description="POST /generate_stream", deadline_at=deadline_at)
@@ -355,6 +506,8 @@ class AsyncZephyrClient(ClientCore):
         params: SamplingParams | None = None,
         system_prompt: str | None = None,
         special_tokens: SpecialTokenPolicy = "raise",
+        tokenizer: ZephyrTokenizer | None = None,
+        budget: BudgetPolicy = "clamp",
         hub_client: AsyncInferenceClient | None = None,
     ) -> None:
         super().__init__(
@@ -365,6 +518,8 @@ class AsyncZephyrClient(ClientCore):
             params=params,
             system_prompt=system_prompt,
             special_tokens=special_tokens,
+            tokenizer=tokenizer,
+            budget=budget,
         )
         if hub_client is None:
             from huggingface_hub import AsyncInferenceClient
@@ -447,6 +602,130 @@ class AsyncZephyrClient(ClientCore):
         output = await self._call("POST /v1/chat/completions", call)
         return ChatCompletion.model_validate(output, from_attributes=True)
 
+    @overload
+    async def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: type[_M],
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> _M: ...
+
+    @overload
+    async def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: Mapping[str, Any],
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]: ...
+
+    async def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: SchemaInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> Any:
+        """Answer as JSON constrained by TGI's grammar and validated: a model instance, or a dict for a dict schema.
+
+        Raises:
+            StructuredOutputError: the answer does not validate (it is kept as `raw_text`).
+        """
+        overrides = {**overrides, "grammar": grammar_for_schema(schema)}
+        result = await self.chat(messages, system=system, params=params, **overrides)
+        return parse_json_answer(result.text, schema)
+
+    async def chat_regex(
+        self,
+        messages: MessagesInput,
+        pattern: str,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> str:
+        """Answer constrained to a regular expression (TGI's regex grammar), checked to match it."""
+        overrides = {**overrides, "grammar": Grammar.regex(pattern)}
+        result = await self.chat(messages, system=system, params=params, **overrides)
+        return parse_regex_answer(result.text, pattern)
+
+    async def batch_chat(
+        self,
+        conversations: Sequence[MessagesInput],
+        *,
+        concurrency: int | None = None,
+        progress: bool = True,
+        return_exceptions: bool = True,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> list[Outcome]:
+        """Answer many conversations with at most `concurrency` requests in flight; results in input order.
+
+        Every input is checked before anything is sent. With `return_exceptions`, a failed item's place holds
+        its `ZephyrTGIError`; otherwise the first failure cancels the rest and is raised.
+        """
+        requests = [self.chat_request(c, system=system, params=params, overrides=overrides) for c in conversations]
+        await self._ensure_limits()
+        workers = check_concurrency(concurrency) or default_concurrency(self.limits)
+        results: list[Outcome | None] = [None] * len(requests)
+        next_index = iter(range(len(requests)))
+
+        async def worker(bar: BatchProgress) -> None:
+            # A fixed set of workers pulling indexes keeps exactly `workers` requests in flight.
+            for index in next_index:
+                try:
+                    outcome: Outcome = await self._generate(requests[index])
+                except ZephyrTGIError as exc:
+                    if not return_exceptions:
+                        raise
+                    outcome = exc
+                results[index] = outcome
+                bar.done(outcome)
+
+        with BatchProgress(len(requests), enabled=progress) as bar:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(workers, len(requests))):
+                        group.create_task(worker(bar))
+            except BaseExceptionGroup as failures:
+                # The first failure cancelled the other workers: raise it as itself, not wrapped in a group.
+                first = next((e for e in failures.exceptions if isinstance(e, ZephyrTGIError)), None)
+                if first is None:
+                    raise
+                raise first from None
+        return [outcome for outcome in results if outcome is not None]
+
+    async def perplexity(self, text: str, *, stride: int | None = None) -> float:
+        """Perplexity of `text` under the served model, from TGI's prefill logprobs.
+
+        Texts longer than the server's input window are scored in windows moving by `stride` tokens (default:
+        half a window), each token once, with the tokens before it in its window as context.
+
+        Raises:
+            PrefillUnavailableError: TGI runs without `--enable-prefill-logprobs`.
+        """
+        await self._ensure_limits()
+        spans = await self._text_spans(text)
+        window = self.limits.max_input_tokens - 2  # BOS, and a token of slack for re-tokenizing a chunk
+        logprobs: list[float] = []
+        for part in plan_windows(len(spans), window, stride or max(1, window // 2)):
+            result = await self.generate(chunk_text(text, spans, part), max_new_tokens=1, decoder_input_details=True)
+            logprobs.extend(scored_logprobs(result, part))
+        return perplexity_of(logprobs)
+
+    async def _text_spans(self, text: str) -> list[TokenSpan]:
+        if self.tokenizer is not None:
+            return self.tokenizer.encode_spans(text, add_bos=False)
+        return without_bos(await self.tokenize(text))
+
     # -- server ---------------------------------------------------------------------------------------
 
     async def info(self) -> ServerInfo:
@@ -488,6 +767,11 @@ class AsyncZephyrClient(ClientCore):
         response = await self._call("GET /metrics", lambda: self._request("GET", "/metrics"))
         return parse_metrics(response.text)
 
+    async def count_tokens(self, text: MessagesInput, *, system: str | None = None) -> int:
+        """Tokens TGI counts for a prompt, BOS included: a string as `generate()` sends it, messages as
+        `chat()` renders them. Uses the local tokenizer when the client has one, else the server's `/tokenize`."""
+        return await self._count_prompt(self.prompt_of(text, system=system))
+
     # -- plumbing -------------------------------------------------------------------------------------
 
     async def _ensure_limits(self) -> None:
@@ -501,9 +785,20 @@ class AsyncZephyrClient(ClientCore):
             with contextlib.suppress(APIError):  # defaults apply; the request itself reports a real problem
                 await self.info()
 
-    async def _generate(self, request: NativeRequest) -> GenerationResult:
+    async def _prepare(self, request: NativeRequest, *, stream: bool) -> NativeRequest:
         await self._ensure_limits()
-        self.check_request(request, stream=False)
+        if self.budget_needs_count(request):
+            request = self.fit_to_budget(request, await self._count_prompt(request.prompt))
+        self.check_request(request, stream=stream)
+        return request
+
+    async def _count_prompt(self, prompt: str) -> int:
+        if self.tokenizer is not None:
+            return self.tokenizer.count(prompt)
+        return len(await self.tokenize(prompt))  # TGI's /tokenize includes BOS, as /generate counts it
+
+    async def _generate(self, request: NativeRequest) -> GenerationResult:
+        request = await self._prepare(request, stream=False)
 
         async def call() -> Any:
             return await self._hub.text_generation(request.prompt, model=self.generate_url, **request.parameters)
@@ -566,8 +861,7 @@ class AsyncZephyrClient(ClientCore):
         return response
 
     async def _stream(self, request: NativeRequest) -> AsyncIterator[StreamChunk]:
-        await self._ensure_limits()
-        self.check_request(request, stream=True)
+        request = await self._prepare(request, stream=True)
         deadline_at = self.deadline_at()
         retrying = tenacity.AsyncRetrying(
             **tenacity_kwargs(self.retry, description="POST /generate_stream", deadline_at=deadline_at)
@@ -671,3 +965,25 @@ async def _atranslating(events: AsyncIterator[str], url: str) -> AsyncIterator[s
             yield data
     except _TRANSLATED as exc:
         raise translate(exc, url=url) from exc
+
+
+def _outcome(future: Future[GenerationResult]) -> Outcome:
+    """A finished future's result, or the ZephyrTGIError it raised (anything else is a bug: re-raised)."""
+    error = future.exception()
+    if error is None:
+        return future.result()
+    if isinstance(error, ZephyrTGIError):
+        return error
+    raise error
+
+
+def check_concurrency(concurrency: int | None) -> int | None:
+    """Validate a batch's concurrency argument."""
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise ConfigurationError(f"concurrency must be a positive integer, got {concurrency!r}")
+    return concurrency
+
+
+def without_bos(spans: list[TokenSpan]) -> list[TokenSpan]:
+    """`/tokenize` spans without TGI's leading BOS entry."""
+    return spans[1:] if spans and spans[0].id == 1 and spans[0].stop == 0 else spans

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from pydantic import SecretStr
 
+from ._budget import BudgetPolicy, fit_budget, needs_count
 from ._errors import ConfigurationError
 from ._params import Limits, SamplingParams, check_limits, merge_params, stop_sequences, to_wire
 from ._retry import RetryPolicy
@@ -21,9 +23,12 @@ from ._types import ServerInfo, TokenSpan
 if TYPE_CHECKING:
     import httpx2
 
+    from ._tokenizer import ZephyrTokenizer
+
 __all__ = ["ClientCore", "NativeRequest", "normalize_base_url", "parse_metrics", "settings_from_env"]
 
 _USER_AGENT = "zephyr-tgi"
+logger = logging.getLogger("zephyr_tgi")
 _N = TypeVar("_N", int, float)
 
 # The Messages API options we pass on; anything else must go through extra_body, on purpose.
@@ -64,6 +69,10 @@ class NativeRequest:
     def stream_payload(self) -> dict[str, Any]:
         """The JSON body for `/generate_stream`."""
         return {"inputs": self.prompt, "parameters": self.parameters}
+
+    def with_params(self, params: SamplingParams) -> NativeRequest:
+        """The same request with other options."""
+        return NativeRequest(self.prompt, params, to_wire(params), tuple(stop_sequences(params)))
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -135,7 +144,11 @@ class ClientCore:
         params: SamplingParams | None = None,
         system_prompt: str | None = None,
         special_tokens: SpecialTokenPolicy = "raise",
+        tokenizer: ZephyrTokenizer | None = None,
+        budget: BudgetPolicy = "clamp",
     ) -> None:
+        if budget not in ("clamp", "raise", "off"):
+            raise ConfigurationError(f"budget must be 'clamp', 'raise' or 'off', got {budget!r}")
         if special_tokens not in ("raise", "strip", "allow"):
             raise ConfigurationError(f"special_tokens must be 'raise', 'strip' or 'allow', got {special_tokens!r}")
         self.base_url = normalize_base_url(base_url)
@@ -149,6 +162,8 @@ class ClientCore:
         self.headers: dict[str, str] = {"user-agent": _USER_AGENT}
         if self._api_key is not None:
             self.headers["authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        self.tokenizer = tokenizer
+        self.budget: BudgetPolicy = budget
         self._limits: Limits | None = None
 
     @classmethod
@@ -233,7 +248,27 @@ class ClientCore:
 
     def check_request(self, request: NativeRequest, *, stream: bool) -> None:
         """Check the request against the server's limits (TGI's defaults until `/info` was read)."""
-        check_limits(request.params, self._limits or Limits(), stream=stream)
+        check_limits(request.params, self.limits, stream=stream)
+
+    @property
+    def limits(self) -> Limits:
+        """The server's limits from `/info`, or TGI's defaults until it has been read."""
+        return self._limits or Limits()
+
+    def budget_needs_count(self, request: NativeRequest) -> bool:
+        """Whether the prompt must be counted exactly to know it fits (a cheap bound settles most cases)."""
+        return self.budget != "off" and needs_count(request.prompt, request.params, self.limits)
+
+    def fit_to_budget(self, request: NativeRequest, input_tokens: int) -> NativeRequest:
+        """Clamp max_new_tokens to the window (logging it) or raise `TokenBudgetError`, by the budget policy."""
+        params, warning = fit_budget(input_tokens, request.params, self.limits, self.budget)
+        if warning is not None:
+            logger.warning(warning)
+        return request if params is request.params else request.with_params(params)
+
+    def prompt_of(self, text: MessagesInput, *, system: str | None = None) -> str:
+        """What `count_tokens` counts: a string as a raw prompt, messages as the rendered chat prompt."""
+        return text if isinstance(text, str) else self.chat_prompt(text, system=system)
 
     @property
     def limits_known(self) -> bool:

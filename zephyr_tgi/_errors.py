@@ -6,6 +6,7 @@ ZephyrTGIError
 ├── PromptError (also ValueError)               what we were asked to send is unsafe or too long
 │   ├── PromptInjectionError                    special tokens or role tags in message content
 │   └── TokenBudgetError                        prompt + max_new_tokens exceeds the server's window
+├── StructuredOutputError                       the answer does not match the requested schema or regex
 ├── APIError                                    .status_code .error_type .message .body
 │   ├── APIConnectionError                      could not connect, or the connection broke (retried)
 │   │   └── APITimeoutError                     connect/read timeout or deadline exceeded (retried)
@@ -16,6 +17,7 @@ ZephyrTGIError
 │       ├── OverloadedError          429        too many concurrent requests (retried, Retry-After)
 │       ├── IncompleteGenerationError 500       generation stopped early (retried before the first token)
 │       └── ServerUnavailableError   502-504    proxy error or model still loading (retried)
+│   └── PrefillUnavailableError                 no prefill logprobs (TGI lacks --enable-prefill-logprobs)
 └── ServerError                                 the launcher
     ├── DockerUnavailableError                  no docker SDK, or the daemon is unreachable
     ├── GPUUnavailableError                     GPUs requested but no GPU runtime
@@ -49,11 +51,13 @@ __all__ = [
     "IncompleteGenerationError",
     "InputValidationError",
     "OverloadedError",
+    "PrefillUnavailableError",
     "PromptError",
     "PromptInjectionError",
     "ServerError",
     "ServerNotReadyError",
     "ServerUnavailableError",
+    "StructuredOutputError",
     "TokenBudgetError",
     "ZephyrTGIError",
 ]
@@ -100,6 +104,14 @@ class TokenBudgetError(PromptError):
         self.max_new_tokens = max_new_tokens
         self.max_input_tokens = max_input_tokens
         self.max_total_tokens = max_total_tokens
+
+
+class StructuredOutputError(ZephyrTGIError):
+    """The model's answer is not valid for the requested JSON schema or regex; `raw_text` keeps it."""
+
+    def __init__(self, message: str, *, raw_text: str) -> None:
+        super().__init__(message)
+        self.raw_text = raw_text
 
 
 class APIError(ZephyrTGIError):
@@ -167,6 +179,10 @@ class IncompleteGenerationError(APIStatusError):
 
 class ServerUnavailableError(APIStatusError):
     """502/503/504: a proxy could not reach TGI, or the model is still loading."""
+
+
+class PrefillUnavailableError(APIError):
+    """The server returned no prefill logprobs: TGI needs `--enable-prefill-logprobs` for them."""
 
 
 class ServerError(ZephyrTGIError):

@@ -67,3 +67,12 @@ def test_importing_the_package_loads_no_heavy_module() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_sync_and_async_conversations_have_the_same_methods() -> None:
+    from zephyr_tgi import AsyncConversation, Conversation
+
+    sync, asynchronous = _public_methods(Conversation), _public_methods(AsyncConversation)
+    assert sync.keys() == asynchronous.keys()
+    for name, signature in sync.items():
+        assert list(signature.parameters) == list(asynchronous[name].parameters), name

@@ -1,0 +1,77 @@
+"""Perplexity from prefill logprobs, with a sliding window for texts longer than the server's window."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._errors import ConfigurationError, PrefillUnavailableError
+from ._types import GenerationResult, TokenSpan
+
+__all__ = ["Window", "perplexity_of", "plan_windows", "scored_logprobs"]
+
+PREFILL_HINT = (
+    "the server returned no prefill logprobs: start TGI with --enable-prefill-logprobs "
+    "(TGIServer(enable_prefill_logprobs=True))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Tokens [start, end) are sent; those from `score_from` on are scored (the rest is context)."""
+
+    start: int
+    end: int
+    score_from: int
+
+
+def plan_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
+    """Windows of at most `window` tokens moving by `stride`, each token scored exactly once.
+
+    Raises:
+        ConfigurationError: a window or stride that is not positive, or a stride longer than the window.
+    """
+    if window < 1 or stride < 1 or stride > window:
+        raise ConfigurationError(f"stride must be between 1 and the window ({window} tokens), got {stride}")
+    windows: list[Window] = []
+    scored_until = 0
+    start = 0
+    while scored_until < n_tokens:
+        end = min(start + window, n_tokens)
+        windows.append(Window(start, end, scored_until))
+        scored_until = end
+        start += stride
+    return windows
+
+
+def chunk_text(text: str, spans: Sequence[TokenSpan], window: Window) -> str:
+    """The part of `text` covered by the window's tokens.
+
+    A token like `▁word` covers " word"; sent as the start of a prompt, that space would become a token of
+    its own and SentencePiece would add its own `▁` again, so one leading space is left for it to add.
+    """
+    start = spans[window.start].start
+    if window.start > 0 and text.startswith(" ", start):
+        start += 1
+    return text[start : spans[window.end - 1].stop]
+
+
+def scored_logprobs(result: GenerationResult, window: Window) -> list[float]:
+    """The logprobs of the window's scored tokens from a response's prefill (its first entry is BOS).
+
+    Raises:
+        PrefillUnavailableError: the response has no prefill logprobs.
+    """
+    prefill = [token.logprob for token in result.prefill[1:]]
+    if not prefill or any(logprob is None for logprob in prefill):
+        raise PrefillUnavailableError(PREFILL_HINT)
+    skip = window.score_from - window.start
+    return [float(logprob) for logprob in prefill[skip:] if logprob is not None]
+
+
+def perplexity_of(logprobs: Sequence[float]) -> float:
+    """exp of the mean negative logprob."""
+    if not logprobs:
+        raise ConfigurationError("perplexity needs at least one token")
+    return math.exp(-sum(logprobs) / len(logprobs))
