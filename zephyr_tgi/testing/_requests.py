@@ -1,0 +1,645 @@
+"""Request bodies decoded the way TGI's axum/serde extractors do, with their plain-text rejections."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+__all__ = [
+    "BodyError",
+    "ChatRequest",
+    "CompletionRequest",
+    "GenerateParameters",
+    "GenerateRequest",
+    "Grammar",
+    "parse_chat_request",
+    "parse_completion_request",
+    "parse_generate_request",
+    "read_json_body",
+]
+
+MISSING_CONTENT_TYPE = "Expected request with `Content-Type: application/json`"
+_SYNTAX_PREFIX = "Failed to parse the request body as JSON: "
+_DATA_PREFIX = "Failed to deserialize the JSON body into the target type: "
+_U32_MAX = 2**32 - 1
+_U64_MAX = 2**64 - 1
+_I32 = (-(2**31), 2**31 - 1)
+_GRAMMAR_VARIANTS = "`json`, `json_object`, `regex`, `json_schema`"
+
+
+class BodyError(Exception):
+    """An extractor rejection: plain-text body with a status (400, 415, 422)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+@dataclass(slots=True)
+class Grammar:
+    """`GrammarType`: kind is "json" (alias json_object), "regex" or "json_schema"."""
+
+    kind: str
+    value: Any
+
+
+@dataclass(slots=True)
+class GenerateParameters:
+    """TGI's `GenerateParameters` with serde's defaults for a present `parameters` object."""
+
+    best_of: int | None = None
+    temperature: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    typical_p: float | None = None
+    do_sample: bool = False
+    max_new_tokens: int | None = None
+    return_full_text: bool | None = None
+    stop: list[str] = field(default_factory=list)
+    truncate: int | None = None
+    watermark: bool = False
+    details: bool = False
+    decoder_input_details: bool = False
+    seed: int | None = None
+    top_n_tokens: int | None = None
+    grammar: Grammar | None = None
+    adapter_id: str | None = None
+
+
+@dataclass(slots=True)
+class GenerateRequest:
+    """`GenerateRequest` / `CompatGenerateRequest` (stream only on POST /)."""
+
+    inputs: str
+    parameters: GenerateParameters
+    stream: bool = False
+    add_special_tokens: bool = True
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """The fields of TGI's `ChatRequest` the emulator uses."""
+
+    model: str | None
+    messages: list[tuple[str, str]]
+    frequency_penalty: float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    max_tokens: int | None = None
+    presence_penalty: float | None = None
+    stop: list[str] | None = None
+    stream: bool = False
+    seed: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    tools: list[Any] | None = None
+    response_format: Grammar | None = None
+    include_usage: bool = False
+
+
+@dataclass(slots=True)
+class CompletionRequest:
+    """The fields of TGI's `CompletionRequest` the emulator uses."""
+
+    model: str | None
+    prompts: list[str]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stream: bool = False
+    seed: int | None = None
+    suffix: str | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stop: list[str] | None = None
+
+
+# --- JSON text scanning (only on error paths: positions and serde-style syntax messages) -------------
+
+Path = tuple[str | int, ...]
+
+
+class _ScanError(Exception):
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.index = index
+
+
+class _Scanner:
+    """A strict JSON scanner that records the character span of every value by its path."""
+
+    _WS = " \t\n\r"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.spans: dict[Path, tuple[int, int]] = {}
+
+    def scan(self) -> None:
+        self._ws()
+        self._value(())
+        self._ws()
+        if self.pos < len(self.text):
+            raise _ScanError("trailing characters", self.pos)
+
+    def _ws(self) -> None:
+        text, pos = self.text, self.pos
+        while pos < len(text) and text[pos] in self._WS:
+            pos += 1
+        self.pos = pos
+
+    def _eof(self, what: str) -> NoReturn:
+        raise _ScanError(f"EOF while parsing {what}", len(self.text))
+
+    def _value(self, path: Path) -> None:
+        if self.pos >= len(self.text):
+            self._eof("a value")
+        start = self.pos
+        char = self.text[self.pos]
+        if char == "{":
+            self._object(path)
+        elif char == "[":
+            self._array(path)
+        elif char == '"':
+            self._string()
+        elif char == "-" or char.isdigit():
+            self._number()
+        elif char in "tfn":
+            word = {"t": "true", "f": "false", "n": "null"}[char]
+            for offset, expected in enumerate(word):
+                index = start + offset
+                if index >= len(self.text):
+                    self._eof("a value")
+                if self.text[index] != expected:
+                    raise _ScanError("expected ident", index)
+            self.pos = start + len(word)
+        else:
+            raise _ScanError("expected value", start)
+        self.spans[path] = (start, self.pos)
+
+    def _object(self, path: Path) -> None:
+        self.pos += 1
+        self._ws()
+        if self.pos >= len(self.text):
+            self._eof("an object")
+        if self.text[self.pos] == "}":
+            self.pos += 1
+            return
+        while True:
+            if self.pos >= len(self.text):
+                self._eof("an object")
+            if self.text[self.pos] != '"':
+                raise _ScanError("key must be a string", self.pos)
+            key_start = self.pos
+            self._string()
+            key = json.loads(self.text[key_start : self.pos])
+            self._ws()
+            if self.pos >= len(self.text):
+                self._eof("an object")
+            if self.text[self.pos] != ":":
+                raise _ScanError("expected `:`", self.pos)
+            self.pos += 1
+            self._ws()
+            self._value((*path, key))
+            self._ws()
+            if self.pos >= len(self.text):
+                self._eof("an object")
+            char = self.text[self.pos]
+            self.pos += 1
+            if char == "}":
+                return
+            if char != ",":
+                raise _ScanError("expected `,` or `}`", self.pos - 1)
+            self._ws()
+            if self.pos < len(self.text) and self.text[self.pos] == "}":
+                raise _ScanError("trailing comma", self.pos)
+
+    def _array(self, path: Path) -> None:
+        self.pos += 1
+        self._ws()
+        if self.pos >= len(self.text):
+            self._eof("a list")
+        if self.text[self.pos] == "]":
+            self.pos += 1
+            return
+        index = 0
+        while True:
+            self._value((*path, index))
+            index += 1
+            self._ws()
+            if self.pos >= len(self.text):
+                self._eof("a list")
+            char = self.text[self.pos]
+            self.pos += 1
+            if char == "]":
+                return
+            if char != ",":
+                raise _ScanError("expected `,` or `]`", self.pos - 1)
+            self._ws()
+            if self.pos < len(self.text) and self.text[self.pos] == "]":
+                raise _ScanError("trailing comma", self.pos)
+
+    def _string(self) -> None:
+        text = self.text
+        pos = self.pos + 1
+        while True:
+            if pos >= len(text):
+                self._eof("a string")
+            char = text[pos]
+            if char == '"':
+                self.pos = pos + 1
+                return
+            if char == "\\":
+                if pos + 1 >= len(text):
+                    self._eof("a string")
+                escape = text[pos + 1]
+                if escape == "u":
+                    digits = text[pos + 2 : pos + 6]
+                    if len(digits) < 4 and pos + 2 + len(digits) >= len(text):
+                        self._eof("a string")
+                    if len(digits) < 4 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+                        raise _ScanError("invalid escape", pos + 2)
+                    pos += 6
+                    continue
+                if escape not in '"\\/bfnrt':
+                    raise _ScanError("invalid escape", pos + 1)
+                pos += 2
+                continue
+            if ord(char) < 0x20:
+                raise _ScanError("control character (\\u0000-\\u001F) found while parsing a string", pos)
+            pos += 1
+
+    def _number(self) -> None:
+        text = self.text
+        pos = self.pos
+        if text[pos] == "-":
+            pos += 1
+        if pos >= len(text):
+            self._eof("a value")
+        if not text[pos].isdigit():
+            raise _ScanError("invalid number", pos)
+        if text[pos] == "0":
+            pos += 1
+            if pos < len(text) and text[pos].isdigit():
+                raise _ScanError("invalid number", pos)
+        while pos < len(text) and text[pos].isdigit():
+            pos += 1
+        if pos < len(text) and text[pos] == ".":
+            pos += 1
+            if pos >= len(text):
+                self._eof("a value")
+            if not text[pos].isdigit():
+                raise _ScanError("invalid number", pos)
+            while pos < len(text) and text[pos].isdigit():
+                pos += 1
+        if pos < len(text) and text[pos] in "eE":
+            pos += 1
+            if pos < len(text) and text[pos] in "+-":
+                pos += 1
+            if pos >= len(text):
+                self._eof("a value")
+            if not text[pos].isdigit():
+                raise _ScanError("invalid number", pos)
+            while pos < len(text) and text[pos].isdigit():
+                pos += 1
+        self.pos = pos
+
+
+def _location_after(text: str, consumed: int) -> str:
+    """serde_json's " at line L column C" once `consumed` characters have been read."""
+    last = max(consumed - 1, 0)
+    line = text.count("\n", 0, last) + 1
+    line_start = text.rfind("\n", 0, last) + 1
+    return f" at line {line} column {max(consumed - line_start, 0)}"
+
+
+def _location(text: str, index: int) -> str:
+    """The location of an error at character `index` (len(text) for end of input)."""
+    return _location_after(text, min(index + 1, len(text)))
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(name)
+
+
+def read_json_body(headers: Mapping[str, str], body: bytes) -> Any:
+    """Content-Type check (415) then JSON syntax (400), like axum's `Json` extractor."""
+    content_type = headers.get("content-type", "")
+    mime = content_type.split(";", 1)[0].strip().lower()
+    kind, _, subtype = mime.partition("/")
+    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        raise BodyError(415, MISSING_CONTENT_TYPE)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        prefix = body[: exc.start].decode("utf-8")
+        raise BodyError(400, _SYNTAX_PREFIX + "invalid unicode code point" + _location(prefix, len(prefix))) from None
+    try:
+        # serde_json rejects NaN/Infinity, which Python's json would accept.
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        scanner = _Scanner(text)
+        try:
+            scanner.scan()
+        except _ScanError as exc:
+            raise BodyError(400, _SYNTAX_PREFIX + exc.message + _location(text, exc.index)) from None
+        raise BodyError(400, _SYNTAX_PREFIX + "expected value" + _location(text, 0)) from None
+
+
+# --- typed extraction with serde-style errors ----------------------------------------------------------
+
+
+def _unexpected(value: Any) -> str:
+    """serde's `Unexpected` rendering of a JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{'true' if value else 'false'}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        rendered = f"{int(value)}.0" if value.is_integer() and abs(value) < 1e16 else repr(value)
+        return f"floating point `{rendered}`"
+    if isinstance(value, str):
+        return "string " + json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "sequence"
+    return "map"
+
+
+def _path_text(path: Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+class _Decoder:
+    """Pulls typed fields out of parsed JSON and raises 422 rejections that read like serde's."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._spans: dict[Path, tuple[int, int]] | None = None
+
+    def _span(self, path: Path) -> tuple[int, int]:
+        if self._spans is None:
+            scanner = _Scanner(self._text)
+            with contextlib.suppress(_ScanError):
+                scanner.scan()
+            self._spans = scanner.spans
+        return self._spans.get(path, (len(self._text), len(self._text)))
+
+    def fail(self, path: Path, message: str, *, at: int) -> NoReturn:
+        """Raise the 422 rejection for `message` reported at character `at`."""
+        prefix = _path_text(path)
+        located = message + _location_after(self._text, max(0, min(at, len(self._text))))
+        raise BodyError(422, _DATA_PREFIX + (f"{prefix}: " if prefix else "") + located)
+
+    def fail_value(self, path: Path, value: Any, message: str) -> NoReturn:
+        """Report at the value: after a scalar, at the opening bracket of a container."""
+        start, end = self._span(path)
+        self.fail(path, message, at=start + 1 if isinstance(value, dict | list) else end)
+
+    def invalid_type(self, path: Path, value: Any, expected: str) -> NoReturn:
+        """serde's `invalid type: ..., expected ...`."""
+        self.fail_value(path, value, f"invalid type: {_unexpected(value)}, expected {expected}")
+
+    def missing(self, path: Path, name: str) -> NoReturn:
+        """serde's `missing field` reported at the end of the enclosing object."""
+        _start, end = self._span(path)
+        self.fail(path, f"missing field `{name}`", at=end)
+
+    def struct(self, path: Path, value: Any, name: str) -> dict[str, Any]:
+        """A JSON object for a Rust struct."""
+        if not isinstance(value, dict):
+            self.invalid_type(path, value, f"struct {name}")
+        return value
+
+    def string(self, path: Path, value: Any, *, optional: bool = False) -> Any:
+        """A String (or Option<String>)."""
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            self.invalid_type(path, value, "a string")
+        return value
+
+    def boolean(self, path: Path, value: Any, *, optional: bool = False) -> Any:
+        """A bool (or Option<bool>)."""
+        if value is None and optional:
+            return None
+        if not isinstance(value, bool):
+            self.invalid_type(path, value, "a boolean")
+        return value
+
+    def integer(self, path: Path, value: Any, rust: str, *, optional: bool = True) -> Any:
+        """An integer of Rust type `rust` (u32, u64, usize, i32)."""
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.invalid_type(path, value, rust)
+        low, high = _I32 if rust == "i32" else (0, _U32_MAX if rust == "u32" else _U64_MAX)
+        if not low <= value <= high:
+            self.fail_value(path, value, f"invalid value: integer `{value}`, expected {rust}")
+        return value
+
+    def f32(self, path: Path, value: Any) -> float | None:
+        """An Option<f32>."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.invalid_type(path, value, "f32")
+        return float(value)
+
+    def strings(self, path: Path, value: Any, *, optional: bool = False) -> list[str] | None:
+        """A Vec<String> (or Option<Vec<String>>)."""
+        if value is None and optional:
+            return None
+        if not isinstance(value, list):
+            self.invalid_type(path, value, "a sequence")
+        return [self.string((*path, index), item) for index, item in enumerate(value)]
+
+    def grammar(self, path: Path, value: Any) -> Grammar | None:
+        """An Option<GrammarType> (adjacently tagged: `type` + `value`)."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.invalid_type(path, value, "adjacently tagged enum GrammarType")
+        if "type" not in value:
+            self.missing(path, "type")
+        tag = value["type"]
+        if not isinstance(tag, str):
+            self.invalid_type((*path, "type"), tag, "variant identifier")
+        kind = {"json": "json", "json_object": "json", "regex": "regex", "json_schema": "json_schema"}.get(tag)
+        if kind is None:
+            self.fail_value((*path, "type"), tag, f"unknown variant `{tag}`, expected one of {_GRAMMAR_VARIANTS}")
+        if "value" not in value:
+            self.missing(path, "value")
+        content = value["value"]
+        if kind == "regex":
+            self.string((*path, "value"), content)
+        elif kind == "json_schema":
+            config = self.struct((*path, "value"), content, "JsonSchemaConfig")
+            if "schema" not in config:
+                self.missing((*path, "value"), "schema")
+            self.string((*path, "value", "name"), config.get("name"), optional=True)
+        return Grammar(kind, content)
+
+
+def _decode_parameters(decoder: _Decoder, path: Path, raw: Any) -> GenerateParameters:
+    obj = decoder.struct(path, raw, "GenerateParameters")
+
+    def at(name: str) -> Path:
+        return (*path, name)
+
+    return GenerateParameters(
+        best_of=decoder.integer(at("best_of"), obj.get("best_of"), "usize"),
+        temperature=decoder.f32(at("temperature"), obj.get("temperature")),
+        repetition_penalty=decoder.f32(at("repetition_penalty"), obj.get("repetition_penalty")),
+        frequency_penalty=decoder.f32(at("frequency_penalty"), obj.get("frequency_penalty")),
+        top_k=decoder.integer(at("top_k"), obj.get("top_k"), "i32"),
+        top_p=decoder.f32(at("top_p"), obj.get("top_p")),
+        typical_p=decoder.f32(at("typical_p"), obj.get("typical_p")),
+        do_sample=decoder.boolean(at("do_sample"), obj.get("do_sample", False)),
+        max_new_tokens=decoder.integer(at("max_new_tokens"), obj.get("max_new_tokens"), "u32"),
+        return_full_text=decoder.boolean(at("return_full_text"), obj.get("return_full_text"), optional=True),
+        stop=decoder.strings(at("stop"), obj.get("stop", [])) or [],
+        truncate=decoder.integer(at("truncate"), obj.get("truncate"), "usize"),
+        watermark=decoder.boolean(at("watermark"), obj.get("watermark", False)),
+        details=decoder.boolean(at("details"), obj.get("details", False)),
+        decoder_input_details=decoder.boolean(at("decoder_input_details"), obj.get("decoder_input_details", False)),
+        seed=decoder.integer(at("seed"), obj.get("seed"), "u64"),
+        top_n_tokens=decoder.integer(at("top_n_tokens"), obj.get("top_n_tokens"), "u32"),
+        grammar=decoder.grammar(at("grammar"), obj.get("grammar")),
+        adapter_id=decoder.string(at("adapter_id"), obj.get("adapter_id"), optional=True),
+    )
+
+
+def _source_text(raw: Any, text: str | None) -> str:
+    return text if text is not None else json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_generate_request(raw: Any, *, compat: bool = False, text: str | None = None) -> GenerateRequest:
+    """Decode `GenerateRequest` (or `CompatGenerateRequest` with `stream` when `compat`)."""
+    decoder = _Decoder(_source_text(raw, text))
+    obj = decoder.struct((), raw, "CompatGenerateRequest" if compat else "GenerateRequest")
+    if "inputs" not in obj:
+        decoder.missing((), "inputs")
+    inputs = decoder.string(("inputs",), obj["inputs"])
+    if "parameters" in obj:
+        parameters = _decode_parameters(decoder, ("parameters",), obj["parameters"])
+    else:
+        # serde's `default_parameters()`: omitting the object turns sampling on (TGI.md gotcha).
+        parameters = GenerateParameters(do_sample=True)
+    stream = decoder.boolean(("stream",), obj.get("stream", False)) if compat else False
+    return GenerateRequest(inputs=inputs, parameters=parameters, stream=stream)
+
+
+def _message_content(decoder: _Decoder, path: Path, value: Any) -> str:
+    """`MessageContent`: a string or a list of text / image_url chunks (images become markdown)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts: list[str] = []
+        for chunk in value:
+            if not isinstance(chunk, dict):
+                break
+            if chunk.get("type") == "text" and isinstance(chunk.get("text"), str):
+                parts.append(chunk["text"])
+            elif chunk.get("type") == "image_url" and isinstance(chunk.get("image_url"), dict):
+                url = chunk["image_url"].get("url")
+                if not isinstance(url, str):
+                    break
+                parts.append(f"![]({url})")
+            else:
+                break
+        else:
+            return "".join(parts)
+    decoder.fail_value(path, value, "data did not match any variant of untagged enum MessageContent")
+
+
+def parse_chat_request(raw: Any, *, text: str | None = None) -> ChatRequest:
+    """Decode TGI's `ChatRequest`."""
+    decoder = _Decoder(_source_text(raw, text))
+    obj = decoder.struct((), raw, "ChatRequest")
+    if "messages" not in obj:
+        decoder.missing((), "messages")
+    raw_messages = obj["messages"]
+    if not isinstance(raw_messages, list):
+        decoder.invalid_type(("messages",), raw_messages, "a sequence")
+    messages: list[tuple[str, str]] = []
+    for index, message in enumerate(raw_messages):
+        path: Path = ("messages", index)
+        message_obj = decoder.struct(path, message, "Message")
+        if "role" not in message_obj:
+            decoder.missing(path, "role")
+        role = decoder.string((*path, "role"), message_obj["role"])
+        if "content" not in message_obj:
+            decoder.missing(path, "content")
+        messages.append((role, _message_content(decoder, (*path, "content"), message_obj["content"])))
+    tools = obj.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        decoder.invalid_type(("tools",), tools, "a sequence")
+    include_usage = False
+    options = obj.get("stream_options")
+    if options is not None:
+        options_obj = decoder.struct(("stream_options",), options, "StreamOptions")
+        if "include_usage" not in options_obj:
+            decoder.missing(("stream_options",), "include_usage")
+        include_usage = decoder.boolean(("stream_options", "include_usage"), options_obj["include_usage"])
+    return ChatRequest(
+        model=decoder.string(("model",), obj.get("model"), optional=True),
+        messages=messages,
+        frequency_penalty=decoder.f32(("frequency_penalty",), obj.get("frequency_penalty")),
+        logprobs=decoder.boolean(("logprobs",), obj.get("logprobs"), optional=True),
+        top_logprobs=decoder.integer(("top_logprobs",), obj.get("top_logprobs"), "u32"),
+        max_tokens=decoder.integer(("max_tokens",), obj.get("max_tokens"), "u32"),
+        presence_penalty=decoder.f32(("presence_penalty",), obj.get("presence_penalty")),
+        stop=decoder.strings(("stop",), obj.get("stop"), optional=True),
+        stream=decoder.boolean(("stream",), obj.get("stream", False)),
+        seed=decoder.integer(("seed",), obj.get("seed"), "u64"),
+        temperature=decoder.f32(("temperature",), obj.get("temperature")),
+        top_p=decoder.f32(("top_p",), obj.get("top_p")),
+        tools=tools,
+        response_format=decoder.grammar(("response_format",), obj.get("response_format")),
+        include_usage=include_usage,
+    )
+
+
+def parse_completion_request(raw: Any, *, text: str | None = None) -> CompletionRequest:
+    """Decode TGI's `CompletionRequest` (prompt: a string or a non-empty list of strings)."""
+    decoder = _Decoder(_source_text(raw, text))
+    obj = decoder.struct((), raw, "CompletionRequest")
+    if "prompt" not in obj:
+        decoder.missing((), "prompt")
+    prompt = obj["prompt"]
+    if isinstance(prompt, str):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and all(isinstance(item, str) for item in prompt):
+        if not prompt:
+            decoder.fail_value(("prompt",), prompt, "Empty array detected. Do not use an empty array for the prompt.")
+        prompts = list(prompt)
+    else:
+        decoder.fail_value(("prompt",), prompt, "data did not match any variant of untagged enum PromptDeserializer")
+    return CompletionRequest(
+        model=decoder.string(("model",), obj.get("model"), optional=True),
+        prompts=prompts,
+        max_tokens=decoder.integer(("max_tokens",), obj.get("max_tokens"), "u32"),
+        temperature=decoder.f32(("temperature",), obj.get("temperature")),
+        top_p=decoder.f32(("top_p",), obj.get("top_p")),
+        stream=decoder.boolean(("stream",), obj.get("stream", False)),
+        seed=decoder.integer(("seed",), obj.get("seed"), "u64"),
+        suffix=decoder.string(("suffix",), obj.get("suffix"), optional=True),
+        repetition_penalty=decoder.f32(("repetition_penalty",), obj.get("repetition_penalty")),
+        frequency_penalty=decoder.f32(("frequency_penalty",), obj.get("frequency_penalty")),
+        stop=decoder.strings(("stop",), obj.get("stop"), optional=True),
+    )
