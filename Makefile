@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit docker-setup emulator-image integration clean
+.PHONY: demo test lint typecheck unit docker-setup emulator-image integration bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,8 @@ demo: $(INSTALLED)
 	$(PY) examples/quickstart.py
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check zephyr_tgi tests examples
-	$(VENV)/bin/ruff format --check zephyr_tgi tests examples
+	$(VENV)/bin/ruff check zephyr_tgi tests examples benchmarks
+	$(VENV)/bin/ruff format --check zephyr_tgi tests examples benchmarks
 
 typecheck: $(INSTALLED)
 	$(VENV)/bin/mypy
@@ -37,6 +37,10 @@ integration: emulator-image
 # Everything: lint, types, unit + HTTP tests, then the Docker integration tests against the emulator image.
 test: lint typecheck docker-setup emulator-image
 	ZEPHYR_TGI_REQUIRE_DOCKER=1 $(PY) -m pytest -q -rs
+
+# Client overhead against bare huggingface_hub and raw httpx2 (writes benchmarks/results/ and docs/benchmarks.md).
+bench: $(INSTALLED)
+	$(PY) -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

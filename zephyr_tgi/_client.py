@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
@@ -35,7 +35,7 @@ from ._errors import (
 )
 from ._params import Grammar, SamplingParams
 from ._perplexity import chunk_text, perplexity_of, plan_windows, scored_logprobs
-from ._retry import RetryPolicy, tenacity_kwargs
+from ._retry import RetryPolicy, first_retry_wait, log_retry, tenacity_kwargs
 from ._shaping import StreamAssembler, parse_chat_chunk, result_from_output
 from ._sse import aiter_sse_data, iter_sse_data
 from ._structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
@@ -358,8 +358,6 @@ class ZephyrClient(ClientCore):
         return result_from_output(output, stops=request.stops, prompt=request.prompt)
 
     def _call(self, description: str, fn: Callable[[], _T]) -> _T:
-        deadline_at = self.deadline_at()
-
         def attempt() -> _T:
             try:
                 return fn()
@@ -368,8 +366,20 @@ class ZephyrClient(ClientCore):
             except _TRANSLATED as exc:
                 raise translate(exc, url=self.base_url) from exc
 
-        retrying = tenacity.Retrying(**tenacity_kwargs(self.retry, description=description, deadline_at=deadline_at))
-        return retrying(attempt)
+        return self._with_retries(description, self.deadline_at(), attempt)
+
+    def _with_retries(self, description: str, deadline_at: float | None, fn: Callable[..., _T], *args: Any) -> _T:
+        """`fn(*args)` under the retry policy: a plain first attempt, tenacity for the rest."""
+        try:
+            return fn(*args)
+        except ZephyrTGIError as exc:
+            wait = first_retry_wait(self.retry, exc, deadline_at, self._rng)
+            if wait is None:
+                raise
+            log_retry(description, 1, self.retry, exc, wait)
+        time.sleep(wait)
+        kwargs = tenacity_kwargs(self.retry, description=description, deadline_at=deadline_at, attempts_done=1)
+        return tenacity.Retrying(**kwargs)(fn, *args)
 
     def _request(self, method: str, path: str, *, json: Any = None, raise_for_status: bool = True) -> httpx2.Response:
         from huggingface_hub import get_session
@@ -405,11 +415,10 @@ class ZephyrClient(ClientCore):
     def _stream(self, request: NativeRequest) -> Iterator[StreamChunk]:
         request = self._prepare(request, stream=True)
         deadline_at = self.deadline_at()
-        retrying = tenacity.Retrying(
-            **tenacity_kwargs(self.retry, description="POST /generate_stream", deadline_at=deadline_at)
-        )
         # Retried only up to and including the first event: after a token was read, never again.
-        response, events, assembler, first = retrying(self._open_generate_stream, request)
+        response, events, assembler, first = self._with_retries(
+            "POST /generate_stream", deadline_at, self._open_generate_stream, request
+        )
         return self._finish_stream(response, events, assembler, first, deadline_at)
 
     def _open_generate_stream(
@@ -451,10 +460,9 @@ class ZephyrClient(ClientCore):
 
     def _stream_chat_completion(self, payload: Mapping[str, Any]) -> Iterator[ChatCompletionChunk]:
         deadline_at = self.deadline_at()
-        retrying = tenacity.Retrying(
-            **tenacity_kwargs(self.retry, description="POST /v1/chat/completions", deadline_at=deadline_at)
+        response, events, first = self._with_retries(
+            "POST /v1/chat/completions", deadline_at, self._open_chat_stream, payload
         )
-        response, events, first = retrying(self._open_chat_stream, payload)
         return self._finish_chat_stream(response, events, first, deadline_at)
 
     def _open_chat_stream(
@@ -820,10 +828,23 @@ class AsyncZephyrClient(ClientCore):
             except _TRANSLATED as exc:
                 raise translate(exc, url=self.base_url) from exc
 
-        retrying = tenacity.AsyncRetrying(
-            **tenacity_kwargs(self.retry, description=description, deadline_at=deadline_at)
-        )
-        return await retrying(attempt)
+        return await self._with_retries(description, deadline_at, attempt)
+
+    async def _with_retries(
+        self, description: str, deadline_at: float | None, fn: Callable[..., Awaitable[_T]], *args: Any
+    ) -> _T:
+        """`await fn(*args)` under the retry policy: a plain first attempt, tenacity for the rest."""
+        try:
+            return await fn(*args)
+        except ZephyrTGIError as exc:
+            wait = first_retry_wait(self.retry, exc, deadline_at, self._rng)
+            if wait is None:
+                raise
+            log_retry(description, 1, self.retry, exc, wait)
+        await asyncio.sleep(wait)
+        kwargs = tenacity_kwargs(self.retry, description=description, deadline_at=deadline_at, attempts_done=1)
+        result: _T = await tenacity.AsyncRetrying(**kwargs)(fn, *args)
+        return result
 
     async def _client(self) -> httpx2.AsyncClient:
         # The AsyncInferenceClient's own pool: one pool for the hub's calls and our streams.
@@ -863,13 +884,10 @@ class AsyncZephyrClient(ClientCore):
     async def _stream(self, request: NativeRequest) -> AsyncIterator[StreamChunk]:
         request = await self._prepare(request, stream=True)
         deadline_at = self.deadline_at()
-        retrying = tenacity.AsyncRetrying(
-            **tenacity_kwargs(self.retry, description="POST /generate_stream", deadline_at=deadline_at)
-        )
         # Retried only up to and including the first event: after a token was read, never again.
-        opened: tuple[httpx2.Response, AsyncIterator[str], StreamAssembler, StreamChunk]
-        opened = await retrying(self._open_generate_stream, request)
-        response, events, assembler, first = opened
+        response, events, assembler, first = await self._with_retries(
+            "POST /generate_stream", deadline_at, self._open_generate_stream, request
+        )
         try:
             yield first
             if first.is_last:
@@ -901,12 +919,9 @@ class AsyncZephyrClient(ClientCore):
 
     async def _stream_chat_completion(self, payload: Mapping[str, Any]) -> AsyncIterator[ChatCompletionChunk]:
         deadline_at = self.deadline_at()
-        retrying = tenacity.AsyncRetrying(
-            **tenacity_kwargs(self.retry, description="POST /v1/chat/completions", deadline_at=deadline_at)
+        response, events, first = await self._with_retries(
+            "POST /v1/chat/completions", deadline_at, self._open_chat_stream, payload
         )
-        opened: tuple[httpx2.Response, AsyncIterator[str], ChatCompletionChunk | None]
-        opened = await retrying(self._open_chat_stream, payload)
-        response, events, first = opened
         return self._finish_chat_stream(response, events, first, deadline_at)
 
     async def _open_chat_stream(

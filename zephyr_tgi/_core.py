@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -16,7 +17,14 @@ from ._budget import BudgetPolicy, fit_budget, needs_count
 from ._errors import ConfigurationError
 from ._params import Limits, SamplingParams, check_limits, merge_params, stop_sequences, to_wire
 from ._retry import RetryPolicy
-from ._templates import MessagesInput, SpecialTokenPolicy, build_messages, check_special_tokens, render_prompt
+from ._templates import (
+    Message,
+    MessagesInput,
+    SpecialTokenPolicy,
+    build_messages,
+    check_special_tokens,
+    render_checked,
+)
 from ._timeout import DEFAULT_TIMEOUT, TimeoutInput, as_timeout
 from ._types import ServerInfo, TokenSpan
 
@@ -131,6 +139,19 @@ def _env_number(name: str, raw: str, kind: type[_N]) -> _N:
     return value
 
 
+_OPTIONS_CACHE_SIZE = 128
+
+
+def _options_key(base: SamplingParams, params: SamplingParams | None, overrides: Mapping[str, Any]) -> Hashable | None:
+    """A cache key for a combination of options, or None when one of them is unhashable (a grammar dict)."""
+    key = (base, params, tuple(sorted(overrides.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 class ClientCore:
     """Settings and request building shared by `ZephyrClient` and `AsyncZephyrClient`."""
 
@@ -165,6 +186,8 @@ class ClientCore:
         self.tokenizer = tokenizer
         self.budget: BudgetPolicy = budget
         self._limits: Limits | None = None
+        self._rng = random.Random()  # retry jitter
+        self._options_cache: dict[Hashable, tuple[SamplingParams, dict[str, Any], tuple[str, ...]]] = {}
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
@@ -216,10 +239,10 @@ class ClientCore:
         built = build_messages(messages)
         if built[0].role != "system":
             system = system if system is not None else self.system_prompt
-            built = build_messages(built, system=system if system is not None else "")
+            built.insert(0, Message(role="system", content=system if system is not None else ""))
         elif system is not None:
             raise ConfigurationError("the messages already start with a system message; drop system= or that message")
-        return render_prompt(built, special_tokens=self.special_tokens)
+        return render_checked(check_special_tokens(built, self.special_tokens))
 
     def chat_request(
         self,
@@ -241,10 +264,18 @@ class ClientCore:
     def _native_request(
         self, prompt: str, params: SamplingParams | None, overrides: Mapping[str, Any]
     ) -> NativeRequest:
-        merged = merge_params(self.params, params, overrides) if (params or overrides) else self.params
-        return NativeRequest(
-            prompt=prompt, params=merged, parameters=to_wire(merged), stops=tuple(stop_sequences(merged))
-        )
+        # Most calls repeat the same options: merging and validating them again would be most of the
+        # client's own CPU cost for a short request, so the merged options and wire form are cached.
+        key = _options_key(self.params, params, overrides)
+        cached = self._options_cache.get(key) if key is not None else None
+        if cached is None:
+            merged = merge_params(self.params, params, overrides) if (params or overrides) else self.params
+            cached = (merged, to_wire(merged), tuple(stop_sequences(merged)))
+            if key is not None:
+                if len(self._options_cache) >= _OPTIONS_CACHE_SIZE:
+                    self._options_cache.clear()
+                self._options_cache[key] = cached
+        return NativeRequest(prompt, *cached)
 
     def check_request(self, request: NativeRequest, *, stream: bool) -> None:
         """Check the request against the server's limits (TGI's defaults until `/info` was read)."""

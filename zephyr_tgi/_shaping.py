@@ -9,12 +9,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._errors import APIConnectionError, APIStatusError, from_stream_event
+from ._errors import APIConnectionError, from_stream_event
 from ._sse import DONE
 from ._types import ChatCompletionChunk, GenerationResult, StreamChunk, Token
 
 __all__ = [
     "StreamAssembler",
+    "load_event",
     "parse_chat_chunk",
     "result_from_output",
     "result_from_payload",
@@ -100,14 +101,7 @@ class StreamAssembler:
 
     def feed(self, data: str) -> StreamChunk:
         """Consume one event's data; raise the mapped error for an in-band error event."""
-        try:
-            event = json.loads(data)
-        except ValueError as exc:
-            raise APIConnectionError(f"the server sent a malformed stream event: {data[:200]!r}") from exc
-        if not isinstance(event, dict):
-            raise APIConnectionError(f"the server sent an unexpected stream event: {data[:200]!r}")
-        if "error" in event:
-            raise from_stream_event(event, data)
+        event = load_event(data)
         token = Token.model_validate(event["token"])
         self._tokens.append(token)
         top = tuple(Token.model_validate(t) for t in event.get("top_tokens") or ())
@@ -161,6 +155,16 @@ def parse_chat_chunk(data: str) -> ChatCompletionChunk | None:
     """One `/v1/chat/completions` stream event; None for the `[DONE]` terminator."""
     if data == DONE:
         return None
+    return ChatCompletionChunk.model_validate(load_event(data))
+
+
+def load_event(data: str) -> dict[str, Any]:
+    """One event's JSON object; raise the mapped error for an in-band error event (either of TGI's shapes).
+
+    Raises:
+        APIConnectionError: the data is not a JSON object (a broken stream, not a server answer).
+        APIStatusError: the event is an error event.
+    """
     try:
         event = json.loads(data)
     except ValueError as exc:
@@ -168,6 +172,5 @@ def parse_chat_chunk(data: str) -> ChatCompletionChunk | None:
     if not isinstance(event, dict):
         raise APIConnectionError(f"the server sent an unexpected stream event: {data[:200]!r}")
     if "error" in event:
-        error: APIStatusError = from_stream_event(event, data)
-        raise error
-    return ChatCompletionChunk.model_validate(event)
+        raise from_stream_event(event, data)
+    return event

@@ -24,6 +24,7 @@ __all__ = [
     "SpecialTokenPolicy",
     "build_messages",
     "check_special_tokens",
+    "render_checked",
     "render_prompt",
 ]
 
@@ -140,6 +141,12 @@ def render_prompt(
         special_tokens: what to do with `</s>`, `<s>`, `<unk>` or role tags inside message content:
             `"raise"` (default) raises `PromptInjectionError`, `"strip"` removes them, `"allow"` sends them.
     """
-    checked = check_special_tokens(build_messages(messages), special_tokens)
-    rendered = "".join(f"<|{message.role}|>\n{message.content}{EOS_TOKEN}\n" for message in checked)
+    return render_checked(
+        check_special_tokens(build_messages(messages), special_tokens), add_generation_prompt=add_generation_prompt
+    )
+
+
+def render_checked(messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+    """Render already-built and already-checked messages (the part of `render_prompt` after its checks)."""
+    rendered = "".join(f"<|{message.role}|>\n{message.content}{EOS_TOKEN}\n" for message in messages)
     return rendered + GENERATION_PROMPT if add_generation_prompt else rendered

@@ -100,7 +100,7 @@ class ZephyrTokenizer:
         """Number of tokens in the vocabulary (32000)."""
         return int(self._sp.vocab_size())
 
-    def _pieces(self, text: str) -> list[tuple[int, int, int]]:
+    def pieces(self, text: str) -> list[tuple[int, int, int]]:
         """(id, start, stop) for each token of `text`, special tokens split out; offsets in characters."""
         spans: list[tuple[int, int, int]] = []
         position = 0
@@ -136,7 +136,7 @@ class ZephyrTokenizer:
         spans = [TokenSpan(id=BOS_ID, text="", start=0, stop=0)] if add_bos else []
         spans.extend(
             TokenSpan(id=token_id, text=text[start:stop], start=start, stop=stop)
-            for token_id, start, stop in self._pieces(text)
+            for token_id, start, stop in self.pieces(text)
         )
         return spans
 

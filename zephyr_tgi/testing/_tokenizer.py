@@ -6,7 +6,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 __all__ = [
     "BOS_ID",
@@ -101,55 +101,28 @@ class BuiltinTokenizer:
 
 
 class SentencePieceTokenizer:
-    """Mistral/Zephyr SentencePiece model with TGI's special-token split (ZEPHYR.md §2.2)."""
+    """Zephyr's SentencePiece model, tokenizing exactly as `zephyr_tgi.ZephyrTokenizer` (and TGI) do."""
 
     def __init__(self, model_path: str | Path) -> None:
-        # Imported here so that `import zephyr_tgi.testing` never needs sentencepiece.
-        import sentencepiece
-
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"SentencePiece model not found: {path}")
-        self._sp: Any = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        # Imported here so that `import zephyr_tgi.testing` never needs sentencepiece (or pydantic).
+        from .._tokenizer import ZephyrTokenizer
 
-    def _encode_part(self, part: str) -> list[tuple[int, int, int]]:
-        """(id, char start, char stop) for a text without special tokens."""
-        try:
-            mapping = self._sp.encode(part, return_type="offset_mapping")
-            return [(int(i), int(s), int(e)) for i, (s, e) in zip(mapping["ids"], mapping["offsets"], strict=True)]
-        except (TypeError, ValueError):
-            pass
-        # Upstream sentencepiece 0.2.0 has no offset mapping; its immutable proto gives byte offsets.
-        proto = self._sp.encode(part, out_type="immutable_proto")
-        char_at_byte: dict[int, int] = {}
-        byte_pos = 0
-        for index, char in enumerate(part):
-            char_at_byte[byte_pos] = index
-            byte_pos += len(char.encode("utf-8"))
-        char_at_byte[byte_pos] = len(part)
-        result: list[tuple[int, int, int]] = []
-        for piece in proto.pieces:
-            start = char_at_byte.get(int(piece.begin), len(part))
-            stop = char_at_byte.get(int(piece.end), start)
-            result.append((int(piece.id), start, stop))
-        return result
+        self._tokenizer = ZephyrTokenizer.from_file(path)
 
     def encode(self, text: str) -> list[TokenSpan]:
-        """Tokenize `text` (no BOS) like TGI's legacy tokenizer.json."""
+        """Tokenize `text` (no BOS) like TGI's legacy tokenizer.json, with texts that join back to `text`."""
         spans: list[TokenSpan] = []
-        for start, stop, special in _split_special(text):
-            if special is not None:
-                spans.append(TokenSpan(special, text[start:stop], start, stop))
-                continue
-            part = text[start:stop]
-            emitted = 0
-            for token_id, s, e in self._encode_part(part):
-                # Byte-fallback pieces of one character share its span: the first one carries the text.
-                piece_start = max(s, emitted)
-                piece_stop = max(e, piece_start)
-                spans.append(TokenSpan(token_id, part[piece_start:piece_stop], start + s, start + e))
-                emitted = piece_stop
-            if emitted < len(part) and spans:
-                last = spans[-1]
-                spans[-1] = TokenSpan(last.id, last.text + part[emitted:], last.start, start + len(part))
+        emitted = 0
+        for token_id, start, stop in self._tokenizer.pieces(text):
+            # Byte-fallback pieces of one character share its span: the first one carries the text.
+            piece_start = max(start, emitted)
+            piece_stop = max(stop, piece_start)
+            spans.append(TokenSpan(token_id, text[piece_start:piece_stop], start, stop))
+            emitted = piece_stop
+        if emitted < len(text) and spans:
+            last = spans[-1]
+            spans[-1] = TokenSpan(last.id, last.text + text[emitted:], last.start, len(text))
         return spans

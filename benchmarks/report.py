@@ -1,0 +1,97 @@
+"""Benchmark reports: JSON, a markdown table (also spliced into docs/benchmarks.md) and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+CONTENDERS = ("zephyr_tgi", "huggingface_hub", "httpx2 floor")
+CPU_SCENARIOS = {
+    "nonstream": "non-streaming chat (µs CPU / request)",
+    "stream": "streaming (µs CPU / token)",
+    "async_streams": "concurrent async streams (µs CPU / token)",
+    "batch_chat": "batch_chat (µs CPU / request)",
+}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results as markdown tables."""
+    results, sizes = report["results"], report["sizes"]
+    lines = [
+        f"Run of {report['when']} on {report['machine']['platform']}, Python {report['machine']['python']}, "
+        f"{report['machine']['cpus']} CPUs{' (quick sizes)' if report['quick'] else ''}. Medians over "
+        f"{sizes['rounds']} interleaved rounds; the server runs in another process and its CPU is not counted.",
+        "",
+        "| target | limit | measured | met |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {t['target']} | {t['limit']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
+            for t in report["targets"]
+        ),
+        "",
+        "| scenario | " + " | ".join(CONTENDERS) + " | zephyr_tgi p50 / p95 / p99 latency (ms) |",
+        "| --- | " + " | ".join("---" for _ in CONTENDERS) + " | --- |",
+    ]
+    for key, label in CPU_SCENARIOS.items():
+        row = results[key]
+        cells = " | ".join(f"{row[name]['cpu_us_per_unit']:.1f}" for name in CONTENDERS)
+        lat = row["zephyr_tgi"]["latency_ms"]
+        latency = " / ".join("-" if lat[q] is None else f"{lat[q]:.1f}" for q in ("p50", "p95", "p99"))
+        lines.append(f"| {label} | {cells} | {latency} |")
+    memory = results["memory"]
+    lines += [
+        "",
+        f"Memory: RSS {memory['rss_before_mb']:.1f} MB after warm-up, {memory['rss_after_mb']:.1f} MB after "
+        f"{memory['requests']:,} more requests ({memory['growth_mb']:+.2f} MB).",
+        "",
+        "| import | median (ms) |",
+        "| --- | --- |",
+        *(f"| `{label}` | {row['median_ms']:.1f} |" for label, row in results["import_time"].items()),
+        "",
+        "batch_chat: requests in flight as the server counted them: "
+        + ", ".join(f"{name} {results['batch_chat'][name]['server_max_in_flight']}" for name in CONTENDERS)
+        + f" (concurrency {sizes['batch_concurrency']}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Bars of CPU per unit, relative to the httpx2 floor, per scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    keys = list(CPU_SCENARIOS)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.26
+    for offset, name in enumerate(CONTENDERS):
+        values = [results[k][name]["cpu_us_per_unit"] / results[k]["httpx2 floor"]["cpu_us_per_unit"] for k in keys]
+        bars = ax.bar([i + (offset - 1) * width for i in range(len(keys))], values, width, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(range(len(keys)), [CPU_SCENARIOS[k].split(" (")[0] for k in keys], fontsize=9)
+    ax.set_ylabel("client CPU, relative to raw httpx2")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_title("Client CPU per request / token (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_reports(report: dict[str, Any], out: Path, *, docs: Path | None) -> None:
+    """Write results.json, results.md and results.png under `out`; splice the table into `docs`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    table = markdown(report)
+    (out / "results.md").write_text(table, encoding="utf-8")
+    plot(report, out / "results.png")
+    if docs is not None and docs.is_file():
+        text = docs.read_text(encoding="utf-8")
+        if START in text and END in text:
+            head, rest = text.split(START, 1)
+            tail = rest.split(END, 1)[1]
+            docs.write_text(f"{head}{START}\n{table}{END}{tail}", encoding="utf-8")
