@@ -445,16 +445,18 @@ class ZephyrClient(ClientCore):
         deadline_at: float | None,
     ) -> Iterator[StreamChunk]:
         try:
-            yield first
-            if first.is_last:
-                return
-            for data in events:
-                chunk = assembler.feed(data)
+            chunk = first
+            while not chunk.is_last:
                 yield chunk
-                if chunk.is_last:
-                    return
                 _check_deadline(deadline_at)
-            raise assembler.end_of_stream()
+                data = next(events, None)
+                if data is None:
+                    raise assembler.end_of_stream()
+                chunk = assembler.feed(data)
+            # Read the end of the body before handing out the last chunk, so the connection goes back to the
+            # pool even when the caller stops iterating there.
+            _drain(events)
+            yield chunk
         finally:
             response.close()
 
@@ -487,16 +489,22 @@ class ZephyrClient(ClientCore):
         deadline_at: float | None,
     ) -> Iterator[ChatCompletionChunk]:
         try:
-            if first is None:
-                return
-            yield first
-            for data in events:
-                chunk = parse_chat_chunk(data)
-                if chunk is None:
+            chunk = first
+            while chunk is not None:
+                if _is_final_chat_chunk(chunk):
+                    # What follows (a usage chunk, then [DONE]) comes at once: read it before handing out the
+                    # finish chunk, so the connection goes back to the pool even if the caller stops there.
+                    rest = list(_chat_chunks_until_done(events))
+                    yield chunk
+                    yield from rest
                     return
                 yield chunk
                 _check_deadline(deadline_at)
-            raise APIConnectionError("the chat stream ended without [DONE] (connection lost)")
+                data = next(events, None)
+                if data is None:
+                    raise APIConnectionError("the chat stream ended without [DONE] (connection lost)")
+                chunk = parse_chat_chunk(data)
+            _drain(events)
         finally:
             response.close()
 
@@ -889,16 +897,18 @@ class AsyncZephyrClient(ClientCore):
             "POST /generate_stream", deadline_at, self._open_generate_stream, request
         )
         try:
-            yield first
-            if first.is_last:
-                return
-            async for data in events:
-                chunk = assembler.feed(data)
+            chunk = first
+            while not chunk.is_last:
                 yield chunk
-                if chunk.is_last:
-                    return
                 _check_deadline(deadline_at)
-            raise assembler.end_of_stream()
+                data = await anext(events, None)
+                if data is None:
+                    raise assembler.end_of_stream()
+                chunk = assembler.feed(data)
+            # Read the end of the body before handing out the last chunk, so the connection goes back to the
+            # pool even when the caller stops iterating there.
+            await _adrain(events)
+            yield chunk
         finally:
             await response.aclose()
 
@@ -946,16 +956,23 @@ class AsyncZephyrClient(ClientCore):
         deadline_at: float | None,
     ) -> AsyncIterator[ChatCompletionChunk]:
         try:
-            if first is None:
-                return
-            yield first
-            async for data in events:
-                chunk = parse_chat_chunk(data)
-                if chunk is None:
+            chunk = first
+            while chunk is not None:
+                if _is_final_chat_chunk(chunk):
+                    # What follows (a usage chunk, then [DONE]) comes at once: read it before handing out the
+                    # finish chunk, so the connection goes back to the pool even if the caller stops there.
+                    rest = [c async for c in _achat_chunks_until_done(events)]
+                    yield chunk
+                    for item in rest:
+                        yield item
                     return
                 yield chunk
                 _check_deadline(deadline_at)
-            raise APIConnectionError("the chat stream ended without [DONE] (connection lost)")
+                data = await anext(events, None)
+                if data is None:
+                    raise APIConnectionError("the chat stream ended without [DONE] (connection lost)")
+                chunk = parse_chat_chunk(data)
+            await _adrain(events)
         finally:
             await response.aclose()
 
@@ -1002,3 +1019,41 @@ def check_concurrency(concurrency: int | None) -> int | None:
 def without_bos(spans: list[TokenSpan]) -> list[TokenSpan]:
     """`/tokenize` spans without TGI's leading BOS entry."""
     return spans[1:] if spans and spans[0].id == 1 and spans[0].stop == 0 else spans
+
+
+def _is_final_chat_chunk(chunk: ChatCompletionChunk) -> bool:
+    return any(choice.finish_reason for choice in chunk.choices)
+
+
+def _drain(events: Iterator[str]) -> None:
+    """Read what is left of a finished stream; a failure here only means the connection is not reused."""
+    with contextlib.suppress(ZephyrTGIError):
+        for _ in events:
+            pass
+
+
+async def _adrain(events: AsyncIterator[str]) -> None:
+    """Read what is left of a finished stream (async); a failure only means the connection is not reused."""
+    with contextlib.suppress(ZephyrTGIError):
+        async for _ in events:
+            pass
+
+
+def _chat_chunks_until_done(events: Iterator[str]) -> Iterator[ChatCompletionChunk]:
+    """The chunks after a finish chunk, up to [DONE] (or the end of the body)."""
+    for data in events:
+        chunk = parse_chat_chunk(data)
+        if chunk is None:
+            _drain(events)
+            return
+        yield chunk
+
+
+async def _achat_chunks_until_done(events: AsyncIterator[str]) -> AsyncIterator[ChatCompletionChunk]:
+    """The chunks after a finish chunk, up to [DONE] (or the end of the body) (async)."""
+    async for data in events:
+        chunk = parse_chat_chunk(data)
+        if chunk is None:
+            await _adrain(events)
+            return
+        yield chunk

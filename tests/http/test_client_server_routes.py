@@ -73,3 +73,14 @@ async def test_missing_chat_template_is_an_input_validation_error(kind: str) -> 
         twin = Twin(kind, emulator.url)
         assert (await twin.call("chat", "Hi")).text
         await twin.close()
+
+
+async def test_calls_reuse_one_connection(twin: Twin, emulator: TGIEmulator) -> None:
+    await twin.call("chat", "Hi")  # the first call also reads /info
+    emulator.reset()
+    for _ in range(3):
+        await twin.call("chat", "Hi")
+        await twin.stream("chat_stream", "Hi")
+        await twin.call("chat_completion", "Hi", max_tokens=2)
+    assert emulator.stats.requests_total == 9
+    assert emulator.stats.connections_total == 0  # every request went over the connection opened before

@@ -278,6 +278,7 @@ class TGIEmulator:
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = HTTPConnection(reader, writer, max_body=self._config.payload_limit)
+        self._recorder.connected()
         task = asyncio.current_task()
         assert task is not None
         entry = (task, conn)

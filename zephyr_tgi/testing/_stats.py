@@ -31,6 +31,7 @@ class EmulatorStats:
     in_flight: int = 0
     max_in_flight: int = 0
     overloaded_total: int = 0
+    connections_total: int = 0  # TCP connections accepted: shows whether a client reuses its connections
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +82,7 @@ class Recorder:
             self._by_route: dict[str, int] = {}
             self._recorded: deque[RecordedRequest] = deque(maxlen=_KEPT_REQUESTS)
             self._overloaded = 0
+            self._connections = 0
             self._max_in_flight = self._in_flight
             self._tgi_count = 0
             self._tgi_success = 0
@@ -89,6 +91,11 @@ class Recorder:
             self._input_length = _Histogram([self._max_input_tokens / 100 * (i + 1) for i in range(100)])
             self._generated = _Histogram([self._max_total_tokens / 100 * (i + 1) for i in range(100)])
             self._duration = _Histogram([0.0001 * 1.5 ** (i + 1) for i in range(35)])
+
+    def connected(self) -> None:
+        """Count one accepted TCP connection."""
+        with self._lock:
+            self._connections += 1
 
     def record(self, request: RecordedRequest, route: str) -> None:
         """Count and keep one incoming request."""
@@ -144,6 +151,7 @@ class Recorder:
                 in_flight=self._in_flight,
                 max_in_flight=self._max_in_flight,
                 overloaded_total=self._overloaded,
+                connections_total=self._connections,
                 requests=list(self._recorded),
             )
 
