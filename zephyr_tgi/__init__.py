@@ -36,8 +36,11 @@ if TYPE_CHECKING:
         TokenBudgetError,
         ZephyrTGIError,
     )
+    from ._launch_args import DEFAULT_IMAGE, LaunchConfig
     from ._params import PRESETS, Grammar, SamplingParams
+    from ._readiness import ProgressEvent, Stage
     from ._retry import RetryPolicy
+    from ._server import TGIServer
     from ._templates import SPECIAL_TOKENS, Message, render_prompt
     from ._timeout import Timeout
     from ._tokenizer import ZephyrTokenizer
@@ -52,12 +55,15 @@ if TYPE_CHECKING:
         Token,
         TokenSpan,
     )
+    from ._variants import VARIANTS, GPTQVariant, VariantInfo, get_variant
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_IMAGE",
     "PRESETS",
     "SPECIAL_TOKENS",
+    "VARIANTS",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -72,16 +78,19 @@ __all__ = [
     "ContainerStartError",
     "Conversation",
     "DockerUnavailableError",
+    "GPTQVariant",
     "GPUUnavailableError",
     "GenerationError",
     "GenerationResult",
     "Grammar",
     "IncompleteGenerationError",
     "InputValidationError",
+    "LaunchConfig",
     "Message",
     "OverloadedError",
     "PrefillToken",
     "PrefillUnavailableError",
+    "ProgressEvent",
     "PromptError",
     "PromptInjectionError",
     "RetryPolicy",
@@ -90,24 +99,30 @@ __all__ = [
     "ServerInfo",
     "ServerNotReadyError",
     "ServerUnavailableError",
+    "Stage",
     "StreamChunk",
     "StructuredOutputError",
+    "TGIServer",
     "Timeout",
     "Token",
     "TokenBudgetError",
     "TokenSpan",
+    "VariantInfo",
     "ZephyrClient",
     "ZephyrTGIError",
     "ZephyrTokenizer",
     "__version__",
+    "get_variant",
     "render_prompt",
 ]
 
 # Names load on first use (PEP 562), so `import zephyr_tgi` stays cheap and the heavy modules (pydantic
 # models, httpx2, huggingface_hub's inference client) load only when a client is actually made.
 _LAZY: dict[str, str] = {
+    "DEFAULT_IMAGE": "zephyr_tgi._launch_args",
     "PRESETS": "zephyr_tgi._params",
     "SPECIAL_TOKENS": "zephyr_tgi._templates",
+    "VARIANTS": "zephyr_tgi._variants",
     "APIConnectionError": "zephyr_tgi._errors",
     "APIError": "zephyr_tgi._errors",
     "APIStatusError": "zephyr_tgi._errors",
@@ -122,16 +137,19 @@ _LAZY: dict[str, str] = {
     "ContainerStartError": "zephyr_tgi._errors",
     "Conversation": "zephyr_tgi._conversation",
     "DockerUnavailableError": "zephyr_tgi._errors",
+    "GPTQVariant": "zephyr_tgi._variants",
     "GPUUnavailableError": "zephyr_tgi._errors",
     "GenerationError": "zephyr_tgi._errors",
     "GenerationResult": "zephyr_tgi._types",
     "Grammar": "zephyr_tgi._params",
     "IncompleteGenerationError": "zephyr_tgi._errors",
     "InputValidationError": "zephyr_tgi._errors",
+    "LaunchConfig": "zephyr_tgi._launch_args",
     "Message": "zephyr_tgi._templates",
     "OverloadedError": "zephyr_tgi._errors",
     "PrefillToken": "zephyr_tgi._types",
     "PrefillUnavailableError": "zephyr_tgi._errors",
+    "ProgressEvent": "zephyr_tgi._readiness",
     "PromptError": "zephyr_tgi._errors",
     "PromptInjectionError": "zephyr_tgi._errors",
     "RetryPolicy": "zephyr_tgi._retry",
@@ -140,15 +158,19 @@ _LAZY: dict[str, str] = {
     "ServerInfo": "zephyr_tgi._types",
     "ServerNotReadyError": "zephyr_tgi._errors",
     "ServerUnavailableError": "zephyr_tgi._errors",
+    "Stage": "zephyr_tgi._readiness",
     "StreamChunk": "zephyr_tgi._types",
     "StructuredOutputError": "zephyr_tgi._errors",
+    "TGIServer": "zephyr_tgi._server",
     "Timeout": "zephyr_tgi._timeout",
     "Token": "zephyr_tgi._types",
     "TokenBudgetError": "zephyr_tgi._errors",
     "TokenSpan": "zephyr_tgi._types",
+    "VariantInfo": "zephyr_tgi._variants",
     "ZephyrClient": "zephyr_tgi._client",
     "ZephyrTGIError": "zephyr_tgi._errors",
     "ZephyrTokenizer": "zephyr_tgi._tokenizer",
+    "get_variant": "zephyr_tgi._variants",
     "render_prompt": "zephyr_tgi._templates",
 }
 

@@ -53,12 +53,12 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def compose_url(emulator_image: str, docker_ip: str, docker_services: Any) -> Iterator[str]:
+def compose_url(emulator_image: str, docker_ip: str, docker_services: Any) -> str:
     """The URL of the compose-started emulator, once its /health answers."""
     port = docker_services.port_for("tgi-emulator", 80)
     url = f"http://{docker_ip}:{port}"
     docker_services.wait_until_responsive(check=lambda: _healthy(url), timeout=60.0, pause=0.2)
-    yield url
+    return url
 
 
 @pytest.fixture
