@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit docker-setup emulator-image integration bench clean
+.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench docs clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ typecheck: $(INSTALLED)
 unit: $(INSTALLED)
 	$(PY) -m pytest -m "not docker and not gpu" -q
 
+tools-setup:
+	bash scripts/ci/tools-setup.sh
+
 docker-setup:
 	bash scripts/ci/docker-setup.sh
 
@@ -34,13 +37,18 @@ emulator-image: docker-setup $(INSTALLED)
 integration: emulator-image
 	ZEPHYR_TGI_REQUIRE_DOCKER=1 $(PY) -m pytest -m docker -q -rs
 
-# Everything: lint, types, unit + HTTP tests, then the Docker integration tests against the emulator image.
-test: lint typecheck docker-setup emulator-image
-	ZEPHYR_TGI_REQUIRE_DOCKER=1 $(PY) -m pytest -q -rs
+# Everything: lint, types, the unit and HTTP tests, then (named one by one in the log) the Docker integration
+# tests against the emulator image; the GPU tests run only where a GPU is, and say why they skip elsewhere.
+test: lint typecheck tools-setup docker-setup emulator-image
+	$(PY) -m pytest -q -rs -m "not docker"
+	ZEPHYR_TGI_REQUIRE_DOCKER=1 $(PY) -m pytest -v -rs -m docker
 
 # Client overhead against bare huggingface_hub and raw httpx2 (writes benchmarks/results/ and docs/benchmarks.md).
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.run
+
+docs: $(INSTALLED)
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -1,0 +1,206 @@
+"""Every example runs against the emulator, as a user would run it: a script in a fresh process, without
+ZEPHYR_TGI_URL, saying that it uses the emulator. The web app is also read as a browser would (server-sent events),
+and the notebook is executed cell by cell by nbclient."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx2
+import pytest
+
+from zephyr_tgi import Message, render_prompt
+from zephyr_tgi.testing import TGIEmulator, expected_reply
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+WEB_APP = EXAMPLES / "fastapi_app.py"
+NOTEBOOK = EXAMPLES / "zephyr_tgi.ipynb"
+# Scripts that run and end; helpers (`_server.py`) are not examples, and the web app serves until stopped.
+SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_") and p != WEB_APP)
+TIMEOUT = 60.0
+
+
+def emulator_env() -> dict[str, str]:
+    """The environment of a user who has no TGI server: no ZEPHYR_TGI_* variable at all."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ZEPHYR_TGI_")}
+
+
+def chat_reply(question: str) -> str:
+    """The emulator's answer to a one-question chat without a system prompt."""
+    return expected_reply(render_prompt([Message(role="system", content=""), Message(role="user", content=question)]))
+
+
+def test_every_example_is_collected() -> None:
+    names = {p.name for p in SCRIPTS}
+    assert {"quickstart.py", "streaming.py"} <= names
+    assert WEB_APP.is_file()
+    assert NOTEBOOK.is_file()
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_example_runs_against_the_emulator(script: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=emulator_env(),
+        cwd=EXAMPLES.parent,
+        check=False,
+    )
+
+    assert completed.returncode == 0, f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+    assert "emulator" in completed.stdout.splitlines()[0]
+
+
+# -- the web app ------------------------------------------------------------------------------------
+
+
+def read_line(process: subprocess.Popen[str], timeout: float = 20.0) -> str:
+    """The next stdout line of `process`, waiting at most `timeout` seconds."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            process.kill()
+            raise AssertionError(f"no output within {timeout} s; stderr:\n{process.communicate()[1]}")
+    return process.stdout.readline()
+
+
+def read_events(url: str, **params: Any) -> list[tuple[str, Any]]:
+    """The (event name, JSON data) pairs of one server-sent event stream."""
+    with httpx2.Client(timeout=TIMEOUT) as client, client.sse(url, params=params) as source:
+        assert source.response.status_code == 200
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        return [(event.event, event.json()) for event in source]
+
+
+def test_web_app_streams_answers_to_the_browser() -> None:
+    process = subprocess.Popen(
+        [sys.executable, str(WEB_APP), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=emulator_env(),
+    )
+    try:
+        assert "emulator" in read_line(process)
+        opened = read_line(process)
+        assert opened.startswith("Open http://127.0.0.1:")
+        base = opened.split()[1]
+
+        page = httpx2.get(base, timeout=TIMEOUT)
+        assert page.status_code == 200
+        assert "new EventSource(" in page.text
+
+        events = read_events(base + "api/chat", q="What is GPTQ?")
+
+        texts = [data["text"] for name, data in events if name == "message"]
+        assert len(texts) > 1  # streamed piece by piece, not in one event
+        assert "".join(texts) == chat_reply("What is GPTQ?")
+        assert events[-1] == (
+            "done",
+            {"finish_reason": "eos_token", "generated_tokens": events[-1][1]["generated_tokens"]},
+        )
+        assert httpx2.get(base + "api/chat", params={"q": ""}, timeout=TIMEOUT).status_code == 422
+
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert out.strip().endswith("Stopped.")
+
+
+@pytest.fixture
+def web_app(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """examples/fastapi_app.py as a module (its directory on sys.path, as when it runs as a script)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    return importlib.import_module("fastapi_app")
+
+
+@pytest.fixture
+def served(web_app: ModuleType) -> Iterator[tuple[str, TGIEmulator]]:
+    """The web app in a uvicorn thread on a free port, over an in-process emulator: (base URL, emulator)."""
+    import uvicorn
+
+    with TGIEmulator() as emulator:
+        server = uvicorn.Server(uvicorn.Config(web_app.create_app(emulator.url), log_level="warning"))
+        sock = socket.create_server(("127.0.0.1", 0))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}/", emulator
+        finally:
+            server.should_exit = True
+            thread.join(TIMEOUT)
+            sock.close()
+
+
+def test_web_app_reports_a_failed_generation_in_the_stream(served: tuple[str, TGIEmulator]) -> None:
+    base, emulator = served
+    emulator.set_faults(stream_error_next=1, stream_error_after_tokens=2)
+
+    events = read_events(base + "api/chat", q="Hello")
+
+    assert [name for name, _ in events] == ["message", "message", "failure"]
+    assert events[-1][1] == {
+        "message": "Request failed during generation: CUDA out of memory",
+        "type": "GenerationError",
+    }
+
+
+def test_web_app_passes_the_length_limit_on(served: tuple[str, TGIEmulator]) -> None:
+    base, emulator = served
+
+    events = read_events(base + "api/chat", q="Hello", max_new_tokens=3)
+
+    assert events[-1] == ("done", {"finish_reason": "length", "generated_tokens": 3})
+    assert emulator.stats.requests[-1].json["parameters"]["max_new_tokens"] == 3
+
+
+def test_web_app_health(served: tuple[str, TGIEmulator]) -> None:
+    base, _ = served
+
+    assert httpx2.get(base + "api/health", timeout=TIMEOUT).json() == {"tgi": True}
+
+
+# -- the notebook -----------------------------------------------------------------------------------
+
+
+def test_notebook_runs_against_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    for name in list(os.environ):
+        if name.startswith("ZEPHYR_TGI_"):
+            monkeypatch.delenv(name)  # the kernel inherits this process's environment
+    notebook = nbformat.read(NOTEBOOK, as_version=4)  # type: ignore[no-untyped-call]
+
+    NotebookClient(
+        notebook, timeout=int(TIMEOUT), kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}
+    ).execute()
+
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    outputs = [output for cell in code for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert "emulator" in code[0].outputs[0].text
+    [streaming] = [cell for cell in code if "Write a haiku" in cell.source]
+    pieces = [o.text for o in streaming.outputs if o.output_type == "stream"]
+    assert len(pieces) > 1, "the streaming cell should print its answer piece by piece"
+    assert "finish: " in pieces[-1]
+    markdown = [o.data["text/markdown"] for o in outputs if "data" in o and "text/markdown" in o.data]
+    assert any("<sub>finish: " in text for text in markdown), "a GenerationResult should render as Markdown"
+    assert any(text.startswith("| setting | value |") for text in markdown)
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
