@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench docs clean
+.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench soak docs clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ test: lint typecheck tools-setup docker-setup emulator-image
 # Client overhead against bare huggingface_hub and raw httpx2 (writes benchmarks/results/ and docs/benchmarks.md).
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.run
+
+# The full fault-injection soak: 1,000 requests per scenario, in process and in the emulator container.
+soak: emulator-image
+	$(PY) -m tests.reliability.soak --requests 1000 --container \
+	    --json tests/reliability/results/soak.json --markdown tests/reliability/results/soak.md
 
 docs: $(INSTALLED)
 	$(VENV)/bin/mkdocs build --strict

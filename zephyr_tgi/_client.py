@@ -25,6 +25,7 @@ from ._batch import BatchProgress, default_concurrency
 from ._budget import BudgetPolicy
 from ._core import ClientCore, NativeRequest, parse_metrics
 from ._errors import (
+    SHAPE_ERRORS,
     APIConnectionError,
     APIError,
     APITimeoutError,
@@ -36,7 +37,7 @@ from ._errors import (
 from ._params import Grammar, SamplingParams
 from ._perplexity import chunk_text, perplexity_of, plan_windows, scored_logprobs
 from ._retry import RetryPolicy, first_retry_wait, log_retry, tenacity_kwargs
-from ._shaping import StreamAssembler, parse_chat_chunk, result_from_output
+from ._shaping import StreamAssembler, parse_answer, parse_answers, parse_chat_chunk, result_from_output
 from ._sse import aiter_sse_data, iter_sse_data
 from ._structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
 from ._templates import MessagesInput, SpecialTokenPolicy
@@ -89,9 +90,9 @@ class ZephyrClient(ClientCore):
             budget=budget,
         )
         if hub_client is None:
-            from huggingface_hub import InferenceClient
+            from ._hub import GuardedInferenceClient
 
-            hub_client = InferenceClient(model=self.base_url, **self.hub_client_kwargs())
+            hub_client = GuardedInferenceClient(model=self.base_url, **self.hub_client_kwargs())
         self._hub = hub_client
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ class ZephyrClient(ClientCore):
             "POST /v1/chat/completions",
             lambda: self._hub.chat_completion(**self.hub_chat_kwargs(payload)),
         )
-        return ChatCompletion.model_validate(output, from_attributes=True)
+        return parse_answer(ChatCompletion, output, what="chat completion")
 
     @overload
     def chat_json(
@@ -288,7 +289,7 @@ class ZephyrClient(ClientCore):
     def info(self) -> ServerInfo:
         """The server's `/info`: model, version and limits."""
         response = self._call("GET /info", lambda: self._request("GET", "/info"))
-        info = ServerInfo.model_validate_json(response.content)
+        info = parse_answer(ServerInfo, response.content, what="/info")
         self.remember_limits(info)
         return info
 
@@ -317,7 +318,7 @@ class ZephyrClient(ClientCore):
     def tokenize(self, text: str) -> list[TokenSpan]:
         """The server's tokenization of `text` (TGI's `/tokenize`)."""
         response = self._call("POST /tokenize", lambda: self._request("POST", "/tokenize", json={"inputs": text}))
-        return self.token_spans(response.json())
+        return parse_answers(TokenSpan, response.content, what="/tokenize answer")
 
     def metrics(self) -> dict[str, float]:
         """TGI's Prometheus metrics, as {"name{labels}": value}."""
@@ -363,7 +364,7 @@ class ZephyrClient(ClientCore):
                 return fn()
             except ZephyrTGIError:
                 raise
-            except _TRANSLATED as exc:
+            except (*_TRANSLATED, *SHAPE_ERRORS) as exc:
                 raise translate(exc, url=self.base_url) from exc
 
         return self._with_retries(description, self.deadline_at(), attempt)
@@ -538,9 +539,9 @@ class AsyncZephyrClient(ClientCore):
             budget=budget,
         )
         if hub_client is None:
-            from huggingface_hub import AsyncInferenceClient
+            from ._hub import GuardedAsyncInferenceClient
 
-            hub_client = AsyncInferenceClient(model=self.base_url, **self.hub_client_kwargs())
+            hub_client = GuardedAsyncInferenceClient(model=self.base_url, **self.hub_client_kwargs())
         self._hub = hub_client
         self._limits_lock: asyncio.Lock | None = None
 
@@ -616,7 +617,7 @@ class AsyncZephyrClient(ClientCore):
             return await self._hub.chat_completion(**self.hub_chat_kwargs(payload))
 
         output = await self._call("POST /v1/chat/completions", call)
-        return ChatCompletion.model_validate(output, from_attributes=True)
+        return parse_answer(ChatCompletion, output, what="chat completion")
 
     @overload
     async def chat_json(
@@ -747,7 +748,7 @@ class AsyncZephyrClient(ClientCore):
     async def info(self) -> ServerInfo:
         """The server's `/info`: model, version and limits."""
         response = await self._call("GET /info", lambda: self._request("GET", "/info"))
-        info = ServerInfo.model_validate_json(response.content)
+        info = parse_answer(ServerInfo, response.content, what="/info")
         self.remember_limits(info)
         return info
 
@@ -776,7 +777,7 @@ class AsyncZephyrClient(ClientCore):
     async def tokenize(self, text: str) -> list[TokenSpan]:
         """The server's tokenization of `text` (TGI's `/tokenize`)."""
         response = await self._call("POST /tokenize", lambda: self._request("POST", "/tokenize", json={"inputs": text}))
-        return self.token_spans(response.json())
+        return parse_answers(TokenSpan, response.content, what="/tokenize answer")
 
     async def metrics(self) -> dict[str, float]:
         """TGI's Prometheus metrics, as {"name{labels}": value}."""
@@ -833,7 +834,7 @@ class AsyncZephyrClient(ClientCore):
                     return await fn()
             except ZephyrTGIError:
                 raise
-            except _TRANSLATED as exc:
+            except (*_TRANSLATED, *SHAPE_ERRORS) as exc:
                 raise translate(exc, url=self.base_url) from exc
 
         return await self._with_retries(description, deadline_at, attempt)

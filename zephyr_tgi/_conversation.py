@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._budget import token_upper_bound
 from ._errors import ConfigurationError, TokenBudgetError
 from ._params import Limits, SamplingParams, merge_params
-from ._templates import Message, check_special_tokens
+from ._templates import Message, check_special_tokens, make_message
 from ._types import GenerationResult, StreamChunk
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class _ConversationState:
 
     def _user_turn(self, text: str, special_tokens: Any) -> Message:
         # Checked now, so a refused turn never enters the history.
-        return check_special_tokens([Message(role="user", content=text)], special_tokens)[0]
+        return check_special_tokens([make_message("user", text)], special_tokens)[0]
 
     @staticmethod
     def _bound_or(prompt: str, limit: int) -> int | None:

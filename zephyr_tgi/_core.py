@@ -18,15 +18,16 @@ from ._errors import ConfigurationError
 from ._params import Limits, SamplingParams, check_limits, merge_params, stop_sequences, to_wire
 from ._retry import RetryPolicy
 from ._templates import (
-    Message,
     MessagesInput,
     SpecialTokenPolicy,
     build_messages,
     check_special_tokens,
+    check_unicode,
+    make_message,
     render_checked,
 )
 from ._timeout import DEFAULT_TIMEOUT, TimeoutInput, as_timeout
-from ._types import ServerInfo, TokenSpan
+from ._types import ServerInfo
 
 if TYPE_CHECKING:
     import httpx2
@@ -239,7 +240,7 @@ class ClientCore:
         built = build_messages(messages)
         if built[0].role != "system":
             system = system if system is not None else self.system_prompt
-            built.insert(0, Message(role="system", content=system if system is not None else ""))
+            built.insert(0, make_message("system", system if system is not None else ""))
         elif system is not None:
             raise ConfigurationError("the messages already start with a system message; drop system= or that message")
         return render_checked(check_special_tokens(built, self.special_tokens))
@@ -259,6 +260,10 @@ class ClientCore:
         """A native request for a raw prompt."""
         if not isinstance(prompt, str) or not prompt:
             raise ConfigurationError("prompt must be a non-empty string (TGI: `inputs` cannot be empty)")
+        try:
+            check_unicode(prompt, "the prompt")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         return self._native_request(prompt, params, overrides)
 
     def _native_request(
@@ -360,8 +365,3 @@ class ClientCore:
         if extra:
             kwargs["extra_body"] = extra
         return kwargs
-
-    @staticmethod
-    def token_spans(data: Any) -> list[TokenSpan]:
-        """TGI's `/tokenize` answer as typed spans."""
-        return [TokenSpan.model_validate(item) for item in data]

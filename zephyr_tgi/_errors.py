@@ -10,13 +10,14 @@ ZephyrTGIError
 ├── APIError                                    .status_code .error_type .message .body
 │   ├── APIConnectionError                      could not connect, or the connection broke (retried)
 │   │   └── APITimeoutError                     connect/read timeout or deadline exceeded (retried)
-│   └── APIStatusError                          the server answered with an error
-│       ├── AuthenticationError      401        wrong or missing api key (never retried)
-│       ├── InputValidationError     422        TGI rejected the request (never retried)
-│       ├── GenerationError          424        the model failed while generating (never retried)
-│       ├── OverloadedError          429        too many concurrent requests (retried, Retry-After)
-│       ├── IncompleteGenerationError 500       generation stopped early (retried before the first token)
-│       └── ServerUnavailableError   502-504    proxy error or model still loading (retried)
+│   ├── APIStatusError                          the server answered with an error
+│   │   ├── AuthenticationError      401        wrong or missing api key (never retried)
+│   │   ├── InputValidationError     422        TGI rejected the request (never retried)
+│   │   ├── GenerationError          424        the model failed while generating (never retried)
+│   │   ├── OverloadedError          429        too many concurrent requests (retried, Retry-After)
+│   │   ├── IncompleteGenerationError 500       generation stopped early (retried before the first token)
+│   │   └── ServerUnavailableError   502-504    proxy error or model still loading (retried)
+│   ├── MalformedResponseError                  an answer that is not in TGI's format (never retried)
 │   └── PrefillUnavailableError                 no prefill logprobs (TGI lacks --enable-prefill-logprobs)
 └── ServerError                                 the launcher
     ├── DockerUnavailableError                  no docker SDK, or the daemon is unreachable
@@ -50,6 +51,7 @@ __all__ = [
     "GenerationError",
     "IncompleteGenerationError",
     "InputValidationError",
+    "MalformedResponseError",
     "OverloadedError",
     "PrefillUnavailableError",
     "PromptError",
@@ -179,6 +181,10 @@ class IncompleteGenerationError(APIStatusError):
 
 class ServerUnavailableError(APIStatusError):
     """502/503/504: a proxy could not reach TGI, or the model is still loading."""
+
+
+class MalformedResponseError(APIError):
+    """The server answered, but not in TGI's format (a body or event of the wrong shape): not retried."""
 
 
 class PrefillUnavailableError(APIError):
@@ -378,6 +384,13 @@ def translate(exc: BaseException, *, url: str = "") -> ZephyrTGIError:
         where = f" to {url}" if url else ""
         detail = str(transport or exc) or type(transport or exc).__name__
         return APIConnectionError(f"connection{where} failed: {detail}")
+    if isinstance(exc, SHAPE_ERRORS):
+        # huggingface_hub failed on a body of an unexpected shape: while formatting an HTTP error (the
+        # response is still a local of the failing frame) or while parsing a successful answer.
+        failed = _response_in_traceback(exc)
+        if failed is not None:
+            return from_response(failed.status_code, _content(failed), failed.headers)
+        return MalformedResponseError(f"the server's answer is not in TGI's format ({type(exc).__name__}: {exc})")
     # A TGI error huggingface_hub parsed from a stream or body without keeping a response.
     from huggingface_hub.errors import TextGenerationError
 
@@ -388,6 +401,29 @@ def translate(exc: BaseException, *, url: str = "") -> ZephyrTGIError:
     if isinstance(exc, ValueError) and "JSON" in type(exc).__name__ + str(exc):
         return APIConnectionError(f"the server sent a malformed answer: {exc}")
     return APIError(f"unexpected {type(exc).__name__}: {exc}")
+
+
+# What huggingface_hub raises when a body does not have the shape it expects.
+SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError)
+
+
+def _content(response: httpx2.Response) -> bytes:
+    try:
+        return response.content
+    except httpx2.ResponseNotRead:
+        return b""
+
+
+def _response_in_traceback(exc: BaseException) -> httpx2.Response | None:
+    """An error response held by a frame of `exc`'s traceback (huggingface_hub's error formatter's argument)."""
+    tb = exc.__traceback__
+    found: httpx2.Response | None = None
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, httpx2.Response) and value.status_code >= 400:
+                found = value
+        tb = tb.tb_next
+    return found
 
 
 def _find_response(exc: BaseException) -> httpx2.Response | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -11,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._errors import ConfigurationError
-from ._templates import EOS_TOKEN
+from ._templates import EOS_TOKEN, check_unicode
 
 __all__ = [
     "PRESETS",
@@ -25,6 +26,16 @@ __all__ = [
 ]
 
 _U64_MAX = 2**64 - 1
+_U32_MAX = 2**32 - 1
+_I32_MAX = 2**31 - 1
+
+
+def as_f32(value: float) -> float:
+    """`value` rounded to a 32-bit float, as TGI (serde, f32 fields) will read it."""
+    result: float = struct.unpack("f", struct.pack("f", value))[0]
+    return result
+
+
 PresetName = Literal["model_card", "zephyr_card", "greedy"]
 
 
@@ -71,25 +82,26 @@ class SamplingParams(BaseModel):
     checked against its `/info` when a request is built.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf and NaN cannot be sent as JSON; TGI reads floats as f32 and integers as u32/i32/u64.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    max_new_tokens: int | None = Field(default=None, gt=0)
+    max_new_tokens: int | None = Field(default=None, gt=0, le=_U32_MAX)
     temperature: float | None = Field(default=None, ge=0.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, gt=0)
+    top_k: int | None = Field(default=None, gt=0, le=_I32_MAX)
     typical_p: float | None = Field(default=None, gt=0.0, le=1.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     do_sample: bool | None = None
     seed: int | None = Field(default=None, ge=0, le=_U64_MAX)
     stop: tuple[str, ...] = ()
-    truncate: int | None = Field(default=None, gt=0)
+    truncate: int | None = Field(default=None, gt=0, le=_U32_MAX)
     watermark: bool | None = None
     return_full_text: bool | None = None
     details: bool | None = None
     decoder_input_details: bool | None = None
-    top_n_tokens: int | None = Field(default=None, ge=0)
-    best_of: int | None = Field(default=None, gt=0)
+    top_n_tokens: int | None = Field(default=None, ge=0, le=_U32_MAX)
+    best_of: int | None = Field(default=None, gt=0, le=_U32_MAX)
     grammar: Grammar | None = None
 
     @field_validator("stop", mode="before")
@@ -104,6 +116,16 @@ class SamplingParams(BaseModel):
     def _stop_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if any(not item for item in value):
             raise ValueError("stop sequences must be non-empty strings")
+        for item in value:
+            check_unicode(item, "a stop sequence")
+        return value
+
+    @field_validator("temperature", "repetition_penalty", "top_p", "typical_p")
+    @classmethod
+    def _positive_in_f32(cls, value: float | None) -> float | None:
+        # TGI stores these as f32: a tiny positive double becomes 0.0 there, and TGI answers 422.
+        if value is not None and value > 0 and as_f32(value) == 0.0:
+            raise ValueError(f"{value!r} is too small: TGI reads it as a 32-bit float, which makes it 0")
         return value
 
     @model_validator(mode="after")
@@ -129,8 +151,8 @@ class SamplingParams(BaseModel):
             self.do_sample
             or self.temperature is not None
             or self.top_k is not None
-            or (self.top_p is not None and self.top_p < 1.0)
-            or (self.typical_p is not None and self.typical_p < 1.0)
+            or (self.top_p is not None and as_f32(self.top_p) < 1.0)
+            or (self.typical_p is not None and as_f32(self.typical_p) < 1.0)
         )
 
     @classmethod
@@ -261,14 +283,16 @@ def to_wire(params: SamplingParams) -> dict[str, Any]:
             wire["do_sample"] = params.do_sample
         for name in _SAMPLING_KNOBS:
             value = getattr(params, name)
-            if value is None or (name in ("top_p", "typical_p") and value >= 1.0):
+            # 1.0 means "off" for top_p/typical_p, and so does anything TGI's f32 rounds up to 1.0.
+            if value is None or (name in ("top_p", "typical_p") and as_f32(value) >= 1.0):
                 continue
             wire[name] = value
     for name in _PASSTHROUGH:
         value = getattr(params, name)
         if value is not None:
             wire[name] = value
-    wire["details"] = True if params.details is None else params.details
+    # Prefill details only come with details: asking for one without the other would be silently dropped.
+    wire["details"] = True if params.details is None or params.decoder_input_details else params.details
     wire["stop"] = stop_sequences(params)
     if params.grammar is not None:
         wire["grammar"] = {"type": params.grammar.type, "value": params.grammar.value}

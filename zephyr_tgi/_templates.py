@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ._errors import ConfigurationError, PromptInjectionError
 
@@ -24,6 +24,8 @@ __all__ = [
     "SpecialTokenPolicy",
     "build_messages",
     "check_special_tokens",
+    "check_unicode",
+    "make_message",
     "render_checked",
     "render_prompt",
 ]
@@ -37,6 +39,14 @@ GENERATION_PROMPT = "<|assistant|>\n"
 SPECIAL_TOKENS: tuple[str, ...] = ("<|assistant|>", "<|system|>", "<|user|>", "<unk>", "</s>", "<s>")
 
 
+def check_unicode(text: str, what: str) -> None:
+    """Refuse text that cannot be sent as UTF-8 (lone surrogates, e.g. from errors='surrogateescape')."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode: {exc.reason} at position {exc.start}") from None
+
+
 class Message(BaseModel):
     """One turn of a conversation."""
 
@@ -44,6 +54,12 @@ class Message(BaseModel):
 
     role: Role
     content: str
+
+    @field_validator("content")
+    @classmethod
+    def _sendable(cls, value: str) -> str:
+        check_unicode(value, "the content")
+        return value
 
 
 MessagesInput = str | Message | Mapping[str, str] | Iterable[Message | Mapping[str, str]]
@@ -105,6 +121,11 @@ def _to_message(item: Message | Mapping[str, str], index: int) -> Message:
         ) from exc
 
 
+def make_message(role: str, content: str) -> Message:
+    """A `Message`, with invalid input reported as `ConfigurationError`."""
+    return _to_message({"role": role, "content": content}, 0)
+
+
 def build_messages(messages: MessagesInput, *, system: str | None = None) -> list[Message]:
     """Normalise a prompt string, a message or a list of them, putting `system` first when given.
 
@@ -113,7 +134,7 @@ def build_messages(messages: MessagesInput, *, system: str | None = None) -> lis
             start with a system message (which of the two was meant is ambiguous).
     """
     if isinstance(messages, str):
-        result = [Message(role="user", content=messages)]
+        result = [_to_message({"role": "user", "content": messages}, 0)]
     elif isinstance(messages, (Message, Mapping)):
         result = [_to_message(messages, 0)]
     else:
@@ -123,7 +144,7 @@ def build_messages(messages: MessagesInput, *, system: str | None = None) -> lis
     if system is not None:
         if result[0].role == "system":
             raise ConfigurationError("the messages already start with a system message; drop system= or that message")
-        result.insert(0, Message(role="system", content=system))
+        result.insert(0, _to_message({"role": "system", "content": system}, 0))
     return result
 
 

@@ -1,0 +1,1 @@
+"""Reliability proof: the fault-injection soak, fuzzing with hypothesis, and security checks."""
