@@ -29,7 +29,12 @@ def token_upper_bound(prompt: str) -> int:
 
 def needs_count(prompt: str, params: SamplingParams, limits: Limits) -> bool:
     """False when the prompt certainly fits, so the exact count (a tokenizer pass or a request) can be skipped."""
-    bound = token_upper_bound(prompt)
+    # Four UTF-8 bytes per character at most: when even that bound fits, skip encoding the prompt.
+    bound = 4 * len(prompt) + prompt.count("<") + 2
+    if bound > limits.max_input_tokens or (
+        params.max_new_tokens is not None and bound + params.max_new_tokens > limits.max_total_tokens
+    ):
+        bound = token_upper_bound(prompt)
     if params.truncate is not None:
         bound = min(bound, params.truncate)
     if bound > limits.max_input_tokens:

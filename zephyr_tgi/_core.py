@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["ClientCore", "NativeRequest", "normalize_base_url", "parse_metrics", "settings_from_env"]
 
 _USER_AGENT = "zephyr-tgi"
+_NO_TOKEN = "no-token-sent"  # see hub_client_kwargs: never sent, only stops a token lookup
 logger = logging.getLogger("zephyr_tgi")
 _N = TypeVar("_N", int, float)
 
@@ -143,16 +144,6 @@ def _env_number(name: str, raw: str, kind: type[_N]) -> _N:
 _OPTIONS_CACHE_SIZE = 128
 
 
-def _options_key(base: SamplingParams, params: SamplingParams | None, overrides: Mapping[str, Any]) -> Hashable | None:
-    """A cache key for a combination of options, or None when one of them is unhashable (a grammar dict)."""
-    key = (base, params, tuple(sorted(overrides.items())))
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
-
-
 class ClientCore:
     """Settings and request building shared by `ZephyrClient` and `AsyncZephyrClient`."""
 
@@ -212,14 +203,19 @@ class ClientCore:
     def hub_client_kwargs(self) -> dict[str, Any]:
         """Arguments for InferenceClient/AsyncInferenceClient.
 
-        Without an api key, huggingface_hub would send the saved Hugging Face login or HF_TOKEN to any URL;
-        a `None` authorization header is the documented way to stop that.
+        Without an api key, huggingface_hub would send the saved Hugging Face login or HF_TOKEN to any URL; a
+        `None` authorization header is the documented way to stop that. It would also look that token up (env
+        and token file, twice per request): a placeholder key skips the lookup, and the `None` header still
+        keeps anything from being sent.
         """
-        key = self._api_key.get_secret_value() if self._api_key is not None else None
-        headers: dict[str, Any] = {"user-agent": _USER_AGENT}
-        if key is None:
-            headers["authorization"] = None
-        return {"api_key": key, "headers": headers, "timeout": self.httpx_timeout()}
+        if self._api_key is not None:
+            return {
+                "api_key": self._api_key.get_secret_value(),
+                "headers": {"user-agent": _USER_AGENT},
+                "timeout": self.httpx_timeout(),
+            }
+        headers: dict[str, Any] = {"user-agent": _USER_AGENT, "authorization": None}
+        return {"api_key": _NO_TOKEN, "headers": headers, "timeout": self.httpx_timeout()}
 
     def httpx_timeout(self) -> httpx2.Timeout:
         """The httpx2 timeout for one attempt."""
@@ -271,8 +267,11 @@ class ClientCore:
     ) -> NativeRequest:
         # Most calls repeat the same options: merging and validating them again would be most of the
         # client's own CPU cost for a short request, so the merged options and wire form are cached.
-        key = _options_key(self.params, params, overrides)
-        cached = self._options_cache.get(key) if key is not None else None
+        key: Hashable | None = (self.params, params, tuple(sorted(overrides.items())))
+        try:
+            cached = self._options_cache.get(key)
+        except TypeError:  # an unhashable option (a grammar's dict): not cached
+            key, cached = None, None
         if cached is None:
             merged = merge_params(self.params, params, overrides) if (params or overrides) else self.params
             cached = (merged, to_wire(merged), tuple(stop_sequences(merged)))

@@ -118,3 +118,44 @@ def test_regex_answers_must_match_whole() -> None:
     assert parse_regex_answer("42", r"\d+") == "42"
     with pytest.raises(StructuredOutputError):
         parse_regex_answer("42 apples", r"\d+")
+
+
+class _Terminal:
+    """A stand-in stderr that says it is a terminal and keeps what is written."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_batch_progress_shows_items_and_tokens_per_second_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zephyr_tgi import GenerationResult
+    from zephyr_tgi._batch import BatchProgress
+
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    with BatchProgress(2, enabled=True) as bar:
+        bar.done(GenerationResult(text="a", generated_text="a", generated_tokens=5))
+        bar.done(ConfigurationError("failed item"))
+    assert bar.tokens == 5
+    assert "2/2" in terminal.text
+    assert "tok_s" in terminal.text
+
+
+def test_batch_progress_is_silent_when_off_or_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zephyr_tgi._batch import BatchProgress
+
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    with BatchProgress(1, enabled=False) as bar:
+        bar.done(ConfigurationError("x"))
+    assert terminal.text == ""
