@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx2
 import pytest
 
 from zephyr_tgi import AsyncZephyrClient, RetryPolicy, ZephyrClient
@@ -71,6 +72,21 @@ class Twin:
             await self.client.close()
         else:
             self.client.close()
+
+
+@pytest.fixture(scope="module")
+def tgi() -> Iterator[TGIEmulator]:
+    """One emulator per test module, for the emulator's own tests (they reset it through `http`)."""
+    with TGIEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def http(tgi: TGIEmulator) -> Iterator[httpx2.Client]:
+    """A plain httpx2 client for `tgi`, after resetting its faults and counters."""
+    tgi.reset()
+    with httpx2.Client(base_url=tgi.url, timeout=10, trust_env=False) as client:
+        yield client
 
 
 @pytest.fixture

@@ -53,13 +53,6 @@ def tgi() -> Iterator[TGIEmulator]:
         yield emulator
 
 
-@pytest.fixture
-def http(tgi: TGIEmulator) -> Iterator[httpx2.Client]:
-    tgi.reset()
-    with httpx2.Client(base_url=tgi.url, timeout=10, trust_env=False) as client:
-        yield client
-
-
 def _events(response: httpx2.Response) -> list[Any]:
     return [json.loads(line[len("data:") :]) for line in response.text.split("\n\n") if line and line != "data:[DONE]"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -13,19 +12,6 @@ import pytest
 from zephyr_tgi.testing import Faults, ScriptedResponse, TGIEmulator, _routes
 
 CHAT: dict[str, Any] = {"messages": [{"role": "user", "content": "Hi"}]}
-
-
-@pytest.fixture(scope="module")
-def tgi() -> Iterator[TGIEmulator]:
-    with TGIEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def http(tgi: TGIEmulator) -> Iterator[httpx2.Client]:
-    tgi.reset()
-    with httpx2.Client(base_url=tgi.url, timeout=10, trust_env=False) as client:
-        yield client
 
 
 def _data_lines(body: bytes) -> list[str]:

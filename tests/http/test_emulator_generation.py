@@ -32,13 +32,6 @@ def tgi() -> Iterator[TGIEmulator]:
         yield emulator
 
 
-@pytest.fixture
-def http(tgi: TGIEmulator) -> Iterator[httpx2.Client]:
-    tgi.reset()
-    with httpx2.Client(base_url=tgi.url, timeout=10, trust_env=False) as client:
-        yield client
-
-
 def _generate(http: httpx2.Client, inputs: str, **parameters: Any) -> dict[str, Any]:
     response = http.post("/generate", json={"inputs": inputs, "parameters": {"details": True, **parameters}})
     assert response.status_code == 200, response.text

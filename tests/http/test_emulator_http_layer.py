@@ -15,19 +15,6 @@ KEY = "s3cret-Key"
 
 
 @pytest.fixture(scope="module")
-def tgi() -> Iterator[TGIEmulator]:
-    with TGIEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def http(tgi: TGIEmulator) -> Iterator[httpx2.Client]:
-    tgi.reset()
-    with httpx2.Client(base_url=tgi.url, timeout=10, trust_env=False) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def secured() -> Iterator[TGIEmulator]:
     with TGIEmulator(api_key=KEY) as emulator:
         yield emulator

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -12,19 +11,6 @@ import pytest
 from zephyr_tgi.testing import TGIEmulator, expected_reply
 
 MODEL = "TheBloke/zephyr-7B-alpha-GPTQ"
-
-
-@pytest.fixture(scope="module")
-def tgi() -> Iterator[TGIEmulator]:
-    with TGIEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def http(tgi: TGIEmulator) -> Iterator[httpx2.Client]:
-    tgi.reset()
-    with httpx2.Client(base_url=tgi.url, timeout=10, trust_env=False) as client:
-        yield client
 
 
 def _events(body: bytes) -> list[Any]:

@@ -22,13 +22,6 @@ def tgi() -> Iterator[TGIEmulator]:
         yield emulator
 
 
-@pytest.fixture
-def http(tgi: TGIEmulator) -> Iterator[httpx2.Client]:
-    tgi.reset()
-    with httpx2.Client(base_url=tgi.url, timeout=10, trust_env=False) as client:
-        yield client
-
-
 CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("best_of_too_large", "hi", {"best_of": 3, "do_sample": True}, "`best_of` must be > 0 and <= 2. Given: 3"),
     ("best_of_without_sampling", "hi", {"best_of": 2}, "you must use sampling when `best_of` is > 1"),
