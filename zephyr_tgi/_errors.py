@@ -375,6 +375,14 @@ def translate(exc: BaseException, *, url: str = "") -> ZephyrTGIError:
         except httpx2.ResponseNotRead:
             body = b""
         return from_response(response.status_code, body, response.headers)
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    if _find_in_chain(exc, OfflineModeIsEnabled) is not None:
+        # huggingface_hub's shared HTTP session refuses every request in offline mode, a local TGI's included.
+        return ConfigurationError(
+            "HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, and huggingface_hub, whose HTTP session zephyr_tgi "
+            "shares, then refuses every request, your TGI server's included: unset it for this process"
+        )
     timeout = _find_in_chain(exc, httpx2.TimeoutException)
     if timeout is not None or isinstance(exc, TimeoutError):
         where = f" to {url}" if url else ""

@@ -180,3 +180,18 @@ async def test_errors_keep_the_dependency_exception_as_cause(twin: Twin, emulato
     with pytest.raises(InputValidationError) as info:
         await twin.call("chat", "Hi")
     assert info.value.__cause__ is not None
+
+
+async def test_hub_offline_mode_is_a_clear_configuration_error_not_retried(
+    kind: str, emulator: TGIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zephyr_tgi import ConfigurationError
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    twin = Twin(kind, emulator.url)
+    with pytest.raises(ConfigurationError, match="HF_HUB_OFFLINE"):
+        await twin.call("chat", "Hi")
+    with pytest.raises(ConfigurationError, match="HF_HUB_OFFLINE"):
+        await twin.stream("chat_stream", "Hi")
+    await twin.close()
+    assert emulator.stats.requests_total == 0
