@@ -370,11 +370,7 @@ def translate(exc: BaseException, *, url: str = "") -> ZephyrTGIError:
     # huggingface_hub wraps HTTP errors; the httpx2 response lives on the error or its cause.
     response = _find_response(exc)
     if response is not None and response.status_code >= 400:
-        try:
-            body = response.content
-        except httpx2.ResponseNotRead:
-            body = b""
-        return from_response(response.status_code, body, response.headers)
+        return from_response(response.status_code, _content(response), response.headers)
     from huggingface_hub.errors import OfflineModeIsEnabled
 
     if _find_in_chain(exc, OfflineModeIsEnabled) is not None:

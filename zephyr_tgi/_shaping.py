@@ -21,7 +21,6 @@ __all__ = [
     "parse_answer",
     "parse_chat_chunk",
     "result_from_output",
-    "result_from_payload",
     "strip_stop",
 ]
 
@@ -62,24 +61,6 @@ def parse_answers(model: type[_M], data: Any, *, what: str) -> list[_M]:
     if not isinstance(items, list):
         raise MalformedResponseError(f"the server's {what} is not a JSON list")
     return [parse_answer(model, item, what=what) for item in items]
-
-
-def result_from_payload(data: Mapping[str, Any], *, stops: Sequence[str], prompt: str | None) -> GenerationResult:
-    """A result from `/generate`'s JSON (or one element of `POST /`'s list)."""
-    generated_text = data["generated_text"]
-    details = data.get("details") or {}
-    return GenerationResult.model_validate(
-        {
-            **details,
-            "text": strip_stop(generated_text, stops),
-            "generated_text": generated_text,
-            "prompt": prompt,
-            "top_tokens": details.get("top_tokens") or (),
-            "best_of_sequences": details.get("best_of_sequences") or (),
-            "prefill": details.get("prefill") or (),
-            "tokens": details.get("tokens") or (),
-        }
-    )
 
 
 def result_from_output(output: Any, *, stops: Sequence[str], prompt: str | None) -> GenerationResult:

@@ -172,12 +172,6 @@ def generation_requests(emulator: TGIEmulator) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[TGIEmulator]:
-    with TGIEmulator() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def client(emulator: TGIEmulator) -> Iterator[ZephyrClient]:
     # Few attempts: the property is about the first answer, and a rejected request is never retried anyway.
     with ZephyrClient(emulator.url, retry=RetryPolicy(max_attempts=2, initial_delay=0.0, max_delay=0.0)) as made:

@@ -107,12 +107,6 @@ header_sets = st.fixed_dictionaries(
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[TGIEmulator]:
-    with TGIEmulator() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def client(emulator: TGIEmulator) -> Iterator[ZephyrClient]:
     with ZephyrClient(emulator.url, retry=RETRY, timeout=TIMEOUT) as made:
         made.info()

@@ -118,12 +118,6 @@ def test_the_strip_policy_leaves_no_special_token(conversation: Conversation) ->
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[TGIEmulator]:
-    with TGIEmulator() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def client(emulator: TGIEmulator) -> Iterator[ZephyrClient]:
     with ZephyrClient(emulator.url, retry=RetryPolicy.never()) as made:
         made.info()

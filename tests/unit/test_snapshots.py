@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from huggingface_hub import TextGenerationOutput
 
 from tests.conftest import reference_dir
 from zephyr_tgi import ChatCompletion, ChatCompletionChunk
-from zephyr_tgi._shaping import result_from_payload
+from zephyr_tgi._shaping import result_from_output
 
 SNAPSHOTS = sorted((reference_dir() / "tgi-snapshots").glob("*/*.json"))
 
@@ -29,7 +30,9 @@ def test_snapshot_parses(path: Path) -> None:
     for record in _records(path):
         kind = record.get("object")
         if "generated_text" in record:
-            result = result_from_payload(record, stops=["</s>"], prompt=None)
+            # The client's own path: huggingface_hub parses the body, result_from_output types it.
+            output = TextGenerationOutput.parse_obj_as_instance(record)
+            result = result_from_output(output, stops=["</s>"], prompt=None)
             assert result.generated_text == record["generated_text"]
             details = record.get("details") or {}
             assert result.finish_reason == details.get("finish_reason")
