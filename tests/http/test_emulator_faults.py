@@ -136,6 +136,16 @@ def test_stream_error_applies_to_non_streaming_requests_as_http_errors(
     assert http.post("/generate", json={"inputs": "x"}).status_code == 200
 
 
+def test_streams_only_stream_errors_pass_non_streaming_requests_by(http: httpx2.Client, tgi: TGIEmulator) -> None:
+    tgi.set_faults(stream_error_next=1, stream_error_after_tokens=1, stream_error_streams_only=True)
+    assert http.post("/generate", json={"inputs": "x"}).status_code == 200
+    assert tgi.faults.stream_error_next == 1
+    lines = _data_lines(http.post("/generate_stream", json={"inputs": "x"}).content)
+    assert json.loads(lines[-1][len("data:") :])["error_type"] == "generation"
+    assert len(lines) == 2
+    assert tgi.faults.stream_error_next == 0
+
+
 @pytest.mark.parametrize(
     ("scripted", "content_type"),
     [

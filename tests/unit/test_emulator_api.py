@@ -59,6 +59,9 @@ def test_fault_changes_are_type_checked() -> None:
         check_fault_changes({"overload_next": True})
     with pytest.raises(ValueError, match="negative"):
         check_fault_changes({"overload_next": -1})
+    assert check_fault_changes({"stream_error_streams_only": True}) == {"stream_error_streams_only": True}
+    with pytest.raises(ValueError, match="wrong type"):
+        check_fault_changes({"stream_error_streams_only": 1})
 
 
 def test_scripted_responses_may_be_given_as_json_objects() -> None:

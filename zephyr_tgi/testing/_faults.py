@@ -93,6 +93,8 @@ class Faults:
     """The next N generation requests fail with `stream_error_type` (in-band after N tokens on streams)."""
     stream_error_after_tokens: int = 0
     stream_error_type: str = "generation"
+    stream_error_streams_only: bool = False
+    """Only streams consume `stream_error_next`: which requests fail no longer depends on arrival order."""
     scripted_responses: list[ScriptedResponse] = field(default_factory=list)
     """A queue of verbatim answers; each generation request pops one."""
     token_latency: float = 0.0
@@ -116,6 +118,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "stream_error_next": (int,),
     "stream_error_after_tokens": (int,),
     "stream_error_type": (str,),
+    "stream_error_streams_only": (bool,),
     "scripted_responses": (list,),
     "token_latency": (int, float),
     "first_token_latency": (int, float),
@@ -140,7 +143,8 @@ def check_fault_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
         types = _FIELD_TYPES.get(name)
         if types is None:
             raise ValueError(f"unknown fault {name!r}; known: {sorted(_FIELD_TYPES)}")
-        if isinstance(value, bool) or not isinstance(value, types):
+        # bool is an int subclass: accept it only where a flag is expected.
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ValueError(f"fault {name!r} has the wrong type: {value!r}")
         if name == "scripted_responses":
             value = [_scripted(item) for item in value] if isinstance(value, list) else value

@@ -332,7 +332,7 @@ class EmulatorApp:
             except ValidationError as exc:
                 self._recorder.tgi_failure("validation")
                 raise _HTTPError(422, _VALIDATION_PREFIX + str(exc), "validation") from None
-            failure = self._injected_failure()
+            failure = None if self._faults.faults.stream_error_streams_only else self._injected_failure()
             if failure is not None:
                 await self._sleep_for_tokens(0)
                 self._recorder.tgi_failure(failure[1])
