@@ -74,9 +74,7 @@ def merge_sampling(base: SamplingParams | None, changes: Mapping[str, Any]) -> S
     Raises:
         ConfigurationError: an unknown option or a value TGI would reject.
     """
-    from pydantic import ValidationError
-
-    from zephyr_tgi import ConfigurationError, SamplingParams
+    from zephyr_tgi._params import merge_params
 
     data: dict[str, Any] = {name: getattr(base, name) for name in base.model_fields_set} if base else {}
     for key, value in changes.items():
@@ -84,15 +82,7 @@ def merge_sampling(base: SamplingParams | None, changes: Mapping[str, Any]) -> S
             data.pop(key, None)
         else:
             data[key] = value
-    if not data:
-        return None
-    try:
-        return SamplingParams.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'params'}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigurationError(f"invalid sampling options: {problems}") from None
+    return merge_params(data) if data else None
 
 
 def dropped_note(count: int) -> str:

@@ -231,8 +231,10 @@ class EmulatorApp:
         ]
         return _Plan(valid, generations, queued)
 
-    def _injected_failure(self) -> tuple[str, str] | None:
-        """A consumed stream_error fault as (message, error_type)."""
+    def _injected_failure(self, *, stream: bool) -> tuple[str, str] | None:
+        """A consumed stream_error fault as (message, error_type); streams-only faults pass other requests by."""
+        if not stream and self._faults.faults.stream_error_streams_only:
+            return None
         if not self._faults.take("stream_error_next"):
             return None
         error_type = self._faults.faults.stream_error_type
@@ -332,7 +334,7 @@ class EmulatorApp:
             except ValidationError as exc:
                 self._recorder.tgi_failure("validation")
                 raise _HTTPError(422, _VALIDATION_PREFIX + str(exc), "validation") from None
-            failure = None if self._faults.faults.stream_error_streams_only else self._injected_failure()
+            failure = self._injected_failure(stream=False)
             if failure is not None:
                 await self._sleep_for_tokens(0)
                 self._recorder.tgi_failure(failure[1])
@@ -457,7 +459,7 @@ class EmulatorApp:
         if self._faults.take("drop_mid_stream_next"):
             drop_at = min(self._faults.faults.drop_after_tokens, count - 1)
         else:
-            failure = self._injected_failure()
+            failure = self._injected_failure(stream=True)
             if failure is not None:
                 error_at = min(self._faults.faults.stream_error_after_tokens, count - 1)
         token_latency, first_latency = self._latencies()
