@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from hypothesis import settings
@@ -18,6 +19,13 @@ def reference_dir() -> Path:
     if not (path / "tgi-openapi.json").is_file():
         pytest.fail(f"reference material not found at {path}; set ZEPHYR_TGI_REFERENCE_DIR")
     return path
+
+
+def docker_unavailable(reason: str) -> NoReturn:
+    """Skip a test that needs Docker, or fail it when ZEPHYR_TGI_REQUIRE_DOCKER=1 (CI) says Docker must be there."""
+    if os.environ.get("ZEPHYR_TGI_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"{reason} (and ZEPHYR_TGI_REQUIRE_DOCKER=1)", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

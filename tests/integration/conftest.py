@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.conftest import docker_unavailable
 from zephyr_tgi._launch_args import LABEL_CREATOR, LABEL_PACKAGE, PACKAGE_LABEL_VALUE, current_creator
 
 if TYPE_CHECKING:
@@ -22,13 +23,6 @@ EMULATOR_IMAGE = os.environ.get("ZEPHYR_TGI_EMULATOR_IMAGE", "zephyr-tgi-emulato
 OUR_CONTAINERS: dict[str, str | list[str] | bool] = {
     "label": [f"{LABEL_PACKAGE}={PACKAGE_LABEL_VALUE}", f"{LABEL_CREATOR}={current_creator()}"]
 }
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip, or fail when ZEPHYR_TGI_REQUIRE_DOCKER=1 says Docker is required."""
-    if os.environ.get("ZEPHYR_TGI_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"{reason} (and ZEPHYR_TGI_REQUIRE_DOCKER=1)", pytrace=False)
-    pytest.skip(reason)
 
 
 def _connect() -> tuple[DockerClient | None, str]:
@@ -52,7 +46,7 @@ def docker_client() -> Iterator[DockerClient]:
     """A docker client for the session (skips or fails when Docker is unreachable)."""
     client, reason = _connect()
     if client is None:
-        unavailable(reason)
+        docker_unavailable(reason)
     yield client
     client.close()
 
@@ -65,7 +59,7 @@ def emulator_image(docker_client: DockerClient) -> str:
     try:
         docker_client.images.get(EMULATOR_IMAGE)
     except docker.errors.ImageNotFound:
-        unavailable(f"image {EMULATOR_IMAGE} not built: run docker/emulator/build.sh")
+        docker_unavailable(f"image {EMULATOR_IMAGE} not built: run docker/emulator/build.sh")
     return EMULATOR_IMAGE
 
 

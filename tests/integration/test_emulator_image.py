@@ -12,18 +12,18 @@ of tests/integration/conftest.py).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import pytest
 
+from tests.conftest import docker_unavailable
 from zephyr_tgi.testing._faults import DEFAULT_EXIT_MESSAGE
 
 if TYPE_CHECKING:
@@ -44,13 +44,6 @@ COMPOSE_FILE = REPO_ROOT / "docker" / "compose.emulator.yaml"
 READY_TIMEOUT_S = 60.0
 
 Runner = Callable[..., Any]
-
-
-def _unavailable(reason: str) -> NoReturn:
-    """Skip, or fail when the environment says Docker is required."""
-    if os.environ.get("ZEPHYR_TGI_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"{reason} (and ZEPHYR_TGI_REQUIRE_DOCKER=1)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -200,7 +193,7 @@ def test_compose_service_becomes_healthy(docker_client: DockerClient, emulator_i
     """docker/compose.emulator.yaml with docker-compose v1: the service starts, its port is
     published on 127.0.0.1 and its own healthcheck (python3 in the image) passes."""
     if shutil.which("docker-compose") is None:
-        _unavailable("docker-compose (v1) is not installed")
+        docker_unavailable("docker-compose (v1) is not installed")
     override = tmp_path / "compose.test.yaml"
     override.write_text(
         f'version: "2.4"\nservices:\n  tgi-emulator:\n    labels:\n      {TEST_LABEL}: "1"\n',

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Iterator
 
 import docker
@@ -11,6 +10,7 @@ import docker.errors
 import pytest
 import requests.exceptions
 
+from tests.conftest import docker_unavailable
 from zephyr_tgi._launch_args import LABEL_CREATOR, current_creator
 from zephyr_tgi.testing import TGIEmulator
 from zephyr_tgi.testing._plugin import EMULATOR_IMAGE
@@ -193,20 +193,15 @@ def emulator_image_on_docker() -> Iterator[str]:
     import docker
     import docker.errors
 
-    def unavailable(reason: str) -> None:
-        if os.environ.get("ZEPHYR_TGI_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"{reason} (and ZEPHYR_TGI_REQUIRE_DOCKER=1)", pytrace=False)
-        pytest.skip(reason)
-
     try:
         client = docker.from_env(timeout=60)
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        unavailable(f"Docker daemon not reachable: {exc}")
+        docker_unavailable(f"Docker daemon not reachable: {exc}")
     try:
         client.images.get(EMULATOR_IMAGE)
     except docker.errors.ImageNotFound:
-        unavailable(f"image {EMULATOR_IMAGE} not built: run docker/emulator/build.sh")
+        docker_unavailable(f"image {EMULATOR_IMAGE} not built: run docker/emulator/build.sh")
     ours: dict[str, str | list[str] | bool] = {"label": f"{LABEL_CREATOR}={current_creator()}"}
     before = {c.id for c in client.containers.list(all=True, filters=ours)}
     yield EMULATOR_IMAGE

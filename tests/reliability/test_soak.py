@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from tests.conftest import docker_unavailable
 from tests.reliability.soak import (
     EMULATOR_IMAGE,
     SCENARIO_NAMES,
@@ -222,10 +223,7 @@ def _docker_or_skip() -> None:
         finally:
             client.close()
     except Exception as exc:  # any reason Docker or the image is unusable
-        reason = f"Docker or the emulator image is not available: {exc}"
-        if os.environ.get("ZEPHYR_TGI_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"{reason} (and ZEPHYR_TGI_REQUIRE_DOCKER=1)", pytrace=False)
-        pytest.skip(reason)
+        docker_unavailable(f"Docker or the emulator image is not available: {exc}")
 
 
 @pytest.fixture(scope="module")
