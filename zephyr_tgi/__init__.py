@@ -10,8 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._client import AsyncZephyrClient, ZephyrClient
-    from ._conversation import AsyncConversation, Conversation
+    from ._client.conversation import AsyncConversation, Conversation
+    from ._client.params import PRESETS, Grammar, SamplingParams
+    from ._client.shells import AsyncZephyrClient, ZephyrClient
+    from ._client.templates import SPECIAL_TOKENS, Message, render_prompt
+    from ._client.tokenizer import ZephyrTokenizer
     from ._errors import (
         APIConnectionError,
         APIError,
@@ -37,14 +40,12 @@ if TYPE_CHECKING:
         TokenBudgetError,
         ZephyrTGIError,
     )
-    from ._launch_args import DEFAULT_IMAGE, LaunchConfig
-    from ._params import PRESETS, Grammar, SamplingParams
-    from ._readiness import ProgressEvent, Stage
+    from ._launcher.args import DEFAULT_IMAGE, LaunchConfig
+    from ._launcher.readiness import ProgressEvent, Stage
+    from ._launcher.server import TGIServer
+    from ._launcher.variants import VARIANTS, GPTQVariant, VariantInfo, get_variant
     from ._retry import RetryPolicy
-    from ._server import TGIServer
-    from ._templates import SPECIAL_TOKENS, Message, render_prompt
     from ._timeout import Timeout
-    from ._tokenizer import ZephyrTokenizer
     from ._types import (
         BestOfSequence,
         ChatCompletion,
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
         Token,
         TokenSpan,
     )
-    from ._variants import VARIANTS, GPTQVariant, VariantInfo, get_variant
 
 __version__ = "0.1.0"
 
@@ -121,60 +121,60 @@ __all__ = [
 # Names load on first use (PEP 562), so `import zephyr_tgi` stays cheap and the heavy modules (pydantic
 # models, httpx2, huggingface_hub's inference client) load only when a client is actually made.
 _LAZY: dict[str, str] = {
-    "DEFAULT_IMAGE": "zephyr_tgi._launch_args",
-    "PRESETS": "zephyr_tgi._params",
-    "SPECIAL_TOKENS": "zephyr_tgi._templates",
-    "VARIANTS": "zephyr_tgi._variants",
+    "DEFAULT_IMAGE": "zephyr_tgi._launcher.args",
+    "PRESETS": "zephyr_tgi._client.params",
+    "SPECIAL_TOKENS": "zephyr_tgi._client.templates",
+    "VARIANTS": "zephyr_tgi._launcher.variants",
     "APIConnectionError": "zephyr_tgi._errors",
     "APIError": "zephyr_tgi._errors",
     "APIStatusError": "zephyr_tgi._errors",
     "APITimeoutError": "zephyr_tgi._errors",
-    "AsyncConversation": "zephyr_tgi._conversation",
-    "AsyncZephyrClient": "zephyr_tgi._client",
+    "AsyncConversation": "zephyr_tgi._client.conversation",
+    "AsyncZephyrClient": "zephyr_tgi._client.shells",
     "AuthenticationError": "zephyr_tgi._errors",
     "BestOfSequence": "zephyr_tgi._types",
     "ChatCompletion": "zephyr_tgi._types",
     "ChatCompletionChunk": "zephyr_tgi._types",
     "ConfigurationError": "zephyr_tgi._errors",
     "ContainerStartError": "zephyr_tgi._errors",
-    "Conversation": "zephyr_tgi._conversation",
+    "Conversation": "zephyr_tgi._client.conversation",
     "DockerUnavailableError": "zephyr_tgi._errors",
-    "GPTQVariant": "zephyr_tgi._variants",
+    "GPTQVariant": "zephyr_tgi._launcher.variants",
     "GPUUnavailableError": "zephyr_tgi._errors",
     "GenerationError": "zephyr_tgi._errors",
     "GenerationResult": "zephyr_tgi._types",
-    "Grammar": "zephyr_tgi._params",
+    "Grammar": "zephyr_tgi._client.params",
     "IncompleteGenerationError": "zephyr_tgi._errors",
     "InputValidationError": "zephyr_tgi._errors",
-    "LaunchConfig": "zephyr_tgi._launch_args",
+    "LaunchConfig": "zephyr_tgi._launcher.args",
     "MalformedResponseError": "zephyr_tgi._errors",
-    "Message": "zephyr_tgi._templates",
+    "Message": "zephyr_tgi._client.templates",
     "OverloadedError": "zephyr_tgi._errors",
     "PrefillToken": "zephyr_tgi._types",
     "PrefillUnavailableError": "zephyr_tgi._errors",
-    "ProgressEvent": "zephyr_tgi._readiness",
+    "ProgressEvent": "zephyr_tgi._launcher.readiness",
     "PromptError": "zephyr_tgi._errors",
     "PromptInjectionError": "zephyr_tgi._errors",
     "RetryPolicy": "zephyr_tgi._retry",
-    "SamplingParams": "zephyr_tgi._params",
+    "SamplingParams": "zephyr_tgi._client.params",
     "ServerError": "zephyr_tgi._errors",
     "ServerInfo": "zephyr_tgi._types",
     "ServerNotReadyError": "zephyr_tgi._errors",
     "ServerUnavailableError": "zephyr_tgi._errors",
-    "Stage": "zephyr_tgi._readiness",
+    "Stage": "zephyr_tgi._launcher.readiness",
     "StreamChunk": "zephyr_tgi._types",
     "StructuredOutputError": "zephyr_tgi._errors",
-    "TGIServer": "zephyr_tgi._server",
+    "TGIServer": "zephyr_tgi._launcher.server",
     "Timeout": "zephyr_tgi._timeout",
     "Token": "zephyr_tgi._types",
     "TokenBudgetError": "zephyr_tgi._errors",
     "TokenSpan": "zephyr_tgi._types",
-    "VariantInfo": "zephyr_tgi._variants",
-    "ZephyrClient": "zephyr_tgi._client",
+    "VariantInfo": "zephyr_tgi._launcher.variants",
+    "ZephyrClient": "zephyr_tgi._client.shells",
     "ZephyrTGIError": "zephyr_tgi._errors",
-    "ZephyrTokenizer": "zephyr_tgi._tokenizer",
-    "get_variant": "zephyr_tgi._variants",
-    "render_prompt": "zephyr_tgi._templates",
+    "ZephyrTokenizer": "zephyr_tgi._client.tokenizer",
+    "get_variant": "zephyr_tgi._launcher.variants",
+    "render_prompt": "zephyr_tgi._client.templates",
 }
 
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from zephyr_tgi import Message, render_prompt
-from zephyr_tgi._cli import cli
+from zephyr_tgi._cli.main import cli
 from zephyr_tgi.testing import TGIEmulator, expected_reply
 
 # Variables the CLI (or the client it builds) reads: tests start from none of them, whatever the shell has.

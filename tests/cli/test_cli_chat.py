@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from zephyr_tgi import Conversation, Message, ZephyrClient
-from zephyr_tgi._cli_chat import CONTINUATION_PROMPT, PROMPT, MessageReader, parse_assignments
+from zephyr_tgi._cli.chat import CONTINUATION_PROMPT, PROMPT, MessageReader, parse_assignments
 from zephyr_tgi.testing import TGIEmulator
 
 from .conftest import Cli, chat_reply, last_prompt

@@ -167,7 +167,7 @@ def test_json_and_jsonl_together_are_a_usage_error(zephyr: Cli) -> None:
 
 
 def test_main_returns_the_exit_status(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from zephyr_tgi._cli import main
+    from zephyr_tgi._cli.main import main
 
     monkeypatch.delenv("ZEPHYR_TGI_URL", raising=False)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from zephyr_tgi import RetryPolicy, ZephyrClient
-from zephyr_tgi._cli import build_emulator
+from zephyr_tgi._cli.main import build_emulator
 from zephyr_tgi.testing import TGIEmulator
 
 from .conftest import Cli

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import zephyr_tgi._cli as cli_module
+import zephyr_tgi._cli.main as cli_module
 from zephyr_tgi.testing import TGIEmulator
 
 from .conftest import CLEAN_ENV, Cli

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-import zephyr_tgi._cli as cli_module
+import zephyr_tgi._cli.main as cli_module
 from zephyr_tgi import ContainerStartError
 
 from .conftest import Cli

@@ -14,7 +14,7 @@ import pytest
 
 import zephyr_tgi
 import zephyr_tgi.testing
-from zephyr_tgi._cli import cli
+from zephyr_tgi._cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
-from zephyr_tgi._readiness import ProgressEvent, Stage
-from zephyr_tgi._server import TGIServer
+from zephyr_tgi._launcher.readiness import ProgressEvent, Stage
+from zephyr_tgi._launcher.server import TGIServer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(3600)]
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.conftest import docker_unavailable
-from zephyr_tgi._launch_args import LABEL_CREATOR, LABEL_PACKAGE, PACKAGE_LABEL_VALUE, current_creator
+from zephyr_tgi._launcher.args import LABEL_CREATOR, LABEL_PACKAGE, PACKAGE_LABEL_VALUE, current_creator
 
 if TYPE_CHECKING:
     from docker import DockerClient

@@ -26,7 +26,7 @@ from zephyr_tgi._errors import (
     GPUUnavailableError,
     ServerNotReadyError,
 )
-from zephyr_tgi._launch_args import (
+from zephyr_tgi._launcher.args import (
     LABEL_API_KEY,
     LABEL_CONFIG_HASH,
     LABEL_PACKAGE,
@@ -34,8 +34,8 @@ from zephyr_tgi._launch_args import (
     TOKENIZER_CONFIG_PATH,
     build_launcher_args,
 )
-from zephyr_tgi._readiness import ProgressEvent, Stage
-from zephyr_tgi._server import TGIServer
+from zephyr_tgi._launcher.readiness import ProgressEvent, Stage
+from zephyr_tgi._launcher.server import TGIServer
 
 if TYPE_CHECKING:
     from docker import DockerClient

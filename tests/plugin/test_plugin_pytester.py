@@ -11,7 +11,7 @@ import pytest
 import requests.exceptions
 
 from tests.conftest import docker_unavailable
-from zephyr_tgi._launch_args import LABEL_CREATOR, current_creator
+from zephyr_tgi._launcher.args import LABEL_CREATOR, current_creator
 from zephyr_tgi.testing import TGIEmulator
 from zephyr_tgi.testing._plugin import EMULATOR_IMAGE
 
@@ -216,7 +216,7 @@ def test_tgi_server_is_an_emulator_container_by_default(
 ) -> None:
     pytester.makepyfile(
         """
-        from zephyr_tgi._server import TGIServer
+        from zephyr_tgi._launcher.server import TGIServer
 
         def test_container(tgi_server):
             assert isinstance(tgi_server, TGIServer)

@@ -36,8 +36,8 @@ from zephyr_tgi import (
     ZephyrClient,
     ZephyrTGIError,
 )
+from zephyr_tgi._client.sse import SSEDecoder, aiter_sse_data, iter_sse_data
 from zephyr_tgi._errors import from_response, from_stream_event, parse_retry_after
-from zephyr_tgi._sse import SSEDecoder, aiter_sse_data, iter_sse_data
 from zephyr_tgi.testing import ScriptedResponse, TGIEmulator
 
 PROMPT = "Name a river."

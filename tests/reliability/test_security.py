@@ -25,8 +25,8 @@ from zephyr_tgi import (
     RetryPolicy,
     ZephyrClient,
 )
-from zephyr_tgi._launch_args import LaunchConfig, build_launcher_args, container_create_kwargs, labels
-from zephyr_tgi._server import TGIServer
+from zephyr_tgi._launcher.args import LaunchConfig, build_launcher_args, container_create_kwargs, labels
+from zephyr_tgi._launcher.server import TGIServer
 from zephyr_tgi.testing import TGIEmulator
 
 HF_ENV_TOKEN = "hf_PLANTEDenvTOKENa1b2c3d4e5f6g7h8i9j0"
@@ -292,8 +292,10 @@ def test_a_published_host_is_used_as_given(tmp_path: Path) -> None:
 
 @pytest.fixture
 def cli() -> Any:
-    """The `zephyr-tgi` click entry point (skipped while zephyr_tgi._cli is not written)."""
-    module = pytest.importorskip("zephyr_tgi._cli", reason="the zephyr-tgi CLI (zephyr_tgi/_cli.py) does not exist yet")
+    """The `zephyr-tgi` click entry point (skipped while zephyr_tgi._cli.main is not written)."""
+    module = pytest.importorskip(
+        "zephyr_tgi._cli.main", reason="the zephyr-tgi CLI (zephyr_tgi/_cli.py) does not exist yet"
+    )
     return module.cli
 
 

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from zephyr_tgi import ConfigurationError, Message, SamplingParams, StructuredOutputError, TokenBudgetError
-from zephyr_tgi._budget import fit_budget, needs_count, token_upper_bound
-from zephyr_tgi._conversation import shorter_histories
-from zephyr_tgi._params import Limits
-from zephyr_tgi._perplexity import perplexity_of, plan_windows
-from zephyr_tgi._structured import parse_json_answer, parse_regex_answer
-from zephyr_tgi._tokenizer import ZephyrTokenizer
+from zephyr_tgi._client.budget import fit_budget, needs_count, token_upper_bound
+from zephyr_tgi._client.conversation import shorter_histories
+from zephyr_tgi._client.params import Limits
+from zephyr_tgi._client.perplexity import perplexity_of, plan_windows
+from zephyr_tgi._client.structured import parse_json_answer, parse_regex_answer
+from zephyr_tgi._client.tokenizer import ZephyrTokenizer
 
 MODEL = Path(str(importlib.resources.files("mistral_common") / "data" / "tokenizer.model.v1"))
 TOKENIZER = ZephyrTokenizer.from_file(MODEL)
@@ -139,7 +139,7 @@ class _Terminal:
 
 def test_batch_progress_shows_items_and_tokens_per_second_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     from zephyr_tgi import GenerationResult
-    from zephyr_tgi._batch import BatchProgress
+    from zephyr_tgi._client.batch import BatchProgress
 
     terminal = _Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
@@ -152,7 +152,7 @@ def test_batch_progress_shows_items_and_tokens_per_second_on_a_terminal(monkeypa
 
 
 def test_batch_progress_is_silent_when_off_or_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from zephyr_tgi._batch import BatchProgress
+    from zephyr_tgi._client.batch import BatchProgress
 
     terminal = _Terminal()
     monkeypatch.setattr("sys.stderr", terminal)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zephyr_tgi import ConfigurationError, PromptInjectionError, RetryPolicy, SamplingParams, Timeout, ZephyrClient
-from zephyr_tgi._core import ClientCore, normalize_base_url, parse_metrics, settings_from_env
+from zephyr_tgi._client.core import ClientCore, normalize_base_url, parse_metrics, settings_from_env
 
 
 @pytest.mark.parametrize(

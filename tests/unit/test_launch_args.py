@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from zephyr_tgi._errors import ConfigurationError
-from zephyr_tgi._launch_args import (
+from zephyr_tgi._launcher.args import (
     DEFAULT_IMAGE,
     LABEL_API_KEY,
     LABEL_CONFIG_HASH,
@@ -36,7 +36,7 @@ from zephyr_tgi._launch_args import (
     tokenizer_config_archive,
     url_host,
 )
-from zephyr_tgi._variants import GPTQVariant
+from zephyr_tgi._launcher.variants import GPTQVariant
 
 REFERENCE_TEMPLATE = Path(__file__).resolve().parents[3] / "shared" / "reference"
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from zephyr_tgi._readiness import (
+from zephyr_tgi._launcher.readiness import (
     LineSplitter,
     ProbeOutcome,
     ProgressEvent,

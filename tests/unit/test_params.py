@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from zephyr_tgi import PRESETS, ConfigurationError, Grammar, SamplingParams
-from zephyr_tgi._params import Limits, check_limits, merge_params, to_wire
+from zephyr_tgi._client.params import Limits, check_limits, merge_params, to_wire
 
 
 @pytest.mark.parametrize(

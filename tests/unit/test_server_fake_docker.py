@@ -29,7 +29,7 @@ from zephyr_tgi._errors import (
     ServerError,
     ServerNotReadyError,
 )
-from zephyr_tgi._launch_args import (
+from zephyr_tgi._launcher.args import (
     LABEL_CONFIG_HASH,
     LABEL_CREATOR,
     LABEL_PACKAGE,
@@ -37,8 +37,8 @@ from zephyr_tgi._launch_args import (
     build_launcher_args,
     current_creator,
 )
-from zephyr_tgi._readiness import ProgressEvent, Stage
-from zephyr_tgi._server import TGIServer
+from zephyr_tgi._launcher.readiness import ProgressEvent, Stage
+from zephyr_tgi._launcher.server import TGIServer
 from zephyr_tgi.testing import TGIEmulator
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from huggingface_hub import TextGenerationOutput
 
 from tests.conftest import reference_dir
 from zephyr_tgi import ChatCompletion, ChatCompletionChunk
-from zephyr_tgi._shaping import result_from_output
+from zephyr_tgi._client.shaping import result_from_output
 
 SNAPSHOTS = sorted((reference_dir() / "tgi-snapshots").glob("*/*.json"))
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zephyr_tgi import APIConnectionError, GenerationError, OverloadedError
-from zephyr_tgi._shaping import StreamAssembler, parse_chat_chunk, strip_stop
-from zephyr_tgi._sse import iter_sse_data
+from zephyr_tgi._client.shaping import StreamAssembler, parse_chat_chunk, strip_stop
+from zephyr_tgi._client.sse import iter_sse_data
 
 
 def chunks_of(raw: bytes, cuts: list[int]) -> list[bytes]:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import reference_dir
 from zephyr_tgi import ConfigurationError, Message, PromptInjectionError, render_prompt
-from zephyr_tgi._templates import SPECIAL_TOKENS, build_messages
+from zephyr_tgi._client.templates import SPECIAL_TOKENS, build_messages
 
 REFERENCE = reference_dir() / "zephyr_chat_template.jinja"
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zephyr_tgi import ConfigurationError
-from zephyr_tgi._tokenizer import ZephyrTokenizer
+from zephyr_tgi._client.tokenizer import ZephyrTokenizer
 
 MODEL = Path(str(importlib.resources.files("mistral_common") / "data" / "tokenizer.model.v1"))
 SHA256 = "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zephyr_tgi._errors import ConfigurationError
-from zephyr_tgi._variants import KV_CACHE_BYTES_PER_TOKEN, VARIANTS, GPTQVariant, get_variant, kv_cache_gb
+from zephyr_tgi._launcher.variants import KV_CACHE_BYTES_PER_TOKEN, VARIANTS, GPTQVariant, get_variant, kv_cache_gb
 
 CARD = {
     # branch: (bits, group size, size GB, exllama)

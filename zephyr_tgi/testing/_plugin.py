@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from zephyr_tgi._client import AsyncZephyrClient, ZephyrClient
-    from zephyr_tgi._server import TGIServer
+    from zephyr_tgi._client.shells import AsyncZephyrClient, ZephyrClient
+    from zephyr_tgi._launcher.server import TGIServer
     from zephyr_tgi.testing import TGIEmulator
 
 __all__ = [
@@ -55,14 +55,14 @@ class ExternalTGIServer:
 
     def client(self, **kwargs: Any) -> ZephyrClient:
         """A `ZephyrClient` for this server, with its api key."""
-        from zephyr_tgi._client import ZephyrClient
+        from zephyr_tgi._client.shells import ZephyrClient
 
         kwargs.setdefault("api_key", self.api_key)
         return ZephyrClient(self.url, **kwargs)
 
     def async_client(self, **kwargs: Any) -> AsyncZephyrClient:
         """An `AsyncZephyrClient` for this server, with its api key."""
-        from zephyr_tgi._client import AsyncZephyrClient
+        from zephyr_tgi._client.shells import AsyncZephyrClient
 
         kwargs.setdefault("api_key", self.api_key)
         return AsyncZephyrClient(self.url, **kwargs)
@@ -153,8 +153,8 @@ def tgi_server(pytestconfig: pytest.Config) -> Iterator[TGIServer | ExternalTGIS
         yield external
         return
 
-    from zephyr_tgi._launch_args import DEFAULT_IMAGE, parse_gpus
-    from zephyr_tgi._server import TGIServer
+    from zephyr_tgi._launcher.args import DEFAULT_IMAGE, parse_gpus
+    from zephyr_tgi._launcher.server import TGIServer
 
     variant: str | None = pytestconfig.getoption("tgi_variant")
     image: str = (

@@ -108,7 +108,7 @@ class SentencePieceTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"SentencePiece model not found: {path}")
         # Imported here so that `import zephyr_tgi.testing` never needs sentencepiece (or pydantic).
-        from .._tokenizer import ZephyrTokenizer
+        from .._client.tokenizer import ZephyrTokenizer
 
         self._tokenizer = ZephyrTokenizer.from_file(path)
 

@@ -11,14 +11,14 @@ import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._budget import token_upper_bound
-from ._errors import ConfigurationError, TokenBudgetError
-from ._params import Limits, SamplingParams, merge_params
-from ._templates import Message, check_special_tokens, make_message
-from ._types import GenerationResult, StreamChunk
+from .._errors import ConfigurationError, TokenBudgetError
+from .._types import GenerationResult, StreamChunk
+from .budget import token_upper_bound
+from .params import Limits, SamplingParams, merge_params
+from .templates import Message, check_special_tokens, make_message
 
 if TYPE_CHECKING:
-    from ._client import AsyncZephyrClient, ZephyrClient
+    from .shells import AsyncZephyrClient, ZephyrClient
 
 __all__ = ["AsyncConversation", "Conversation", "OverflowPolicy", "shorter_histories"]
 

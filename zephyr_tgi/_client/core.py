@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from pydantic import SecretStr
 
-from ._budget import BudgetPolicy, fit_budget, needs_count
-from ._errors import ConfigurationError
-from ._params import Limits, SamplingParams, check_limits, merge_params, stop_sequences, to_wire
-from ._retry import RetryPolicy
-from ._templates import (
+from .._errors import ConfigurationError
+from .._retry import RetryPolicy
+from .._timeout import DEFAULT_TIMEOUT, TimeoutInput, as_timeout
+from .._types import ServerInfo
+from .budget import BudgetPolicy, fit_budget, needs_count
+from .params import Limits, SamplingParams, check_limits, merge_params, stop_sequences, to_wire
+from .templates import (
     MessagesInput,
     SpecialTokenPolicy,
     build_messages,
@@ -26,13 +28,11 @@ from ._templates import (
     make_message,
     render_checked,
 )
-from ._timeout import DEFAULT_TIMEOUT, TimeoutInput, as_timeout
-from ._types import ServerInfo
 
 if TYPE_CHECKING:
     import httpx2
 
-    from ._tokenizer import ZephyrTokenizer
+    from .tokenizer import ZephyrTokenizer
 
 __all__ = ["ClientCore", "NativeRequest", "normalize_base_url", "parse_metrics", "settings_from_env"]
 

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
-from . import __version__
-from ._cli_chat import ChatSession, dropped_note, merge_sampling, parse_assignments
+from .. import __version__
+from .chat import ChatSession, dropped_note, merge_sampling, parse_assignments
 
 if TYPE_CHECKING:
     from zephyr_tgi import (

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ._errors import ConfigurationError, StructuredOutputError
-from ._params import Grammar
+from .._errors import ConfigurationError, StructuredOutputError
+from .params import Grammar
 
 __all__ = ["SchemaInput", "grammar_for_schema", "parse_json_answer", "parse_regex_answer"]
 

@@ -74,7 +74,7 @@ def merge_sampling(base: SamplingParams | None, changes: Mapping[str, Any]) -> S
     Raises:
         ConfigurationError: an unknown option or a value TGI would reject.
     """
-    from zephyr_tgi._params import merge_params
+    from zephyr_tgi._client.params import merge_params
 
     data: dict[str, Any] = {name: getattr(base, name) for name in base.model_fields_set} if base else {}
     for key, value in changes.items():

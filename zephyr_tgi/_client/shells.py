@@ -21,10 +21,7 @@ import httpx2
 import tenacity
 from pydantic import BaseModel
 
-from ._batch import BatchProgress, default_concurrency
-from ._budget import BudgetPolicy
-from ._core import ClientCore, NativeRequest, parse_metrics
-from ._errors import (
+from .._errors import (
     SHAPE_ERRORS,
     APIConnectionError,
     APIError,
@@ -34,20 +31,23 @@ from ._errors import (
     from_response,
     translate,
 )
-from ._params import Grammar, SamplingParams
-from ._perplexity import chunk_text, perplexity_of, plan_windows, scored_logprobs
-from ._retry import RetryPolicy, first_retry_wait, log_retry, tenacity_kwargs
-from ._shaping import StreamAssembler, parse_answer, parse_answers, parse_chat_chunk, result_from_output
-from ._sse import aiter_sse_data, iter_sse_data
-from ._structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
-from ._templates import MessagesInput, SpecialTokenPolicy
-from ._timeout import DEFAULT_TIMEOUT, TimeoutInput
-from ._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
+from .._retry import RetryPolicy, first_retry_wait, log_retry, tenacity_kwargs
+from .._timeout import DEFAULT_TIMEOUT, TimeoutInput
+from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
+from .batch import BatchProgress, default_concurrency
+from .budget import BudgetPolicy
+from .core import ClientCore, NativeRequest, parse_metrics
+from .params import Grammar, SamplingParams
+from .perplexity import chunk_text, perplexity_of, plan_windows, scored_logprobs
+from .shaping import StreamAssembler, parse_answer, parse_answers, parse_chat_chunk, result_from_output
+from .sse import aiter_sse_data, iter_sse_data
+from .structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
+from .templates import MessagesInput, SpecialTokenPolicy
 
 if TYPE_CHECKING:
     from huggingface_hub import AsyncInferenceClient, InferenceClient
 
-    from ._tokenizer import ZephyrTokenizer
+    from .tokenizer import ZephyrTokenizer
 
 __all__ = ["AsyncZephyrClient", "ZephyrClient"]
 
@@ -90,7 +90,7 @@ class ZephyrClient(ClientCore):
             budget=budget,
         )
         if hub_client is None:
-            from ._hub import GuardedInferenceClient
+            from .hub import GuardedInferenceClient
 
             hub_client = GuardedInferenceClient(model=self.base_url, **self.hub_client_kwargs())
         self._hub = hub_client
@@ -539,7 +539,7 @@ class AsyncZephyrClient(ClientCore):
             budget=budget,
         )
         if hub_client is None:
-            from ._hub import GuardedAsyncInferenceClient
+            from .hub import GuardedAsyncInferenceClient
 
             hub_client = GuardedAsyncInferenceClient(model=self.base_url, **self.hub_client_kwargs())
         self._hub = hub_client

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ._errors import APIConnectionError, MalformedResponseError, from_stream_event
-from ._sse import DONE
-from ._types import ChatCompletionChunk, GenerationResult, StreamChunk, Token
+from .._errors import APIConnectionError, MalformedResponseError, from_stream_event
+from .._types import ChatCompletionChunk, GenerationResult, StreamChunk, Token
+from .sse import DONE
 
 __all__ = [
     "StreamAssembler",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import SecretStr
 
-from ._errors import (
+from .._errors import (
     ConfigurationError,
     ContainerStartError,
     DockerUnavailableError,
@@ -26,7 +26,7 @@ from ._errors import (
     ServerNotReadyError,
     ZephyrTGIError,
 )
-from ._launch_args import (
+from .args import (
     CONTAINER_PORT,
     DEFAULT_IMAGE,
     DEFAULT_MODEL_ID,
@@ -46,7 +46,7 @@ from ._launch_args import (
     tokenizer_config_archive,
     url_host,
 )
-from ._readiness import (
+from .readiness import (
     LOG_TAIL_LINES,
     LineSplitter,
     ProbeOutcome,
@@ -63,13 +63,13 @@ from ._readiness import (
     tail,
     wait_for_ready,
 )
-from ._variants import GPTQVariant, VariantInfo, get_variant
+from .variants import GPTQVariant, VariantInfo, get_variant
 
 if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-    from ._client import AsyncZephyrClient, ZephyrClient
+    from .._client.shells import AsyncZephyrClient, ZephyrClient
 
 __all__ = ["TGIServer"]
 
@@ -338,14 +338,14 @@ class TGIServer:
 
     def client(self, **kwargs: Any) -> ZephyrClient:
         """A `ZephyrClient` for this server, with its api key; keyword arguments go to the client."""
-        from ._client import ZephyrClient
+        from .._client.shells import ZephyrClient
 
         kwargs.setdefault("api_key", self._api_key_value())
         return ZephyrClient(self.url, **kwargs)
 
     def async_client(self, **kwargs: Any) -> AsyncZephyrClient:
         """An `AsyncZephyrClient` for this server, with its api key; keyword arguments go to the client."""
-        from ._client import AsyncZephyrClient
+        from .._client.shells import AsyncZephyrClient
 
         kwargs.setdefault("api_key", self._api_key_value())
         return AsyncZephyrClient(self.url, **kwargs)

@@ -15,7 +15,7 @@ from typing import Any
 
 from huggingface_hub import AsyncInferenceClient, InferenceClient
 
-from ._errors import translate
+from .._errors import translate
 
 __all__ = ["GuardedAsyncInferenceClient", "GuardedInferenceClient"]
 

@@ -7,8 +7,8 @@ import time
 from types import TracebackType
 from typing import Any
 
-from ._params import Limits
-from ._types import GenerationResult
+from .._types import GenerationResult
+from .params import Limits
 
 __all__ = ["BatchProgress", "default_concurrency"]
 

@@ -29,8 +29,8 @@ from pydantic import (
     model_validator,
 )
 
-from ._errors import ConfigurationError
-from ._variants import GPTQVariant, get_variant
+from .._errors import ConfigurationError
+from .variants import GPTQVariant, get_variant
 
 __all__ = [
     "CONTAINER_PORT",

@@ -6,8 +6,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ._errors import ConfigurationError, PrefillUnavailableError
-from ._types import GenerationResult, TokenSpan
+from .._errors import ConfigurationError, PrefillUnavailableError
+from .._types import GenerationResult, TokenSpan
 
 __all__ = ["Window", "perplexity_of", "plan_windows", "scored_logprobs"]
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigurationError
-from ._templates import MessagesInput, render_prompt
-from ._types import TokenSpan
+from .._errors import ConfigurationError
+from .._types import TokenSpan
+from .templates import MessagesInput, render_prompt
 
 __all__ = ["DEFAULT_MODEL_ID", "ZephyrTokenizer"]
 

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ._errors import ConfigurationError
-from ._templates import EOS_TOKEN, check_unicode
+from .._errors import ConfigurationError
+from .templates import EOS_TOKEN, check_unicode
 
 __all__ = [
     "PRESETS",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ._errors import TokenBudgetError
-from ._params import Limits, SamplingParams
+from .._errors import TokenBudgetError
+from .params import Limits, SamplingParams
 
 __all__ = ["BudgetPolicy", "fit_budget", "needs_count", "token_upper_bound"]
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ._errors import ConfigurationError, PromptInjectionError
+from .._errors import ConfigurationError, PromptInjectionError
 
 __all__ = [
     "EOS_TOKEN",

@@ -1,0 +1,1 @@
+"""The `zephyr-tgi` command line."""

@@ -1,0 +1,1 @@
+"""The launcher: container lifecycle, engine arguments, readiness and the GPTQ variant table."""
