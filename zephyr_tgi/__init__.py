@@ -10,9 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._client.async_client import AsyncZephyrClient
     from ._client.conversation import AsyncConversation, Conversation
     from ._client.params import PRESETS, Grammar, SamplingParams
-    from ._client.shells import AsyncZephyrClient, ZephyrClient
+    from ._client.sync_client import ZephyrClient
     from ._client.templates import SPECIAL_TOKENS, Message, render_prompt
     from ._client.tokenizer import ZephyrTokenizer
     from ._errors import (
@@ -130,7 +131,7 @@ _LAZY: dict[str, str] = {
     "APIStatusError": "zephyr_tgi._errors",
     "APITimeoutError": "zephyr_tgi._errors",
     "AsyncConversation": "zephyr_tgi._client.conversation",
-    "AsyncZephyrClient": "zephyr_tgi._client.shells",
+    "AsyncZephyrClient": "zephyr_tgi._client.async_client",
     "AuthenticationError": "zephyr_tgi._errors",
     "BestOfSequence": "zephyr_tgi._types",
     "ChatCompletion": "zephyr_tgi._types",
@@ -170,7 +171,7 @@ _LAZY: dict[str, str] = {
     "TokenBudgetError": "zephyr_tgi._errors",
     "TokenSpan": "zephyr_tgi._types",
     "VariantInfo": "zephyr_tgi._launcher.variants",
-    "ZephyrClient": "zephyr_tgi._client.shells",
+    "ZephyrClient": "zephyr_tgi._client.sync_client",
     "ZephyrTGIError": "zephyr_tgi._errors",
     "ZephyrTokenizer": "zephyr_tgi._client.tokenizer",
     "get_variant": "zephyr_tgi._launcher.variants",

@@ -26,17 +26,18 @@ ZephyrTGIError
     └── ServerNotReadyError                     not ready before the timeout (.logs)
 ```
 
-This module is the only place that knows the exception types of huggingface_hub, httpx2 and tenacity;
-`translate()` turns them into ours, keeping the original as `__cause__`.
+Exceptions of httpx2 become these at one boundary (the transport), keeping the original as `__cause__`;
+what a server sends is turned into them here, by `from_response` and `from_stream_event`, and nothing a server
+sends raises anything else. `redact` keeps keys, bearer tokens and URL passwords out of every message.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import Any, TypeVar
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-import httpx2
+import pydantic_core
 
 __all__ = [
     "APIConnectionError",
@@ -65,7 +66,6 @@ __all__ = [
 ]
 
 _BODY_PREVIEW_CHARS = 300
-_E = TypeVar("_E", bound=BaseException)
 
 
 class ZephyrTGIError(Exception):
@@ -148,7 +148,14 @@ class APIError(ZephyrTGIError):
 
 
 class APIConnectionError(APIError):
-    """The connection could not be made or broke before a complete answer arrived."""
+    """The connection could not be made or broke before a complete answer arrived.
+
+    `connect_failed` is True when no connection could be made at all (refused, unknown host).
+    """
+
+    def __init__(self, message: str, *, connect_failed: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.connect_failed = connect_failed
 
 
 class APITimeoutError(APIConnectionError):
@@ -284,7 +291,8 @@ def error_class_for(*, status_code: int | None, error_type: str | None, message:
 def _decode_json_error(body: str) -> tuple[str | None, str | None]:
     """Return (message, error_type) from a TGI error body, or (None, None) if it is not one."""
     try:
-        data = json.loads(body)
+        # pydantic-core's parser has a nesting limit (json.loads would raise RecursionError on deep JSON).
+        data = pydantic_core.from_json(body)
     except ValueError:
         return None, None
     if not isinstance(data, dict):
@@ -300,12 +308,20 @@ def _decode_json_error(body: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def from_response(status_code: int, body: bytes | str, headers: Mapping[str, str] | None = None) -> APIStatusError:
-    """Build the error for an HTTP error answer; never fails, whatever the body is."""
+def from_response(
+    status_code: int,
+    body: bytes | str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    redactor: Redactor | None = None,
+) -> APIStatusError:
+    """Build the error for an HTTP error answer; never fails, whatever the body is (callers cap its size)."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    scrub = redactor.scrub if redactor is not None else redact
+    text = scrub(text)
     message, error_type = _decode_json_error(text)
     if message is None:
-        preview = " ".join(text.split())[:_BODY_PREVIEW_CHARS]
+        preview = " ".join(text[: 4 * _BODY_PREVIEW_CHARS].split())[:_BODY_PREVIEW_CHARS]
         message = f"HTTP {status_code}" + (f": {preview}" if preview else " with an empty body")
     cls = error_class_for(status_code=status_code, error_type=error_type, message=message)
     hint = _HINTS.get(cls)
@@ -313,16 +329,18 @@ def from_response(status_code: int, body: bytes | str, headers: Mapping[str, str
     return cls(full, status_code=status_code, error_type=error_type, body=text, headers=headers)
 
 
-def from_stream_event(event: Mapping[str, Any], raw: str) -> APIStatusError:
+def from_stream_event(event: Mapping[str, Any], raw: str, *, redactor: Redactor | None = None) -> APIStatusError:
     """Build the error for an in-band SSE error event in either of TGI's two shapes."""
+    scrub = redactor.scrub if redactor is not None else redact
+    raw = scrub(raw)
     error = event.get("error")
     if isinstance(error, dict):  # /v1/*: {"error": {"message", "http_status_code"}}
-        message = str(error.get("message", raw))
+        message = scrub(str(error.get("message", raw)))
         status = error.get("http_status_code")
         cls = error_class_for(status_code=None, error_type=None, message=message)
         code = status if cls is APIStatusError and isinstance(status, int) else _status_of(cls)
         return cls(message, status_code=code, error_type=None, body=raw)
-    message = str(error)
+    message = scrub(str(error))
     error_type = event.get("error_type")
     error_type = error_type if isinstance(error_type, str) else None
     cls = error_class_for(status_code=None, error_type=error_type, message=message)
@@ -363,91 +381,38 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def translate(exc: BaseException, *, url: str = "") -> ZephyrTGIError:
-    """Turn an exception of huggingface_hub or httpx2 into ours (the caller raises it `from exc`)."""
-    if isinstance(exc, ZephyrTGIError):
-        return exc
-    # huggingface_hub wraps HTTP errors; the httpx2 response lives on the error or its cause.
-    response = _find_response(exc)
-    if response is not None and response.status_code >= 400:
-        return from_response(response.status_code, _content(response), response.headers)
-    from huggingface_hub.errors import OfflineModeIsEnabled
+# --- redaction -----------------------------------------------------------------------------------------
 
-    if _find_in_chain(exc, OfflineModeIsEnabled) is not None:
-        # huggingface_hub's shared HTTP session refuses every request in offline mode, a local TGI's included.
-        return ConfigurationError(
-            "HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, and huggingface_hub, whose HTTP session zephyr_tgi "
-            "shares, then refuses every request, your TGI server's included: unset it for this process"
-        )
-    timeout = _find_in_chain(exc, httpx2.TimeoutException)
-    if timeout is not None or isinstance(exc, TimeoutError):
-        where = f" to {url}" if url else ""
-        return APITimeoutError(f"request{where} timed out ({type(timeout or exc).__name__})")
-    transport = _find_in_chain(exc, httpx2.TransportError)
-    if transport is not None or isinstance(exc, (ConnectionError, OSError)):
-        where = f" to {url}" if url else ""
-        detail = str(transport or exc) or type(transport or exc).__name__
-        return APIConnectionError(f"connection{where} failed: {detail}")
-    if isinstance(exc, SHAPE_ERRORS):
-        # huggingface_hub failed on a body of an unexpected shape: while formatting an HTTP error (the
-        # response is still a local of the failing frame) or while parsing a successful answer.
-        failed = _response_in_traceback(exc)
-        if failed is not None:
-            return from_response(failed.status_code, _content(failed), failed.headers)
-        return MalformedResponseError(f"the server's answer is not in TGI's format ({type(exc).__name__}: {exc})")
-    # A TGI error huggingface_hub parsed from a stream or body without keeping a response.
-    from huggingface_hub.errors import TextGenerationError
-
-    if isinstance(exc, TextGenerationError):
-        message = str(exc)
-        cls = error_class_for(status_code=None, error_type=None, message=message)
-        return cls(message, status_code=_status_of(cls), body=message)
-    if isinstance(exc, ValueError) and "JSON" in type(exc).__name__ + str(exc):
-        return APIConnectionError(f"the server sent a malformed answer: {exc}")
-    return APIError(f"unexpected {type(exc).__name__}: {exc}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{6,}")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@:]*:[^/\s@]*@")
+_MASK = "***"
 
 
-# What huggingface_hub raises when a body does not have the shape it expects.
-SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError)
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` without bearer/basic credentials, URL passwords, or any of `secrets`."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, _MASK)
+    if "@" in text:
+        text = _USERINFO.sub(rf"\1{_MASK}@", text)
+    return _BEARER.sub(rf"\1\2{_MASK}", text) if _may_hold_credentials(text) else text
 
 
-def _content(response: httpx2.Response) -> bytes:
-    try:
-        return response.content
-    except httpx2.ResponseNotRead:
-        return b""
+def _may_hold_credentials(text: str) -> bool:
+    # A cheap test first: the regular expression runs only on the rare text that could match it.
+    lowered = text.lower()
+    return "bearer" in lowered or "basic" in lowered or "token" in lowered
 
 
-def _response_in_traceback(exc: BaseException) -> httpx2.Response | None:
-    """An error response held by a frame of `exc`'s traceback (huggingface_hub's error formatter's argument)."""
-    tb = exc.__traceback__
-    found: httpx2.Response | None = None
-    while tb is not None:
-        for value in tb.tb_frame.f_locals.values():
-            if isinstance(value, httpx2.Response) and value.status_code >= 400:
-                found = value
-        tb = tb.tb_next
-    return found
+class Redactor:
+    """Redaction with the secrets one client knows (its api key, its URL's password)."""
 
+    __slots__ = ("_secrets",)
 
-def _find_response(exc: BaseException) -> httpx2.Response | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        response = getattr(current, "response", None)
-        if isinstance(response, httpx2.Response):
-            return response
-        current = current.__cause__ or current.__context__
-    return None
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        # Longest first, so that a secret containing another is removed whole.
+        self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True))
 
-
-def _find_in_chain(exc: BaseException, kind: type[_E]) -> _E | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, kind):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
+    def scrub(self, text: str) -> str:
+        """`text` without this client's secrets or any credential-looking token."""
+        return redact(text, self._secrets)

@@ -1,14 +1,16 @@
-"""RetryPolicy: which failures are retried, how long to wait, and the tenacity arguments both clients share."""
+"""RetryPolicy: which failures are retried, and how long to wait before the next attempt.
+
+The retry loop itself is part of the sans-I/O core (`_client/flows.py`), so the sync and async clients share
+it; this module holds the decisions: pure functions of the policy, the failure and the time left.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
 import time
-from typing import Any
 
-import tenacity
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ._errors import (
     APIConnectionError,
@@ -17,20 +19,24 @@ from ._errors import (
     OverloadedError,
     ServerUnavailableError,
 )
+from ._models import OptionsModel
 
-__all__ = ["RetryPolicy", "compute_wait", "first_retry_wait", "is_retryable", "log_retry", "tenacity_kwargs"]
+__all__ = ["RetryPolicy", "compute_wait", "is_retryable", "log_retry", "next_wait"]
 
 logger = logging.getLogger("zephyr_tgi")
 
 
-class RetryPolicy(BaseModel):
+class RetryPolicy(OptionsModel):
     """When and how to retry a request.
 
     Retried: connection failures and timeouts, 429 overloaded, 502/503/504 (model loading, proxies) and
     incomplete generations. Never retried: 401, 422 and 424. A stream is retried only until its first
-    token has arrived, never after. Waits grow exponentially (`initial_delay * 2**n`, capped at `max_delay`),
-    shortened by up to `jitter` so many clients do not retry in step; a server's `Retry-After` is used
-    exactly when it is at most `max_retry_after`, and a longer one ends the retries at once.
+    token has arrived, never after. A refused connection (nothing listens: a server starting or restarting)
+    is retried unless `retry_refused` is False, which makes a wrong URL fail at once. Waits grow
+    exponentially (`initial_delay * 2**n`, capped at
+    `max_delay`), shortened by up to `jitter` so many clients do not retry in step; a server's `Retry-After`
+    is used exactly when it is at most `max_retry_after`, and a longer one ends the retries at once. All
+    attempts of one call share its deadline: a wait that would end past it is not started.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -41,6 +47,7 @@ class RetryPolicy(BaseModel):
     jitter: float = Field(default=0.25, ge=0.0, le=1.0)
     max_retry_after: float = Field(default=120.0, ge=0.0)
     retry_connection_errors: bool = True
+    retry_refused: bool = True
     retry_overloaded: bool = True
     retry_unavailable: bool = True
     retry_incomplete: bool = True
@@ -56,7 +63,7 @@ def is_retryable(policy: RetryPolicy, exc: BaseException) -> bool:
     if not isinstance(exc, APIError):
         return False
     if isinstance(exc, APIConnectionError):
-        allowed = policy.retry_connection_errors
+        allowed = policy.retry_connection_errors and (policy.retry_refused or not exc.connect_failed)
     elif isinstance(exc, OverloadedError):
         allowed = policy.retry_overloaded
     elif isinstance(exc, ServerUnavailableError):
@@ -79,26 +86,23 @@ def compute_wait(policy: RetryPolicy, attempt: int, exc: BaseException | None, r
     return backoff * (1.0 - policy.jitter * rng.random())
 
 
-def _capped(wait: float, deadline_at: float | None) -> float:
-    return wait if deadline_at is None else max(0.0, min(wait, deadline_at - time.monotonic()))
-
-
-def first_retry_wait(
-    policy: RetryPolicy, exc: BaseException, deadline_at: float | None, rng: random.Random
+def next_wait(
+    policy: RetryPolicy,
+    exc: BaseException,
+    attempt: int,
+    deadline_at: float | None,
+    rng: random.Random,
 ) -> float | None:
-    """After a failed first attempt: seconds to wait before the second, or None when there is no second.
-
-    The clients make their first attempt outside tenacity (most calls succeed at once and tenacity's
-    bookkeeping is a measurable share of a short request's CPU time); tenacity runs the attempts after it.
-    """
-    if policy.max_attempts < 2 or not is_retryable(policy, exc):
+    """After failed attempt number `attempt`: seconds to wait before the next, or None when there is none."""
+    if attempt >= policy.max_attempts or not is_retryable(policy, exc):
         return None
-    if deadline_at is not None and time.monotonic() >= deadline_at:
-        return None
-    return _capped(compute_wait(policy, 1, exc, rng), deadline_at)
+    wait = compute_wait(policy, attempt, exc, rng)
+    if deadline_at is not None and time.monotonic() + wait >= deadline_at:
+        return None  # the next attempt could not even start before the deadline
+    return wait
 
 
-def log_retry(description: str, attempt: int, policy: RetryPolicy, exc: BaseException | None, wait: float) -> None:
+def log_retry(description: str, attempt: int, policy: RetryPolicy, exc: BaseException, wait: float) -> None:
     """Log one retry: what failed, which attempt, how long until the next."""
     logger.warning(
         "retrying %s in %.2f s (attempt %d of %d failed: %s: %s)",
@@ -109,52 +113,3 @@ def log_retry(description: str, attempt: int, policy: RetryPolicy, exc: BaseExce
         type(exc).__name__,
         exc,
     )
-
-
-class _Wait(tenacity.wait.wait_base):
-    def __init__(self, policy: RetryPolicy, deadline_at: float | None, attempts_done: int) -> None:
-        self._policy = policy
-        self._deadline_at = deadline_at
-        self._attempts_done = attempts_done
-        self._rng = random.Random()
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        outcome = retry_state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        attempt = retry_state.attempt_number + self._attempts_done
-        return _capped(compute_wait(self._policy, attempt, exc, self._rng), self._deadline_at)
-
-
-def tenacity_kwargs(
-    policy: RetryPolicy, *, description: str, deadline_at: float | None = None, attempts_done: int = 0
-) -> dict[str, Any]:
-    """Arguments for `tenacity.Retrying` / `AsyncRetrying`, identical for the sync and async clients.
-
-    `deadline_at` (a `time.monotonic()` value) stops retrying once the overall deadline has passed;
-    `attempts_done` counts attempts already made before tenacity took over.
-    """
-    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(max(1, policy.max_attempts - attempts_done))
-    if deadline_at is not None:
-        stop = stop | _StopAtDeadline(deadline_at)
-
-    def before_sleep(retry_state: tenacity.RetryCallState) -> None:
-        outcome = retry_state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
-        log_retry(description, retry_state.attempt_number + attempts_done, policy, exc, wait)
-
-    return {
-        "stop": stop,
-        "wait": _Wait(policy, deadline_at, attempts_done),
-        "retry": tenacity.retry_if_exception(lambda exc: is_retryable(policy, exc)),
-        "before_sleep": before_sleep,
-        "reraise": True,
-    }
-
-
-class _StopAtDeadline(tenacity.stop.stop_base):
-    def __init__(self, deadline_at: float) -> None:
-        self._deadline_at = deadline_at
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return time.monotonic() >= self._deadline_at

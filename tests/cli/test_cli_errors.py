@@ -35,7 +35,10 @@ def test_connection_refused_is_one_error_line_and_exit_1(zephyr: Cli) -> None:
 
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr.splitlines() == [f"error: connection to {url} failed: [Errno 111] Connection refused"]
+    assert result.stderr.splitlines() == [
+        f"error: GET /info to {url}: cannot connect ([Errno 111] Connection refused). "
+        "Is the server running and is this its URL?"
+    ]
 
 
 def test_missing_url_says_how_to_give_one(zephyr: Cli) -> None:
@@ -56,7 +59,7 @@ def test_debug_adds_the_traceback(zephyr: Cli, position: str) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith("Traceback (most recent call last):")
     assert "zephyr_tgi._errors.APIConnectionError" in result.stderr
-    assert result.stderr.splitlines()[-1].startswith("error: connection to")
+    assert result.stderr.splitlines()[-1].startswith("error: GET /info to")
 
 
 def test_usage_errors_exit_2(zephyr: Cli) -> None:

@@ -30,6 +30,7 @@ from zephyr_tgi import (
     SamplingParams,
     ZephyrClient,
 )
+from zephyr_tgi._client.params import to_wire
 from zephyr_tgi.testing import TGIEmulator
 
 GENERATION_ROUTES = frozenset({"/", "/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions"})
@@ -187,20 +188,30 @@ def _generate(client: ZephyrClient, params: SamplingParams, *, stream: bool) -> 
     return client.chat(PROMPT, params=params).text
 
 
+def _build(fields: dict[str, Any]) -> SamplingParams | ConfigurationError:
+    """The options, or the error that refused them (both are outcomes the property allows)."""
+    try:
+        built: SamplingParams | ConfigurationError = SamplingParams(**fields)
+    except ConfigurationError as refused:
+        built = refused
+    return built
+
+
 @settings(max_examples=150)
 @given(fields=st.one_of(sampling_fields(), plausible_fields()))
 def test_options_are_refused_before_sending_or_accepted_by_tgi(
     emulator: TGIEmulator, client: ZephyrClient, fields: dict[str, Any]
 ) -> None:
     emulator.reset()
-    try:
-        params = SamplingParams(**fields)
-    except pydantic.ValidationError:
+    built = _build(fields)
+    if isinstance(built, ConfigurationError):
+        assert isinstance(built.__cause__, pydantic.ValidationError), "pydantic's error is kept as the cause"
         event("refused by SamplingParams")
         with pytest.raises(ConfigurationError):
             client.chat(PROMPT, **fields)
         assert generation_requests(emulator) == [], "refused options must not reach the server"
         return
+    params = built
     for stream in (False, True):
         emulator.reset()
         try:
@@ -219,7 +230,7 @@ def test_nan_is_refused_before_sending(emulator: TGIEmulator, client: ZephyrClie
     emulator.reset()
     for name in ("temperature", "top_p", "typical_p", "repetition_penalty", "frequency_penalty"):
         fields: dict[str, Any] = {name: math.nan}
-        with pytest.raises(pydantic.ValidationError):
+        with pytest.raises(ConfigurationError):
             SamplingParams(**fields)
         with pytest.raises(ConfigurationError):
             client.chat(PROMPT, **fields)
@@ -239,33 +250,36 @@ def test_infinity_is_refused_before_sending(name: str, emulator: TGIEmulator, cl
 
 
 @pytest.mark.parametrize("name", ["temperature", "repetition_penalty", "top_p", "typical_p"])
-def test_a_positive_value_that_is_zero_in_f32_is_not_sent_as_is(
+def test_a_positive_value_that_is_zero_in_f32_is_refused_before_sending(
     name: str, emulator: TGIEmulator, client: ZephyrClient
 ) -> None:
-    try:
-        params = SamplingParams(**{name: 1e-50})
-    except pydantic.ValidationError:
-        return  # refusing it is a fix too
-    client.chat(PROMPT, params=params)
+    emulator.reset()
+    with pytest.raises(ConfigurationError, match="too small: TGI reads it as a 32-bit float"):
+        SamplingParams(**{name: 1e-50})
+    fields: dict[str, Any] = {name: 1e-50}
+    with pytest.raises(ConfigurationError, match="too small"):
+        client.chat(PROMPT, **fields)
+    assert generation_requests(emulator) == []
 
 
 @pytest.mark.parametrize("name", ["top_p", "typical_p"])
-def test_a_probability_that_is_one_in_f32_is_not_sent_as_is(
-    name: str, emulator: TGIEmulator, client: ZephyrClient
-) -> None:
-    try:
-        params = SamplingParams(**{name: 0.99999999})
-    except pydantic.ValidationError:
-        return
-    client.chat(PROMPT, params=params)
+def test_a_probability_that_is_one_in_f32_is_not_sent(name: str, emulator: TGIEmulator, client: ZephyrClient) -> None:
+    params = SamplingParams(**{name: 0.99999999})
+    assert name not in to_wire(params), "TGI's f32 reads it as 1.0, which it refuses: 1.0 means off"
+    emulator.reset()
+    assert client.chat(PROMPT, params=params).text
+    sent = [r.json for r in emulator.stats.requests if r.path == "/generate"]
+    assert len(sent) == 1
+    assert name not in sent[0]["parameters"]
 
 
-def test_top_k_beyond_i32_is_refused_before_sending(client: ZephyrClient) -> None:
-    try:
-        params = SamplingParams(top_k=I32_MAX + 1)
-    except pydantic.ValidationError:
-        return
-    client.chat(PROMPT, params=params)
+def test_top_k_beyond_i32_is_refused_before_sending(emulator: TGIEmulator, client: ZephyrClient) -> None:
+    emulator.reset()
+    with pytest.raises(ConfigurationError, match="less than or equal to 2147483647"):
+        SamplingParams(top_k=I32_MAX + 1)
+    with pytest.raises(ConfigurationError):
+        client.chat(PROMPT, top_k=I32_MAX + 1)
+    assert generation_requests(emulator) == []
 
 
 def test_a_stop_sequence_with_a_lone_surrogate_is_refused_before_sending(client: ZephyrClient) -> None:

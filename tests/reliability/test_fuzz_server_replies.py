@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -36,7 +36,7 @@ from zephyr_tgi import (
     ZephyrClient,
     ZephyrTGIError,
 )
-from zephyr_tgi._client.sse import SSEDecoder, aiter_sse_data, iter_sse_data
+from zephyr_tgi._client.sse import SSEDecoder
 from zephyr_tgi._errors import from_response, from_stream_event, parse_retry_after
 from zephyr_tgi.testing import ScriptedResponse, TGIEmulator
 
@@ -247,17 +247,9 @@ def test_sse_events_survive_any_chunking(
         for lines, space, crlf, comment, other in events
     )
     expected = ["\n".join(lines) for lines, *_ in events]
-    chunks = _split(raw, cuts)
-    assert list(iter_sse_data(chunks)) == expected
-
-    async def collect() -> list[str]:
-        async def source() -> AsyncIterator[bytes]:
-            for chunk in chunks:
-                yield chunk
-
-        return [data async for data in aiter_sse_data(source())]
-
-    assert asyncio.run(collect()) == expected
+    decoder = SSEDecoder()
+    decoded = [data.decode() for chunk in _split(raw, cuts) for data in decoder.feed(chunk)]
+    assert decoded == expected
 
 
 @given(data=line_text, cut=st.integers(min_value=0))
@@ -340,19 +332,6 @@ def test_an_http_error_with_a_json_body_that_is_not_an_object_is_a_typed_error(
         CALLS[f"{kind} chat"](client, emulator.url)
 
 
-@pytest.fixture
-def forget_unsupported_kwargs() -> Iterator[None]:
-    """huggingface_hub remembers "unsupported" parameters per URL for the whole process: forget what we taught it."""
-    from huggingface_hub.inference import _common
-
-    before = dict(_common._UNSUPPORTED_TEXT_GENERATION_KWARGS)
-    yield
-    _common._UNSUPPORTED_TEXT_GENERATION_KWARGS.clear()
-    _common._UNSUPPORTED_TEXT_GENERATION_KWARGS.update(before)
-
-
-@pytest.mark.usefixtures("forget_unsupported_kwargs")
-@pytest.mark.filterwarnings("ignore:API endpoint/model for text-generation is not served via TGI:UserWarning")
 def test_a_400_naming_unused_model_kwargs_is_an_error_not_a_silent_resend() -> None:
     with TGIEmulator() as emulator, ZephyrClient(emulator.url, retry=RetryPolicy.never()) as client:
         emulator.set_faults(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +20,7 @@ from zephyr_tgi import (
     ServerUnavailableError,
     ZephyrTGIError,
 )
-from zephyr_tgi._errors import from_response, from_stream_event, parse_retry_after, translate
+from zephyr_tgi._errors import Redactor, from_response, from_stream_event, parse_retry_after, redact
 
 
 @pytest.mark.parametrize(
@@ -114,13 +113,23 @@ def test_retry_after_in_seconds_milliseconds_and_dates() -> None:
     assert from_response(429, b"", {"Retry-After": "3"}).retry_after == 3.0
 
 
-def test_httpx_timeouts_and_transport_errors_translate_keeping_the_cause() -> None:
-    timeout = httpx2.ReadTimeout("slow")
-    assert isinstance(translate(timeout), APITimeoutError)
-    refused = httpx2.ConnectError("refused")
-    error = translate(refused, url="http://x")
-    assert isinstance(error, APIConnectionError)
-    assert "http://x" in str(error)
+def test_deeply_nested_json_bodies_are_previewed_not_a_recursion_error() -> None:
+    error = from_response(422, b"[" * 100_000)
+    assert isinstance(error, InputValidationError)
+    assert error.message.startswith("HTTP 422: [[[")
+
+
+def test_bearer_tokens_keys_and_url_passwords_are_redacted_from_error_bodies() -> None:
+    page = (
+        b"<html>upstream refused: request headers were authorization: Bearer sk-live-abcdef123456, "
+        b"x-api-key: KEY-0123456789, origin http://admin:hunter2secret@10.0.0.1/ basic dXNlcjpwYXNzd29yZA==</html>"
+    )
+    error = from_response(502, page, redactor=Redactor(["KEY-0123456789"]))
+    for secret in ("sk-live-abcdef123456", "KEY-0123456789", "hunter2secret", "dXNlcjpwYXNzd29yZA=="):
+        assert secret not in str(error)
+        assert secret not in (error.body or "")
+        assert secret not in repr(error)
+    assert redact("no secrets here") == "no secrets here"
 
 
 def test_every_error_is_a_zephyr_error_and_timeouts_are_connection_errors() -> None:

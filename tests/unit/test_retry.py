@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-import tenacity
 
 from zephyr_tgi import (
     APIConnectionError,
@@ -17,8 +18,11 @@ from zephyr_tgi import (
     RetryPolicy,
     ServerUnavailableError,
 )
-from zephyr_tgi._errors import APIError, from_response
-from zephyr_tgi._retry import compute_wait, is_retryable, tenacity_kwargs
+from zephyr_tgi._client.core import Endpoint, make_config
+from zephyr_tgi._client.flows import Context, Flow, Sleep, retrying
+from zephyr_tgi._errors import from_response
+from zephyr_tgi._retry import compute_wait, is_retryable
+from zephyr_tgi._timeout import Timeout, call_times
 
 
 @pytest.mark.parametrize(
@@ -60,47 +64,69 @@ def test_retry_after_is_used_exactly_and_a_long_one_stops_retrying() -> None:
     assert not is_retryable(policy, long)
 
 
-def test_tenacity_stops_after_max_attempts_and_reraises_ours() -> None:
-    calls = []
+def _drive(flow: Flow[Any]) -> tuple[Any, list[float]]:
+    """Run a retry plan with no I/O: its only effects are the waits, recorded and not slept."""
+    sleeps: list[float] = []
+    try:
+        effect = next(flow)
+        while True:
+            assert isinstance(effect, Sleep)
+            sleeps.append(effect.seconds)
+            effect = flow.send(None)
+    except StopIteration as stop:
+        return stop.value, sleeps
 
-    def always_busy() -> None:
+
+def _attempts(*outcomes: BaseException | str) -> tuple[Callable[[], Flow[str]], list[int]]:
+    calls: list[int] = []
+    pending = iter(outcomes)
+
+    def attempt() -> Flow[str]:
         calls.append(1)
-        raise OverloadedError("busy", status_code=429)
+        outcome = next(pending)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+        yield  # a flow, like every attempt
 
-    retrying = tenacity.Retrying(**tenacity_kwargs(RetryPolicy(max_attempts=3, initial_delay=0), description="t"))
+    return attempt, calls
+
+
+def _context(policy: RetryPolicy) -> Context:
+    return Context(make_config("http://h", retry=policy), Endpoint(), random.Random(0))
+
+
+def test_the_plan_stops_after_max_attempts_and_reraises_ours() -> None:
+    attempt, calls = _attempts(*[OverloadedError("busy", status_code=429)] * 5)
+    plan = retrying(
+        _context(RetryPolicy(max_attempts=3, initial_delay=0)), "t", call_times(Timeout(), "admin"), attempt
+    )
     with pytest.raises(OverloadedError):
-        retrying(always_busy)
+        _drive(plan)
     assert len(calls) == 3
 
 
-def test_every_retry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    attempts = iter([APIConnectionError("refused"), None])
-
-    def flaky() -> str:
-        error = next(attempts)
-        if isinstance(error, APIError):
-            raise error
-        return "ok"
-
-    retrying = tenacity.Retrying(**tenacity_kwargs(RetryPolicy(initial_delay=0), description="POST /generate"))
+def test_every_retry_is_logged_and_waits_as_the_policy_says(caplog: pytest.LogCaptureFixture) -> None:
+    attempt, _ = _attempts(APIConnectionError("refused"), "ok")
+    ctx = _context(RetryPolicy(initial_delay=0.5, jitter=0))
     with caplog.at_level("WARNING", logger="zephyr_tgi"):
-        assert retrying(flaky) == "ok"
+        result, sleeps = _drive(retrying(ctx, "POST /generate", call_times(Timeout(), "generate"), attempt))
+    assert result == "ok"
+    assert sleeps == [0.5]
     assert "retrying POST /generate" in caplog.text
     assert "APIConnectionError" in caplog.text
 
 
-def test_the_deadline_stops_retrying() -> None:
-    import time
-
-    calls = []
-
-    def refused() -> None:
-        calls.append(1)
-        raise APIConnectionError("refused")
-
-    kwargs = tenacity_kwargs(
-        RetryPolicy(max_attempts=50, initial_delay=0.01), description="t", deadline_at=time.monotonic() + 0.2
-    )
+def test_no_wait_is_started_that_would_end_past_the_deadline() -> None:
+    attempt, calls = _attempts(*[APIConnectionError("refused")] * 50)
+    ctx = _context(RetryPolicy(max_attempts=50, initial_delay=0.3, jitter=0))
     with pytest.raises(APIConnectionError):
-        tenacity.Retrying(**kwargs)(refused)
-    assert 1 < len(calls) < 50
+        _drive(retrying(ctx, "t", call_times(Timeout(deadline=1.0), "admin"), attempt))
+    assert len(calls) == 3  # waits of 0.3 and 0.6 fit in one second, the next 1.2 would not
+
+
+def test_a_refused_connection_fails_at_once_when_the_policy_says_so() -> None:
+    refused = APIConnectionError("refused", connect_failed=True)
+    assert is_retryable(RetryPolicy(), refused)
+    assert not is_retryable(RetryPolicy(retry_refused=False), refused)
+    assert is_retryable(RetryPolicy(retry_refused=False), APIConnectionError("reset by peer"))

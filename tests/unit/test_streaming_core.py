@@ -10,9 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zephyr_tgi import APIConnectionError, GenerationError, OverloadedError
+from zephyr_tgi import GenerationError, MalformedResponseError, OverloadedError
 from zephyr_tgi._client.shaping import StreamAssembler, parse_chat_chunk, strip_stop
-from zephyr_tgi._client.sse import iter_sse_data
+from zephyr_tgi._client.sse import SSEDecoder
+
+
+def iter_sse_data(chunks: list[bytes], max_line: int = 1 << 20) -> list[str]:
+    decoder = SSEDecoder(max_line)
+    return [data.decode() for chunk in chunks for data in decoder.feed(chunk)]
 
 
 def chunks_of(raw: bytes, cuts: list[int]) -> list[bytes]:
@@ -51,7 +56,7 @@ def test_events_survive_arbitrary_chunk_boundaries(events: list[dict[str, Any]],
 
 def token_event(
     index: int, text: str, *, special: bool = False, final: str | None = None, finish: str = "eos_token"
-) -> str:
+) -> bytes:
     event: dict[str, Any] = {
         "index": index,
         "token": {"id": index, "text": text, "logprob": -0.5, "special": special},
@@ -60,7 +65,7 @@ def token_event(
         if final is None
         else {"finish_reason": finish, "generated_tokens": index, "seed": None, "input_length": 7},
     }
-    return json.dumps(event)
+    return json.dumps(event).encode()
 
 
 def test_chunks_join_to_the_result_text_and_eos_is_not_shown() -> None:
@@ -103,22 +108,59 @@ def test_held_back_text_is_released_when_it_is_not_a_stop_sequence() -> None:
 def test_in_band_errors_raise_mapped_errors() -> None:
     assembler = StreamAssembler(["</s>"], prompt=None)
     with pytest.raises(OverloadedError):
-        assembler.feed(json.dumps({"error": "Model is overloaded", "error_type": "overloaded"}))
+        assembler.feed(json.dumps({"error": "Model is overloaded", "error_type": "overloaded"}).encode())
     with pytest.raises(GenerationError):
         parse_chat_chunk(
-            json.dumps({"error": {"message": "Request failed during generation: x", "http_status_code": 422}})
+            json.dumps({"error": {"message": "Request failed during generation: x", "http_status_code": 422}}).encode()
         )
 
 
-def test_malformed_events_are_connection_errors() -> None:
-    with pytest.raises(APIConnectionError):
-        StreamAssembler([], None).feed("{not json")
-    with pytest.raises(APIConnectionError):
-        parse_chat_chunk("[1, 2]")
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"index": 1e999, "token": {"id": 1, "text": "a"}}',
+        b'{"index": "one", "token": {"id": 1, "text": "a"}}',
+        b'{"index": 1}',
+        b"[" * 100_000,
+        b'{"error": ' + b"[" * 100_000 + b"}",
+    ],
+)
+def test_malformed_events_are_malformed_response_errors(data: bytes) -> None:
+    with pytest.raises(MalformedResponseError):
+        StreamAssembler([], None).feed(data)
+
+
+@pytest.mark.parametrize("data", [b"[1, 2]", b'{"choices": "x"}', b"[" * 100_000])
+def test_malformed_chat_events_are_malformed_response_errors(data: bytes) -> None:
+    with pytest.raises(MalformedResponseError):
+        parse_chat_chunk(data)
+
+
+def test_a_nan_logprob_is_carried_not_a_crash() -> None:
+    chunk = StreamAssembler([], None).feed(b'{"index": 1, "token": {"id": 1, "text": "a", "logprob": NaN}}')
+    assert chunk.token.logprob != chunk.token.logprob  # NaN
+
+
+def test_a_line_longer_than_the_cap_ends_the_stream_with_a_typed_error() -> None:
+    decoder = SSEDecoder(max_line=1000)
+    decoder.feed(b"data: " + b"x" * 600)
+    with pytest.raises(MalformedResponseError, match="longer than"):
+        decoder.feed(b"x" * 600)
+    with pytest.raises(MalformedResponseError):
+        SSEDecoder(max_line=1000).feed(b"data: " + b"y" * 2000 + b"\n\n")
+
+
+def test_a_line_split_over_many_chunks_is_joined_once() -> None:
+    decoder = SSEDecoder()
+    pieces = [b"data: " + b"z" * 10] + [b"z" * 10] * 999
+    assert all(decoder.feed(piece) == [] for piece in pieces)
+    assert decoder.feed(b"\n\n") == [b"z" * 10_000]
 
 
 def test_done_ends_a_chat_stream() -> None:
-    assert parse_chat_chunk("[DONE]") is None
+    assert parse_chat_chunk(b"[DONE]") is None
 
 
 @given(text=st.text(max_size=30), stop=st.sampled_from(["</s>", "\n\n", "END"]))

@@ -10,7 +10,7 @@ from typing import Any
 from .._types import GenerationResult
 from .params import Limits
 
-__all__ = ["BatchProgress", "default_concurrency"]
+__all__ = ["BatchProgress", "check_concurrency", "default_concurrency"]
 
 _MAX_DEFAULT_CONCURRENCY = 32
 
@@ -54,3 +54,14 @@ class BatchProgress:
     def tokens(self) -> int:
         """Tokens generated so far."""
         return self._tokens
+
+
+def check_concurrency(concurrency: int | None) -> int | None:
+    """Validate a batch's concurrency argument."""
+    if concurrency is not None and (
+        not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
+    ):
+        from .._errors import ConfigurationError
+
+        raise ConfigurationError(f"concurrency must be a positive integer, got {concurrency!r}")
+    return concurrency

@@ -2,7 +2,12 @@
 
 When the history outgrows the budget, whole turns are dropped, oldest first: never the system prompt, never
 the newest user turn. The budget is the server's input window, less the room kept for the answer
-(`max_new_tokens`, or `answer_reserve` when that is unset).
+(`max_new_tokens`, or `answer_reserve` when that is unset or larger than the window).
+
+Zephyr's prompt is `<|role|>\\n{content}</s>\\n` per message, and TGI's tokenizer (like `ZephyrTokenizer`)
+splits the text at `</s>` before tokenizing the stretches between. Cut just after each `</s>`, the prompt is a
+sum of pieces whose token counts do not depend on their neighbours: each message is counted once, the new
+ones of an ask in a single count, and fitting the window is arithmetic, however long the history grows.
 """
 
 from __future__ import annotations
@@ -11,34 +16,68 @@ import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._errors import ConfigurationError, TokenBudgetError
+from .._errors import ConfigurationError, MalformedResponseError, TokenBudgetError
 from .._types import GenerationResult, StreamChunk
+from . import flows
 from .budget import token_upper_bound
+from .core import chat_prompt, native_request
+from .flows import Context, Flow
 from .params import Limits, SamplingParams, merge_params
-from .templates import Message, check_special_tokens, make_message
+from .templates import EOS_TOKEN, GENERATION_PROMPT, Message, check_special_tokens, make_message
 
 if TYPE_CHECKING:
-    from .shells import AsyncZephyrClient, ZephyrClient
+    from .async_client import AsyncZephyrClient
+    from .sync_client import ZephyrClient
 
 __all__ = ["AsyncConversation", "Conversation", "OverflowPolicy", "shorter_histories"]
 
 OverflowPolicy = Literal["drop_oldest", "raise"]
 _FORMAT_VERSION = 1
+_EOS_ID = 2
 
 
 def shorter_histories(turns: Sequence[Message]) -> Iterator[list[Message]]:
     """The history itself, then with whole turns dropped from the front, down to the newest user turn."""
     current = list(turns)
     yield current
-    while len(current) > 1:
-        # Drop the oldest message and any replies that followed it, up to the next user turn.
-        cut = 1
-        while cut < len(current) and current[cut].role != "user":
-            cut += 1
-        if cut >= len(current):
-            return
-        current = current[cut:]
-        yield current
+    for start in _turn_starts(current)[1:]:
+        yield current[start:]
+
+
+def _turn_starts(turns: Sequence[Message]) -> list[int]:
+    """Where the history may start: 0, then each user turn after the first message (dropping the ones before)."""
+    return [0, *(index for index in range(1, len(turns)) if turns[index].role == "user")]
+
+
+def _piece(message: Message, *, first: bool) -> str:
+    """The part of the rendered prompt that is this message's, cut just after its `</s>`."""
+    head = "" if first else "\n"
+    return f"{head}<|{message.role}|>\n{message.content}{EOS_TOKEN}"
+
+
+_TAIL = "\n" + GENERATION_PROMPT  # what follows the last message's `</s>`
+
+
+def _split_counts(pieces: Sequence[str], ids: Sequence[int]) -> list[int]:
+    """Tokens of each piece, from the ids of their concatenation: each piece ends with its `</s>` (id 2), the
+    tail ends the text."""
+    counts: list[int] = []
+    position = 0
+    for piece in pieces:
+        eos_wanted = piece.count(EOS_TOKEN)
+        start = position
+        while eos_wanted and position < len(ids):
+            if ids[position] == _EOS_ID:
+                eos_wanted -= 1
+            position += 1
+        if eos_wanted:
+            raise MalformedResponseError(
+                "the server's /tokenize does not split the text at </s> as TGI does; counting cannot continue"
+            )
+        if not piece.endswith(EOS_TOKEN):  # the tail: whatever is left
+            position = len(ids)
+        counts.append(position - start)
+    return counts
 
 
 class _ConversationState:
@@ -55,14 +94,17 @@ class _ConversationState:
     ) -> None:
         if policy not in ("drop_oldest", "raise"):
             raise ConfigurationError(f"policy must be 'drop_oldest' or 'raise', got {policy!r}")
-        if answer_reserve < 1:
+        if not isinstance(answer_reserve, int) or answer_reserve < 1:
             raise ConfigurationError("answer_reserve must be at least 1 token")
+        if params is not None and not isinstance(params, SamplingParams):
+            raise ConfigurationError(f"params must be SamplingParams, got {type(params).__name__}")
         self.system = system
         self.policy: OverflowPolicy = policy
         self.answer_reserve = answer_reserve
         self.params = params
         self.messages: list[Message] = list(messages)
         self.dropped = 0  # messages left out of the last request to fit the window
+        self._counts: dict[str, int] = {}  # token count of each prompt piece counted so far
 
     def reset(self) -> None:
         """Forget every turn (the system prompt stays)."""
@@ -96,21 +138,89 @@ class _ConversationState:
                 "params": SamplingParams.model_validate(loaded["params"]) if loaded.get("params") else None,
                 "messages": [Message.model_validate(m) for m in loaded.get("messages", [])],
             }
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise ConfigurationError(f"cannot load conversation: {exc}") from exc
 
-    def _user_turn(self, text: str, special_tokens: Any) -> Message:
-        # Checked now, so a refused turn never enters the history.
-        return check_special_tokens([make_message("user", text)], special_tokens)[0]
+    # -- one ask, as a flow both clients drive -----------------------------------------------------------
 
-    @staticmethod
-    def _bound_or(prompt: str, limit: int) -> int | None:
-        """A cheap upper bound on the prompt's tokens when it already proves the prompt fits, else None."""
-        bound = token_upper_bound(prompt)
-        return bound if bound <= limit else None
+    def _ask_flow(
+        self, ctx: Context, text: str, params: SamplingParams | None, overrides: dict[str, Any], *, stream: bool
+    ) -> Flow[GenerationResult | None]:
+        """One ask: the turn checked, the history fitted, the answer generated (or streamed: the turns join the
+        history with the last chunk)."""
+        config = ctx.config
+        user = check_special_tokens([make_message("user", text)], config.special_tokens)[0]
+        merged = merge_params(config.params, self.params, params, overrides)
+        yield from flows.limits_known(ctx)
+        limits = ctx.endpoint.current_limits()
+        history, input_tokens = yield from self._fit(ctx, user, merged, limits)
+        prompt = chat_prompt(config, history, system=self.system)
+        request = native_request(config, ctx.endpoint, prompt, merged, {})
+        if not stream:
+            result = yield from flows.generate(ctx, request, input_tokens=input_tokens)
+            self._remember(user, result)
+            return result
+
+        def remember_last(chunk: StreamChunk) -> None:
+            if chunk.result is not None:
+                self._remember(user, chunk.result)
+
+        yield from flows.tap(flows.generate_stream(ctx, request, input_tokens=input_tokens), remember_last)
+        return None
+
+    def _remember(self, user: Message, result: GenerationResult) -> None:
+        self.messages += [user, Message(role="assistant", content=result.text)]
+
+    def _fit(
+        self, ctx: Context, user: Message, params: SamplingParams, limits: Limits
+    ) -> Flow[tuple[list[Message], int | None]]:
+        """The longest history that fits, and its exact token count when it had to be counted."""
+        turns = [*self.messages, user]
+        limit = self._input_limit(limits, params)
+        system = self.system if self.system is not None else ctx.config.system_prompt
+        system_message = check_special_tokens([make_message("system", system or "")], ctx.config.special_tokens)[0]
+        prompt = chat_prompt(ctx.config, turns, system=self.system)
+        if token_upper_bound(prompt) <= limit:  # surely fits: no count needed
+            self.dropped = 0
+            return turns, None
+        checked = check_special_tokens(turns, ctx.config.special_tokens)
+        pieces = [_piece(system_message, first=True), *(_piece(m, first=False) for m in checked), _TAIL]
+        yield from self._count_new(ctx, pieces)
+        costs = [self._counts[p] for p in pieces]
+        fixed = 1 + costs[0] + costs[-1]  # BOS, the system message, the generation prompt
+        message_costs = costs[1:-1]
+        suffix = [0] * (len(message_costs) + 1)  # tokens of the messages from index i on
+        for index in range(len(message_costs) - 1, -1, -1):
+            suffix[index] = suffix[index + 1] + message_costs[index]
+        starts = _turn_starts(turns)
+        for attempt, start in enumerate(starts):
+            tokens = fixed + suffix[start]
+            if tokens <= limit:
+                self.dropped = start
+                return turns[start:], tokens
+            if self.policy == "raise" and attempt == 0:
+                break
+        raise self._too_long(fixed + suffix[0], limit, limits)
+
+    def _count_new(self, ctx: Context, pieces: Sequence[str]) -> Flow[None]:
+        new = [p for p in dict.fromkeys(pieces) if p not in self._counts]
+        if not new:
+            return
+        tokenizer = ctx.config.tokenizer
+        if tokenizer is not None:
+            counts = [tokenizer.count(p, add_bos=False) for p in new]
+        else:
+            # The new pieces (each ends with its `</s>`, the tail last) in one /tokenize call, split at `</s>`.
+            new.sort(key=lambda p: p == _TAIL)
+            spans = yield from flows.tokenize(ctx, "".join(new))
+            counts = _split_counts(new, [span.id for span in flows.without_bos(spans)])
+        self._counts.update(zip(new, counts, strict=True))
 
     def _input_limit(self, limits: Limits, params: SamplingParams) -> int:
-        reserve = params.max_new_tokens or self.answer_reserve
+        asked = params.max_new_tokens
+        # An answer as long as the window or longer cannot be reserved: the budget policy deals with it (it
+        # lowers max_new_tokens with a note, or raises), as it does for generate().
+        reserve = asked if asked is not None and asked < limits.max_total_tokens else self.answer_reserve
         return min(limits.max_input_tokens, limits.max_total_tokens - reserve)
 
     def _too_long(self, tokens: int, limit: int, limits: Limits) -> TokenBudgetError:
@@ -149,39 +259,15 @@ class Conversation(_ConversationState):
 
     def ask(self, text: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
         """Send a user turn with as much history as fits; both turns join the history on success."""
-        user, merged, history = self._prepare(text, params, overrides)
-        result = self.client.chat(history, system=self.system, params=merged)
-        self.messages += [user, Message(role="assistant", content=result.text)]
+        result = self.client._run(self._ask_flow(self.client._ctx, text, params, overrides, stream=False))
+        assert result is not None
         return result
 
     def ask_stream(self, text: str, *, params: SamplingParams | None = None, **overrides: Any) -> Iterator[StreamChunk]:
         """Like `ask`, streaming; the turns join the history when the stream completes."""
-        user, merged, history = self._prepare(text, params, overrides)
-        for chunk in self.client.chat_stream(history, system=self.system, params=merged):
-            if chunk.result is not None:
-                self.messages += [user, Message(role="assistant", content=chunk.result.text)]
-            yield chunk
+        from .sync_client import Stream
 
-    def _prepare(
-        self, text: str, params: SamplingParams | None, overrides: dict[str, Any]
-    ) -> tuple[Message, SamplingParams, list[Message]]:
-        user = self._user_turn(text, self.client.special_tokens)
-        merged = merge_params(self.client.params, self.params, params, overrides)
-        if not self.client.limits_known:
-            self.client.info()  # the window size; the client keeps it for its own checks too
-        limits = self.client.limits
-        limit = self._input_limit(limits, merged)
-        first: int | None = None
-        for index, history in enumerate(shorter_histories([*self.messages, user])):
-            prompt = self.client.chat_prompt(history, system=self.system)
-            tokens = self._bound_or(prompt, limit) or self.client.count_tokens(prompt)
-            first = tokens if first is None else first
-            if tokens <= limit:
-                self.dropped = len(self.messages) + 1 - len(history)
-                return user, merged, history
-            if self.policy == "raise" and index == 0:
-                break
-        raise self._too_long(first or 0, limit, limits)
+        return Stream(self.client._iterate(self._ask_flow(self.client._ctx, text, params, overrides, stream=True)))
 
 
 class AsyncConversation(_ConversationState):
@@ -207,38 +293,14 @@ class AsyncConversation(_ConversationState):
 
     async def ask(self, text: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
         """Send a user turn with as much history as fits; both turns join the history on success."""
-        user, merged, history = await self._prepare(text, params, overrides)
-        result = await self.client.chat(history, system=self.system, params=merged)
-        self.messages += [user, Message(role="assistant", content=result.text)]
+        result = await self.client._run(self._ask_flow(self.client._ctx, text, params, overrides, stream=False))
+        assert result is not None
         return result
 
-    async def ask_stream(
+    def ask_stream(
         self, text: str, *, params: SamplingParams | None = None, **overrides: Any
     ) -> AsyncIterator[StreamChunk]:
         """Like `ask`, streaming; the turns join the history when the stream completes."""
-        user, merged, history = await self._prepare(text, params, overrides)
-        async for chunk in self.client.chat_stream(history, system=self.system, params=merged):
-            if chunk.result is not None:
-                self.messages += [user, Message(role="assistant", content=chunk.result.text)]
-            yield chunk
+        from .async_client import AsyncStream
 
-    async def _prepare(
-        self, text: str, params: SamplingParams | None, overrides: dict[str, Any]
-    ) -> tuple[Message, SamplingParams, list[Message]]:
-        user = self._user_turn(text, self.client.special_tokens)
-        merged = merge_params(self.client.params, self.params, params, overrides)
-        if not self.client.limits_known:
-            await self.client.info()  # the window size; the client keeps it for its own checks too
-        limits = self.client.limits
-        limit = self._input_limit(limits, merged)
-        first: int | None = None
-        for index, history in enumerate(shorter_histories([*self.messages, user])):
-            prompt = self.client.chat_prompt(history, system=self.system)
-            tokens = self._bound_or(prompt, limit) or await self.client.count_tokens(prompt)
-            first = tokens if first is None else first
-            if tokens <= limit:
-                self.dropped = len(self.messages) + 1 - len(history)
-                return user, merged, history
-            if self.policy == "raise" and index == 0:
-                break
-        raise self._too_long(first or 0, limit, limits)
+        return AsyncStream(self.client._iterate(self._ask_flow(self.client._ctx, text, params, overrides, stream=True)))

@@ -1,24 +1,28 @@
-"""What both clients share and that does no I/O: settings, request building, limits, environment."""
+"""The client's settings and request building: what both clients share and that does no I/O.
+
+`ClientConfig` is a client's frozen settings; `Endpoint` what a client learns about its server (its limits, whether
+`/info` exists, whether it ever answered), shared by the clients `with_options()` derives from one another.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import os
-import random
-import time
+import threading
+import urllib.parse
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import SecretStr
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, Redactor
 from .._retry import RetryPolicy
-from .._timeout import DEFAULT_TIMEOUT, TimeoutInput, as_timeout
+from .._timeout import Timeout, TimeoutInput, as_timeout
 from .._types import ServerInfo
-from .budget import BudgetPolicy, fit_budget, needs_count
-from .params import Limits, SamplingParams, check_limits, merge_params, stop_sequences, to_wire
+from .budget import BudgetPolicy
+from .params import Limits, SamplingParams, merge_params, stop_sequences, to_wire
 from .templates import (
     MessagesInput,
     SpecialTokenPolicy,
@@ -30,19 +34,25 @@ from .templates import (
 )
 
 if TYPE_CHECKING:
-    import httpx2
-
     from .tokenizer import ZephyrTokenizer
 
-__all__ = ["ClientCore", "NativeRequest", "normalize_base_url", "parse_metrics", "settings_from_env"]
+__all__ = [
+    "ClientConfig",
+    "Endpoint",
+    "NativeRequest",
+    "encode_json",
+    "make_config",
+    "normalize_base_url",
+    "parse_metrics",
+    "settings_from_env",
+]
 
-_USER_AGENT = "zephyr-tgi"
-_NO_TOKEN = "no-token-sent"  # see hub_client_kwargs: never sent, only stops a token lookup
+USER_AGENT = "zephyr-tgi"
 logger = logging.getLogger("zephyr_tgi")
 _N = TypeVar("_N", int, float)
 
 # The Messages API options we pass on; anything else must go through extra_body, on purpose.
-_CHAT_COMPLETION_OPTIONS = frozenset(
+CHAT_COMPLETION_OPTIONS = frozenset(
     {
         "frequency_penalty",
         "logit_bias",
@@ -64,7 +74,9 @@ _CHAT_COMPLETION_OPTIONS = frozenset(
         "extra_body",
     }
 )
-_HUB_CHAT_KWARGS = _CHAT_COMPLETION_OPTIONS - {"extra_body"} | {"messages", "stream"}
+
+_BUDGETS = ("clamp", "raise", "off")
+_SPECIAL_TOKEN_POLICIES = ("raise", "strip", "allow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,22 +88,50 @@ class NativeRequest:
     parameters: dict[str, Any]
     stops: tuple[str, ...]
 
-    def stream_payload(self) -> dict[str, Any]:
-        """The JSON body for `/generate_stream`."""
-        return {"inputs": self.prompt, "parameters": self.parameters}
+    def payload(self) -> bytes:
+        """The JSON body for `/generate` and `/generate_stream`."""
+        return encode_json({"inputs": self.prompt, "parameters": self.parameters})
 
     def with_params(self, params: SamplingParams) -> NativeRequest:
         """The same request with other options."""
         return NativeRequest(self.prompt, params, to_wire(params), tuple(stop_sequences(params)))
 
 
-def normalize_base_url(base_url: str) -> str:
-    """`http(s)://host[:port][/prefix]` without a trailing slash or a trailing `/v1`."""
+def encode_json(payload: Any) -> bytes:
+    """A request body; what JSON cannot carry (a set, a circular or absurdly deep value) is the caller's error."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigurationError(f"the request cannot be sent as JSON: {exc}") from None
+
+
+def normalize_base_url(base_url: object) -> tuple[str, str | None]:
+    """`http(s)://host[:port][/prefix]` without a trailing slash or `/v1`, and the password of its userinfo."""
+    if not isinstance(base_url, str):
+        raise ConfigurationError(
+            f"base_url must be a URL string such as 'http://127.0.0.1:8080', got {type(base_url).__name__}"
+        )
     url = base_url.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
-        raise ConfigurationError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigurationError(f"base_url is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = Redactor([parts.password]).scrub(base_url)
+        raise ConfigurationError(f"base_url must be an http:// or https:// URL, got {shown!r}")
     # OpenAI habits: a URL ending in /v1 points at the Messages API; TGI's own routes live one level up.
-    return url.removesuffix("/v1")
+    return url.removesuffix("/v1"), parts.password
+
+
+def display_url(url: str) -> str:
+    """The URL as it may be shown: without its userinfo's password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return urllib.parse.urlunsplit(parts._replace(netloc=user + netloc))
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -141,178 +181,115 @@ def _env_number(name: str, raw: str, kind: type[_N]) -> _N:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """A client's settings, validated once; `with_options()` makes another with some of them changed."""
+
+    base_url: str
+    shown_url: str
+    api_key: SecretStr | None
+    timeout: Timeout
+    retry: RetryPolicy
+    params: SamplingParams
+    system_prompt: str | None
+    special_tokens: SpecialTokenPolicy
+    tokenizer: ZephyrTokenizer | None
+    budget: BudgetPolicy
+    headers: Mapping[str, str]
+    redactor: Redactor
+
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments that would make this configuration again."""
+        return {
+            "base_url": self.base_url,
+            "api_key": self.api_key.get_secret_value() if self.api_key is not None else None,
+            "timeout": self.timeout,
+            "retry": self.retry,
+            "params": self.params,
+            "system_prompt": self.system_prompt,
+            "special_tokens": self.special_tokens,
+            "tokenizer": self.tokenizer,
+            "budget": self.budget,
+        }
+
+
+def make_config(
+    base_url: object,
+    *,
+    api_key: str | None = None,
+    timeout: TimeoutInput = None,
+    retry: RetryPolicy | None = None,
+    params: SamplingParams | None = None,
+    system_prompt: str | None = None,
+    special_tokens: SpecialTokenPolicy = "raise",
+    tokenizer: ZephyrTokenizer | None = None,
+    budget: BudgetPolicy = "clamp",
+) -> ClientConfig:
+    """Validate a client's settings.
+
+    Raises:
+        ConfigurationError: any setting is invalid.
+    """
+    url, password = normalize_base_url(base_url)
+    if budget not in _BUDGETS:
+        raise ConfigurationError(f"budget must be 'clamp', 'raise' or 'off', got {budget!r}")
+    if special_tokens not in _SPECIAL_TOKEN_POLICIES:
+        raise ConfigurationError(f"special_tokens must be 'raise', 'strip' or 'allow', got {special_tokens!r}")
+    if api_key is not None and (not isinstance(api_key, str) or not api_key.isprintable() or not api_key.strip()):
+        raise ConfigurationError("api_key must be a non-empty string of printable characters")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+    if params is not None and not isinstance(params, SamplingParams):
+        raise ConfigurationError(f"params must be SamplingParams, got {type(params).__name__}")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ConfigurationError(f"system_prompt must be a string, got {type(system_prompt).__name__}")
+    if not isinstance(timeout, (Timeout, int, float, type(None))) or isinstance(timeout, bool):
+        raise ConfigurationError(f"timeout must be a Timeout, a number of seconds or None, got {timeout!r}")
+    if isinstance(timeout, (int, float)) and not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    headers = {"user-agent": USER_AGENT, "content-type": "application/json"}
+    if api_key is not None:
+        headers["authorization"] = f"Bearer {api_key}"
+    return ClientConfig(
+        base_url=url,
+        shown_url=display_url(url),
+        api_key=SecretStr(api_key) if api_key is not None else None,
+        timeout=as_timeout(timeout) if timeout is not None else Timeout(),
+        retry=retry if retry is not None else RetryPolicy(),
+        params=params if params is not None else SamplingParams(),
+        system_prompt=system_prompt,
+        special_tokens=special_tokens,
+        tokenizer=tokenizer,
+        budget=budget,
+        headers=headers,
+        redactor=Redactor([api_key, password]),
+    )
+
+
 _OPTIONS_CACHE_SIZE = 128
 
 
-class ClientCore:
-    """Settings and request building shared by `ZephyrClient` and `AsyncZephyrClient`."""
+@dataclass(slots=True)
+class Endpoint:
+    """What a client has learnt about its server. Shared by clients made with `with_options()`."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        timeout: TimeoutInput = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        params: SamplingParams | None = None,
-        system_prompt: str | None = None,
-        special_tokens: SpecialTokenPolicy = "raise",
-        tokenizer: ZephyrTokenizer | None = None,
-        budget: BudgetPolicy = "clamp",
-    ) -> None:
-        if budget not in ("clamp", "raise", "off"):
-            raise ConfigurationError(f"budget must be 'clamp', 'raise' or 'off', got {budget!r}")
-        if special_tokens not in ("raise", "strip", "allow"):
-            raise ConfigurationError(f"special_tokens must be 'raise', 'strip' or 'allow', got {special_tokens!r}")
-        self.base_url = normalize_base_url(base_url)
-        self.generate_url = self.base_url + "/generate"
-        self._api_key = SecretStr(api_key) if api_key else None
-        self.timeout = as_timeout(timeout)
-        self.retry = retry if retry is not None else RetryPolicy()
-        self.params = params if params is not None else SamplingParams()
-        self.system_prompt = system_prompt
-        self.special_tokens: SpecialTokenPolicy = special_tokens
-        self.headers: dict[str, str] = {"user-agent": _USER_AGENT}
-        if self._api_key is not None:
-            self.headers["authorization"] = f"Bearer {self._api_key.get_secret_value()}"
-        self.tokenizer = tokenizer
-        self.budget: BudgetPolicy = budget
-        self._limits: Limits | None = None
-        self._rng = random.Random()  # retry jitter
-        self._options_cache: dict[Hashable, tuple[SamplingParams, dict[str, Any], tuple[str, ...]]] = {}
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> Self:
-        """A client configured from `ZEPHYR_TGI_URL`, `ZEPHYR_TGI_API_KEY`, `ZEPHYR_TGI_TIMEOUT`,
-        `ZEPHYR_TGI_MAX_ATTEMPTS` and `ZEPHYR_TGI_SYSTEM_PROMPT`; keyword arguments win over the environment.
-
-        Raises:
-            ConfigurationError: no URL in the arguments or the environment, or a malformed variable.
-        """
-        settings = {**settings_from_env(os.environ), **overrides}
-        if "base_url" not in settings:
-            raise ConfigurationError("set ZEPHYR_TGI_URL (e.g. http://127.0.0.1:8080) or pass base_url=")
-        return cls(**settings)
-
-    def __repr__(self) -> str:
-        key = "'**********'" if self._api_key is not None else "None"
-        return f"{type(self).__name__}(base_url={self.base_url!r}, api_key={key}, timeout={self.timeout!r})"
-
-    # -- huggingface_hub wiring -----------------------------------------------------------------------
-
-    def hub_client_kwargs(self) -> dict[str, Any]:
-        """Arguments for InferenceClient/AsyncInferenceClient.
-
-        Without an api key, huggingface_hub would send the saved Hugging Face login or HF_TOKEN to any URL; a
-        `None` authorization header is the documented way to stop that. It would also look that token up (env
-        and token file, twice per request): a placeholder key skips the lookup, and the `None` header still
-        keeps anything from being sent.
-        """
-        if self._api_key is not None:
-            return {
-                "api_key": self._api_key.get_secret_value(),
-                "headers": {"user-agent": _USER_AGENT},
-                "timeout": self.httpx_timeout(),
-            }
-        headers: dict[str, Any] = {"user-agent": _USER_AGENT, "authorization": None}
-        return {"api_key": _NO_TOKEN, "headers": headers, "timeout": self.httpx_timeout()}
-
-    def httpx_timeout(self) -> httpx2.Timeout:
-        """The httpx2 timeout for one attempt."""
-        return self.timeout.for_httpx(self.timeout.deadline)
-
-    def deadline_at(self) -> float | None:
-        """When this call's overall deadline passes (a `time.monotonic()` value), if there is one."""
-        return None if self.timeout.deadline is None else time.monotonic() + self.timeout.deadline
-
-    # -- requests -------------------------------------------------------------------------------------
-
-    def chat_prompt(self, messages: MessagesInput, *, system: str | None) -> str:
-        """The Zephyr prompt for a conversation.
-
-        When neither `system=` nor the client's `system_prompt` nor the messages give a system message,
-        an empty one is sent: the model card's prompt format, and the one Zephyr was trained with.
-        """
-        built = build_messages(messages)
-        if built[0].role != "system":
-            system = system if system is not None else self.system_prompt
-            built.insert(0, make_message("system", system if system is not None else ""))
-        elif system is not None:
-            raise ConfigurationError("the messages already start with a system message; drop system= or that message")
-        return render_checked(check_special_tokens(built, self.special_tokens))
-
-    def chat_request(
-        self,
-        messages: MessagesInput,
-        *,
-        system: str | None,
-        params: SamplingParams | None,
-        overrides: Mapping[str, Any],
-    ) -> NativeRequest:
-        """A native request for a templated conversation."""
-        return self._native_request(self.chat_prompt(messages, system=system), params, overrides)
-
-    def raw_request(self, prompt: str, *, params: SamplingParams | None, overrides: Mapping[str, Any]) -> NativeRequest:
-        """A native request for a raw prompt."""
-        if not isinstance(prompt, str) or not prompt:
-            raise ConfigurationError("prompt must be a non-empty string (TGI: `inputs` cannot be empty)")
-        try:
-            check_unicode(prompt, "the prompt")
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        return self._native_request(prompt, params, overrides)
-
-    def _native_request(
-        self, prompt: str, params: SamplingParams | None, overrides: Mapping[str, Any]
-    ) -> NativeRequest:
-        # Most calls repeat the same options: merging and validating them again would be most of the
-        # client's own CPU cost for a short request, so the merged options and wire form are cached.
-        key: Hashable | None = (self.params, params, tuple(sorted(overrides.items())))
-        try:
-            cached = self._options_cache.get(key)
-        except TypeError:  # an unhashable option (a grammar's dict): not cached
-            key, cached = None, None
-        if cached is None:
-            merged = merge_params(self.params, params, overrides) if (params or overrides) else self.params
-            cached = (merged, to_wire(merged), tuple(stop_sequences(merged)))
-            if key is not None:
-                if len(self._options_cache) >= _OPTIONS_CACHE_SIZE:
-                    self._options_cache.clear()
-                self._options_cache[key] = cached
-        return NativeRequest(prompt, *cached)
-
-    def check_request(self, request: NativeRequest, *, stream: bool) -> None:
-        """Check the request against the server's limits (TGI's defaults until `/info` was read)."""
-        check_limits(request.params, self.limits, stream=stream)
+    limits: Limits | None = None
+    info_unavailable: bool = False  # /info answered 404/501 or not in TGI's shape: TGI's defaults apply
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    options_cache: dict[Hashable, tuple[SamplingParams, dict[str, Any], tuple[str, ...]]] = field(default_factory=dict)
 
     @property
-    def limits(self) -> Limits:
-        """The server's limits from `/info`, or TGI's defaults until it has been read."""
-        return self._limits or Limits()
+    def limits_settled(self) -> bool:
+        """Whether the limits are known or known to be unknowable."""
+        return self.limits is not None or self.info_unavailable
 
-    def budget_needs_count(self, request: NativeRequest) -> bool:
-        """Whether the prompt must be counted exactly to know it fits (a cheap bound settles most cases)."""
-        return self.budget != "off" and needs_count(request.prompt, request.params, self.limits)
+    def current_limits(self) -> Limits:
+        """The server's limits, or TGI's defaults while they are not known."""
+        return self.limits or Limits()
 
-    def fit_to_budget(self, request: NativeRequest, input_tokens: int) -> NativeRequest:
-        """Clamp max_new_tokens to the window (logging it) or raise `TokenBudgetError`, by the budget policy."""
-        params, warning = fit_budget(input_tokens, request.params, self.limits, self.budget)
-        if warning is not None:
-            logger.warning(warning)
-        return request if params is request.params else request.with_params(params)
-
-    def prompt_of(self, text: MessagesInput, *, system: str | None = None) -> str:
-        """What `count_tokens` counts: a string as a raw prompt, messages as the rendered chat prompt."""
-        return text if isinstance(text, str) else self.chat_prompt(text, system=system)
-
-    @property
-    def limits_known(self) -> bool:
-        """Whether the server's limits have been read from `/info`."""
-        return self._limits is not None
-
-    def remember_limits(self, info: ServerInfo) -> None:
+    def remember(self, info: ServerInfo) -> None:
         """Keep the limits of `/info` for checking later requests."""
-        self._limits = Limits(
+        self.limits = Limits(
             max_input_tokens=info.max_input_tokens,
             max_total_tokens=info.max_total_tokens,
             max_stop_sequences=info.max_stop_sequences,
@@ -321,46 +298,97 @@ class ClientCore:
             max_concurrent_requests=info.max_concurrent_requests,
         )
 
-    def chat_completion_payload(
-        self, messages: MessagesInput, *, stream: bool, options: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """The `/v1/chat/completions` body; TGI's `top_p` quirk smoothed like on the native routes."""
-        unknown = set(options) - _CHAT_COMPLETION_OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"unknown chat_completion option(s) {sorted(unknown)}; known: {sorted(_CHAT_COMPLETION_OPTIONS)} "
-                "(pass anything else in extra_body={...})"
-            )
-        built = build_messages(messages)
-        if built[0].role != "system" and self.system_prompt is not None:
-            built = build_messages(built, system=self.system_prompt)
-        checked = check_special_tokens(built, self.special_tokens)
-        payload: dict[str, Any] = {
-            "model": "tgi",
-            "messages": [message.model_dump() for message in checked],
-            "stream": stream,
-        }
-        extra = options.get("extra_body") or {}
-        payload.update({k: v for k, v in options.items() if k != "extra_body" and v is not None})
-        payload.update(extra)
-        temperature = payload.get("temperature")
-        if temperature is not None and temperature < 0:
-            raise ConfigurationError("temperature must be >= 0 (0 means greedy)")
-        top_p = payload.get("top_p")
-        if top_p is not None:
-            if not 0 < top_p <= 1:
-                raise ConfigurationError("`top_p` must be > 0.0 and <= 1.0 (1.0 means off and is not sent)")
-            if top_p >= 1.0:
-                del payload["top_p"]
-        if isinstance(payload.get("stop"), str):
-            payload["stop"] = [payload["stop"]]
-        return payload
 
-    @staticmethod
-    def hub_chat_kwargs(payload: Mapping[str, Any]) -> dict[str, Any]:
-        """InferenceClient.chat_completion keyword arguments for a Messages API body."""
-        kwargs = {k: v for k, v in payload.items() if k in _HUB_CHAT_KWARGS}
-        extra = {k: v for k, v in payload.items() if k not in _HUB_CHAT_KWARGS}
-        if extra:
-            kwargs["extra_body"] = extra
-        return kwargs
+# --- requests ---------------------------------------------------------------------------------------------
+
+
+def chat_prompt(config: ClientConfig, messages: MessagesInput, *, system: str | None) -> str:
+    """The Zephyr prompt for a conversation.
+
+    When neither `system=` nor the client's `system_prompt` nor the messages give a system message, an empty
+    one is sent: the model card's prompt format, and the one Zephyr was trained with.
+    """
+    built = build_messages(messages)
+    if built[0].role != "system":
+        system = system if system is not None else config.system_prompt
+        built.insert(0, make_message("system", system if system is not None else ""))
+    elif system is not None:
+        raise ConfigurationError("the messages already start with a system message; drop system= or that message")
+    return render_checked(check_special_tokens(built, config.special_tokens))
+
+
+def raw_prompt(prompt: object) -> str:
+    """A raw prompt, checked."""
+    if not isinstance(prompt, str) or not prompt:
+        raise ConfigurationError("prompt must be a non-empty string (TGI: `inputs` cannot be empty)")
+    try:
+        check_unicode(prompt, "the prompt")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return prompt
+
+
+def native_request(
+    config: ClientConfig,
+    endpoint: Endpoint,
+    prompt: str,
+    params: SamplingParams | None,
+    overrides: Mapping[str, Any],
+) -> NativeRequest:
+    """A native request: the prompt with the merged, validated options in TGI's wire form."""
+    if params is not None and not isinstance(params, SamplingParams):
+        raise ConfigurationError(f"params must be SamplingParams, got {type(params).__name__}")
+    # Most calls repeat the same options: merging and validating them again would be most of the client's own
+    # CPU cost for a short request, so the merged options and wire form are cached.
+    key: Hashable | None = (config.params, params, tuple(sorted(overrides.items())))
+    cache = endpoint.options_cache
+    try:
+        cached = cache.get(key)
+    except TypeError:  # an unhashable option (a grammar's dict): not cached
+        key, cached = None, None
+    if cached is None:
+        merged = merge_params(config.params, params, overrides) if (params or overrides) else config.params
+        cached = (merged, to_wire(merged), tuple(stop_sequences(merged)))
+        if key is not None:
+            if len(cache) >= _OPTIONS_CACHE_SIZE:
+                cache.clear()
+            cache[key] = cached
+    return NativeRequest(prompt, *cached)
+
+
+def chat_completion_payload(
+    config: ClientConfig, messages: MessagesInput, *, stream: bool, options: Mapping[str, Any]
+) -> bytes:
+    """The `/v1/chat/completions` body; TGI's `top_p` quirk smoothed like on the native routes."""
+    unknown = set(options) - CHAT_COMPLETION_OPTIONS
+    if unknown:
+        raise ConfigurationError(
+            f"unknown chat_completion option(s) {sorted(unknown)}; known: {sorted(CHAT_COMPLETION_OPTIONS)} "
+            "(pass anything else in extra_body={...})"
+        )
+    built = build_messages(messages)
+    if built[0].role != "system" and config.system_prompt is not None:
+        built = build_messages(built, system=config.system_prompt)
+    checked = check_special_tokens(built, config.special_tokens)
+    payload: dict[str, Any] = {
+        "model": "tgi",
+        "messages": [message.model_dump() for message in checked],
+        "stream": stream,
+    }
+    extra = options.get("extra_body") or {}
+    if not isinstance(extra, Mapping):
+        raise ConfigurationError("extra_body must be a dict")
+    payload.update({k: v for k, v in options.items() if k != "extra_body" and v is not None})
+    payload.update(extra)
+    temperature = payload.get("temperature")
+    if temperature is not None and (not isinstance(temperature, (int, float)) or temperature < 0):
+        raise ConfigurationError("temperature must be a number >= 0 (0 means greedy)")
+    top_p = payload.get("top_p")
+    if top_p is not None:
+        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            raise ConfigurationError("`top_p` must be > 0.0 and <= 1.0 (1.0 means off and is not sent)")
+        if top_p >= 1.0:
+            del payload["top_p"]
+    if isinstance(payload.get("stop"), str):
+        payload["stop"] = [payload["stop"]]
+    return encode_json(payload)

@@ -1,60 +1,32 @@
-"""huggingface_hub's inference clients, minus one behaviour: re-sending a request on its own.
+"""huggingface_hub's `InferenceClient`, bound to a zephyr_tgi client's server and credentials.
 
-When a server answers 400 naming "model_kwargs" it does not use, `text_generation` records those parameters as
-unsupported for that URL for the rest of the process and silently sends the request again without them
-(`stop`, `details`, `max_new_tokens`...). For a TGI client that is wrong twice: the answer no longer honours
-the caller's options, and every later call to that server drops them too. These subclasses turn the re-send
-into the 400 error it started from.
+The clients send every request over their own transport (docs/client.md says why); this is the way to the
+routes they do not wrap. huggingface_hub would send the saved Hugging Face login or `HF_TOKEN` to any URL when
+no key is given: a `None` authorization header is its documented way to send none, and a placeholder key spares
+it looking a token up.
 """
 
 from __future__ import annotations
 
-import sys
-from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING
 
-from huggingface_hub import AsyncInferenceClient, InferenceClient
+from .core import USER_AGENT, ClientConfig
 
-from .._errors import translate
+if TYPE_CHECKING:
+    from huggingface_hub import InferenceClient
 
-__all__ = ["GuardedAsyncInferenceClient", "GuardedInferenceClient"]
+__all__ = ["inference_client_for"]
 
-# Set while our call to text_generation runs: a nested call can only be huggingface_hub's re-send.
-_IN_TEXT_GENERATION: ContextVar[bool] = ContextVar("zephyr_tgi_in_text_generation", default=False)
+_NO_TOKEN = "no-token-sent"  # never sent: the None authorization header below wins
 
 
-def _refuse_resend(model: str | None) -> None:
-    """Raise the 400 that huggingface_hub is handling, and undo what it recorded about the URL."""
-    from huggingface_hub.inference import _common
+def inference_client_for(config: ClientConfig) -> InferenceClient:
+    """An `InferenceClient` for `config`'s server: its api key, or no authorization at all."""
+    from huggingface_hub import InferenceClient
 
-    _common._UNSUPPORTED_TEXT_GENERATION_KWARGS.pop(model, None)
-    handled = sys.exc_info()[1]
-    if handled is None:  # not inside huggingface_hub's handler: nothing to re-raise
-        raise RuntimeError("text_generation called itself outside an error handler")
-    raise translate(handled) from handled
-
-
-class GuardedInferenceClient(InferenceClient):
-    """InferenceClient whose `text_generation` never re-sends a request by itself."""
-
-    def text_generation(self, *args: Any, **kwargs: Any) -> Any:
-        if _IN_TEXT_GENERATION.get():
-            _refuse_resend(kwargs.get("model") or self.model)
-        token = _IN_TEXT_GENERATION.set(True)
-        try:
-            return super().text_generation(*args, **kwargs)
-        finally:
-            _IN_TEXT_GENERATION.reset(token)
-
-
-class GuardedAsyncInferenceClient(AsyncInferenceClient):
-    """AsyncInferenceClient whose `text_generation` never re-sends a request by itself."""
-
-    async def text_generation(self, *args: Any, **kwargs: Any) -> Any:
-        if _IN_TEXT_GENERATION.get():
-            _refuse_resend(kwargs.get("model") or self.model)
-        token = _IN_TEXT_GENERATION.set(True)
-        try:
-            return await super().text_generation(*args, **kwargs)
-        finally:
-            _IN_TEXT_GENERATION.reset(token)
+    if config.api_key is not None:
+        return InferenceClient(
+            model=config.base_url, api_key=config.api_key.get_secret_value(), headers={"user-agent": USER_AGENT}
+        )
+    headers: dict[str, str | None] = {"user-agent": USER_AGENT, "authorization": None}
+    return InferenceClient(model=config.base_url, api_key=_NO_TOKEN, headers=headers)  # type: ignore[arg-type]

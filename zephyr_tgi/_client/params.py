@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .._errors import ConfigurationError
+from .._models import OptionsModel
 from .templates import EOS_TOKEN, check_unicode
 
 __all__ = [
@@ -39,7 +40,7 @@ def as_f32(value: float) -> float:
 PresetName = Literal["model_card", "zephyr_card", "greedy"]
 
 
-class Grammar(BaseModel):
+class Grammar(OptionsModel):
     """Constrained decoding: a JSON schema or a regular expression (TGI's `grammar` parameter)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -72,7 +73,7 @@ class Grammar(BaseModel):
         return cls(type="regex", value=pattern)
 
 
-class SamplingParams(BaseModel):
+class SamplingParams(OptionsModel):
     """Every TGI generate parameter, checked client-side against TGI's own rules.
 
     `None` means "not set": the server's default applies. Two of TGI's quirks are smoothed:

@@ -5,22 +5,29 @@ Pure functions and a small state machine; no I/O, nothing sync- or async-specifi
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from .._errors import APIConnectionError, MalformedResponseError, from_stream_event
-from .._types import ChatCompletionChunk, GenerationResult, StreamChunk, Token
+from .._errors import APIConnectionError, MalformedResponseError, Redactor, from_stream_event
+from .._types import (
+    BestOfSequence,
+    ChatCompletionChunk,
+    FinishReason,
+    GenerationResult,
+    PrefillToken,
+    StreamChunk,
+    Token,
+)
 from .sse import DONE
 
 __all__ = [
     "StreamAssembler",
-    "load_event",
     "parse_answer",
+    "parse_answers",
     "parse_chat_chunk",
-    "result_from_output",
+    "parse_generation",
     "strip_stop",
 ]
 
@@ -36,65 +43,100 @@ def strip_stop(text: str, stops: Sequence[str]) -> str:
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def parse_answer(model: type[_M], data: Any, *, what: str) -> _M:
-    """`data` (JSON text, a dict, or an object read by attribute) validated as `model`.
+def _malformed(exc: ValidationError, what: str) -> MalformedResponseError:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(map(str, first["loc"])) or "top level"
+    return MalformedResponseError(f"the server's {what} is not in TGI's format: {first['msg']} at {where}")
+
+
+def parse_answer(model: type[_M], data: bytes | str, *, what: str) -> _M:
+    """JSON text validated as `model` (pydantic-core parses it: deep nesting is an error, not a crash).
 
     Raises:
         MalformedResponseError: the server's answer does not have TGI's shape.
     """
     try:
-        if isinstance(data, (str, bytes)):
-            return model.model_validate_json(data)
-        return model.model_validate(data, from_attributes=not isinstance(data, dict))
+        return model.model_validate_json(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "top level"
-        raise MalformedResponseError(f"the server's {what} is not in TGI's format: {first['msg']} at {where}") from exc
+        raise _malformed(exc, what) from exc
 
 
-def parse_answers(model: type[_M], data: Any, *, what: str) -> list[_M]:
+_LIST_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {}
+
+
+def parse_answers(model: type[_M], data: bytes | str, *, what: str) -> list[_M]:
     """A JSON list of `model`s (e.g. /tokenize's spans), validated."""
+    adapter = _LIST_ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _LIST_ADAPTERS[model] = TypeAdapter(list[model])  # type: ignore[valid-type]
     try:
-        items = json.loads(data) if isinstance(data, (str, bytes)) else data
-    except ValueError as exc:
-        raise MalformedResponseError(f"the server's {what} is not JSON: {exc}") from exc
-    if not isinstance(items, list):
-        raise MalformedResponseError(f"the server's {what} is not a JSON list")
-    return [parse_answer(model, item, what=what) for item in items]
+        items: list[_M] = adapter.validate_json(data)
+    except ValidationError as exc:
+        raise _malformed(exc, what) from exc
+    return items
 
 
-def result_from_output(output: Any, *, stops: Sequence[str], prompt: str | None) -> GenerationResult:
-    """A result from huggingface_hub's `TextGenerationOutput` (read by attribute, no copying), or from the plain
-    string it returns when details were not asked for.
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Details(_Wire):
+    finish_reason: FinishReason | None = None
+    generated_tokens: int | None = None
+    seed: int | None = None
+    input_length: int | None = None
+    prefill: tuple[PrefillToken, ...] | None = None
+    tokens: tuple[Token, ...] | None = None
+    top_tokens: tuple[tuple[Token, ...], ...] | None = None
+    best_of_sequences: tuple[BestOfSequence, ...] | None = None
+
+
+class _Generation(_Wire):
+    generated_text: str
+    details: _Details | None = None
+
+
+def parse_generation(data: bytes, *, stops: Sequence[str], prompt: str | None) -> GenerationResult:
+    """A `/generate` answer as a result (TGI answers an object; a list of one is accepted, as huggingface_hub does).
 
     Raises:
         MalformedResponseError: the answer does not have TGI's shape.
     """
-    if isinstance(output, str):
-        return GenerationResult(text=strip_stop(output, stops), generated_text=output, prompt=prompt)
-    generated_text = getattr(output, "generated_text", None)
-    details = getattr(output, "details", None)
-    if not isinstance(generated_text, str):
-        raise MalformedResponseError("the server's answer has no generated_text string")
-    data: dict[str, Any] = {
-        "text": strip_stop(generated_text, stops),
-        "generated_text": generated_text,
+    if data[:1] == b"[":
+        items = parse_answers(_Generation, data, what="answer")
+        if len(items) != 1:
+            raise MalformedResponseError(f"the server answered {len(items)} generations for one prompt")
+        output = items[0]
+    else:
+        output = parse_answer(_Generation, data, what="answer")
+    details = output.details
+    result: dict[str, Any] = {
+        "text": strip_stop(output.generated_text, stops),
+        "generated_text": output.generated_text,
         "prompt": prompt,
     }
     if details is not None:
-        try:
-            data.update(
-                finish_reason=details.finish_reason,
-                generated_tokens=details.generated_tokens,
-                seed=details.seed,
-                tokens=details.tokens or (),
-                prefill=details.prefill or (),
-                top_tokens=details.top_tokens or (),
-                best_of_sequences=details.best_of_sequences or (),
-            )
-        except AttributeError as exc:
-            raise MalformedResponseError(f"the server's details are not in TGI's format: {exc}") from exc
-    return parse_answer(GenerationResult, data, what="answer")
+        result.update(
+            finish_reason=details.finish_reason,
+            generated_tokens=details.generated_tokens,
+            seed=details.seed,
+            input_length=details.input_length,
+            tokens=details.tokens or (),
+            prefill=details.prefill or (),
+            top_tokens=details.top_tokens or (),
+            best_of_sequences=details.best_of_sequences or (),
+        )
+    return GenerationResult.model_construct(**result)
+
+
+class _StreamEvent(_Wire):
+    index: int | None = None
+    token: Token | None = None
+    top_tokens: tuple[Token, ...] | None = None
+    generated_text: str | None = None
+    details: _Details | None = None
+    error: Any = None
+    error_type: Any = None
 
 
 def _held_back(buffer: str, stops: Sequence[str]) -> int:
@@ -115,69 +157,83 @@ class StreamAssembler:
     so a stop sequence (and `</s>`) never reaches the caller, and the chunks' texts join to `result.text`.
     """
 
-    __slots__ = ("_buffer", "_emitted", "_prompt", "_stops", "_tokens", "_top_tokens", "done")
+    __slots__ = ("_buffer", "_emitted", "_prompt", "_redactor", "_stops", "_tokens", "_top_tokens", "done")
 
-    def __init__(self, stops: Sequence[str], prompt: str | None) -> None:
+    def __init__(self, stops: Sequence[str], prompt: str | None, redactor: Redactor | None = None) -> None:
         self._stops = tuple(stops)
         self._prompt = prompt
+        self._redactor = redactor
         self._buffer = ""
         self._emitted: list[str] = []
         self._tokens: list[Token] = []
         self._top_tokens: list[tuple[Token, ...]] = []
         self.done = False
 
-    def feed(self, data: str) -> StreamChunk:
-        """Consume one event's data; raise the mapped error for an in-band error event."""
-        event = load_event(data)
-        token = parse_answer(Token, event.get("token"), what="stream event's token")
+    @property
+    def tokens_seen(self) -> int:
+        """Tokens received so far."""
+        return len(self._tokens)
+
+    def feed(self, data: bytes) -> StreamChunk:
+        """Consume one event's data; raise the mapped error for an in-band error event.
+
+        Raises:
+            APIStatusError: an in-band error event.
+            MalformedResponseError: an event not in TGI's format.
+        """
+        try:
+            event = _StreamEvent.model_validate_json(data)
+        except ValidationError as exc:
+            raise _malformed(exc, "stream event") from exc
+        if event.error is not None:
+            raise self._in_band_error(event, data)
+        token = event.token
+        if token is None:
+            raise MalformedResponseError("the server's stream event has no token")
         self._tokens.append(token)
-        top = tuple(parse_answer(Token, t, what="top token") for t in _list(event.get("top_tokens")))
+        top = event.top_tokens or ()
         if top:
             self._top_tokens.append(top)
         if not token.special:
             self._buffer += token.text
-        generated_text = event.get("generated_text")
-        if generated_text is not None and not isinstance(generated_text, str):
-            raise MalformedResponseError("the server's final stream event has a generated_text that is not a string")
-        if generated_text is None:
-            keep = _held_back(self._buffer, self._stops)
+        index = event.index if event.index is not None else len(self._tokens)
+        if event.generated_text is None:
+            keep = _held_back(self._buffer, self._stops) if self._stops else 0
             text = self._buffer[: len(self._buffer) - keep]
             self._buffer = self._buffer[len(text) :]
             if text:
                 self._emitted.append(text)
-            return StreamChunk(index=event.get("index", len(self._tokens)), text=text, token=token, top_tokens=top)
-        return self._finish(event, token, top, generated_text)
+            return StreamChunk.model_construct(index=index, text=text, token=token, top_tokens=top, result=None)
+        return self._finish(event, index, token, top, event.generated_text)
+
+    def _in_band_error(self, event: _StreamEvent, data: bytes) -> Exception:
+        raw = data.decode("utf-8", "replace")
+        return from_stream_event({"error": event.error, "error_type": event.error_type}, raw, redactor=self._redactor)
 
     def _finish(
-        self, event: Mapping[str, Any], token: Token, top: tuple[Token, ...], generated_text: str
+        self, event: _StreamEvent, index: int, token: Token, top: tuple[Token, ...], generated_text: str
     ) -> StreamChunk:
         self.done = True
-        details = event.get("details") or {}
-        if not isinstance(details, dict):
-            raise MalformedResponseError("the server's final stream event has details that are not an object")
+        details = event.details or _Details()
         final_text = strip_stop(generated_text, self._stops)
         emitted = "".join(self._emitted)
         # Normally the tokens' texts join to generated_text; if the server decoded differently, the
         # final chunk still completes exactly what was shown so far.
         text = final_text[len(emitted) :] if final_text.startswith(emitted) else strip_stop(self._buffer, self._stops)
-        result = parse_answer(
-            GenerationResult,
-            {
-                "text": emitted + text,
-                "generated_text": generated_text,
-                "finish_reason": details.get("finish_reason"),
-                "generated_tokens": details.get("generated_tokens", len(self._tokens)),
-                "seed": details.get("seed"),
-                "input_length": details.get("input_length"),
-                "tokens": tuple(self._tokens),
-                "top_tokens": tuple(self._top_tokens),
-                "prompt": self._prompt,
-            },
-            what="final stream event",
+        result = GenerationResult.model_construct(
+            text=emitted + text,
+            generated_text=generated_text,
+            finish_reason=details.finish_reason,
+            generated_tokens=details.generated_tokens if details.generated_tokens is not None else len(self._tokens),
+            seed=details.seed,
+            input_length=details.input_length,
+            tokens=tuple(self._tokens),
+            prefill=(),
+            top_tokens=tuple(self._top_tokens),
+            best_of_sequences=(),
+            prompt=self._prompt,
         )
-        return StreamChunk(
-            index=event.get("index", len(self._tokens)), text=text, token=token, top_tokens=top, result=result
-        )
+        return StreamChunk.model_construct(index=index, text=text, token=token, top_tokens=top, result=result)
 
     def end_of_stream(self) -> APIConnectionError:
         """The error for a stream that ended before its final event."""
@@ -186,34 +242,28 @@ class StreamAssembler:
         )
 
 
-def parse_chat_chunk(data: str) -> ChatCompletionChunk | None:
-    """One `/v1/chat/completions` stream event; None for the `[DONE]` terminator."""
-    if data == DONE:
-        return None
-    return parse_answer(ChatCompletionChunk, load_event(data), what="chat stream event")
+_CHAT_CHUNK_ADAPTER = ChatCompletionChunk
 
 
-def _list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise MalformedResponseError("the server's stream event has top_tokens that are not a list")
-    return value
+class _ChatError(_Wire):
+    error: Any = None
 
 
-def load_event(data: str) -> dict[str, Any]:
-    """One event's JSON object; raise the mapped error for an in-band error event (either of TGI's shapes).
+def parse_chat_chunk(data: bytes, redactor: Redactor | None = None) -> ChatCompletionChunk | None:
+    """One `/v1/chat/completions` stream event; None for the `[DONE]` terminator.
 
     Raises:
-        APIConnectionError: the data is not a JSON object (a broken stream, not a server answer).
-        APIStatusError: the event is an error event.
+        APIStatusError: an in-band error event.
+        MalformedResponseError: an event not in the OpenAI chunk format.
     """
-    try:
-        event = json.loads(data)
-    except ValueError as exc:
-        raise APIConnectionError(f"the server sent a malformed stream event: {data[:200]!r}") from exc
-    if not isinstance(event, dict):
-        raise APIConnectionError(f"the server sent an unexpected stream event: {data[:200]!r}")
-    if "error" in event:
-        raise from_stream_event(event, data)
-    return event
+    if data == b"[DONE]" or data.strip() == DONE.encode():
+        return None
+    if b'"error"' in data:
+        try:
+            error = _ChatError.model_validate_json(data).error
+        except ValidationError as exc:
+            raise _malformed(exc, "chat stream event") from exc
+        if error is not None:
+            raw = data.decode("utf-8", "replace")
+            raise from_stream_event({"error": error}, raw, redactor=redactor)
+    return parse_answer(_CHAT_CHUNK_ADAPTER, data, what="chat stream event")

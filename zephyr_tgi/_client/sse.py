@@ -1,58 +1,71 @@
-"""Server-sent events: the data of each event, from the raw bytes of a response.
+"""Server-sent events: the data of each event, from the raw bytes of a response, in linear time.
 
-Lines are split on `\\n` (a trailing `\\r` is dropped) at the byte level, as the SSE specification
-says, and not with `str.splitlines()`: that would also split on U+0085, U+2028 and friends, which TGI
-writes raw inside JSON strings, and so cut a token's event in two. TGI writes `data:{json}` with no
-space after the colon (axum); `data: {json}` is accepted too. Comment lines (`:` keep-alives) and other
-fields are ignored, and an event cut off by the end of the stream is dropped.
+Lines are split on `\\n` (a trailing `\\r` is dropped) at the byte level, as the SSE specification says, and
+not with `str.splitlines()`: that would also split on U+0085, U+2028 and friends, which TGI writes raw inside
+JSON strings, and so cut a token's event in two. TGI (axum) writes `data: {json}`; `data:{json}` is accepted
+too. Comment lines (`:` keep-alives) and other fields are ignored. A line is gathered from the chunks it spans
+in one join when it ends, never re-joined per chunk, and a line longer than `max_line` ends the stream with
+`MalformedResponseError` instead of growing without bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from .._errors import MalformedResponseError
 
-__all__ = ["DONE", "SSEDecoder", "aiter_sse_data", "iter_sse_data"]
+__all__ = ["DONE", "MAX_LINE_BYTES", "SSEDecoder"]
 
 DONE = "[DONE]"
+# A TGI event holds one token (with top tokens, at most a few KiB); the final one the whole text and details.
+MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
 class SSEDecoder:
     """Incremental decoder: feed byte chunks split anywhere, get the data of each complete event."""
 
-    __slots__ = ("_parts", "_tail")
+    __slots__ = ("_max_line", "_partial", "_partial_size", "_parts")
 
-    def __init__(self) -> None:
-        self._tail = b""
-        self._parts: list[bytes] = []
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self._partial: list[bytes] = []  # pieces of the line not yet ended
+        self._partial_size = 0
+        self._parts: list[bytes] = []  # data lines of the event not yet ended
+        self._max_line = max_line
 
-    def feed(self, chunk: bytes) -> list[str]:
-        """Consume a chunk; return the data of the events it completed."""
-        lines = (self._tail + chunk).split(b"\n") if self._tail else chunk.split(b"\n")
-        self._tail = lines.pop()
-        events: list[str] = []
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Consume a chunk; return the data of the events it completed (UTF-8 bytes)."""
+        if b"\n" not in chunk:
+            self._keep(chunk)
+            return []
+        lines = chunk.split(b"\n")
+        last = lines.pop()
+        if self._partial:
+            self._partial.append(lines[0])
+            lines[0] = b"".join(self._partial)
+            self._partial.clear()
+            self._partial_size = 0
+        events: list[bytes] = []
         parts = self._parts
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:
                 if parts:
-                    events.append((parts[0] if len(parts) == 1 else b"\n".join(parts)).decode("utf-8", "replace"))
+                    events.append(parts[0] if len(parts) == 1 else b"\n".join(parts))
                     parts.clear()
             elif line.startswith(b"data:"):
+                if len(line) > self._max_line:
+                    raise self._too_long()
                 parts.append(line[6:] if line[5:6] == b" " else line[5:])
+        if last:
+            self._keep(last)
         return events
 
+    def _keep(self, piece: bytes) -> None:
+        self._partial.append(piece)
+        self._partial_size += len(piece)
+        if self._partial_size > self._max_line:
+            raise self._too_long()
 
-def iter_sse_data(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Yield the data of each complete event."""
-    decoder = SSEDecoder()
-    for chunk in chunks:
-        yield from decoder.feed(chunk)
-
-
-async def aiter_sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
-    """Yield the data of each complete event (async twin of `iter_sse_data`)."""
-    decoder = SSEDecoder()
-    async for chunk in chunks:
-        for data in decoder.feed(chunk):
-            yield data
+    def _too_long(self) -> MalformedResponseError:
+        return MalformedResponseError(
+            f"the server sent a stream line longer than {self._max_line // (1024 * 1024)} MiB; the stream was ended"
+        )

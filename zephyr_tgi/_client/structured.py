@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
+import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from .._errors import ConfigurationError, StructuredOutputError
@@ -23,10 +23,12 @@ def grammar_for_schema(schema: SchemaInput) -> Grammar:
     Raises:
         ConfigurationError: the schema has no `properties` (TGI refuses such grammars).
     """
+    if not isinstance(schema, Mapping) and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise ConfigurationError(f"schema must be a pydantic model class or a JSON-schema dict, got {schema!r}")
     try:
         return Grammar.json_schema(schema)
-    except ValidationError as exc:
-        raise ConfigurationError(f"invalid schema for a JSON grammar: {exc.errors()[0]['msg']}") from exc
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"invalid schema for a JSON grammar: {exc}") from exc
 
 
 def parse_json_answer(text: str, schema: SchemaInput) -> Any:
@@ -48,7 +50,7 @@ def parse_json_answer(text: str, schema: SchemaInput) -> Any:
                 raw_text=text,
             ) from exc
     try:
-        data = json.loads(text)
+        data = pydantic_core.from_json(text)  # a nesting limit, where json.loads would raise RecursionError
     except ValueError as exc:
         raise StructuredOutputError(f"the answer is not JSON: {exc}", raw_text=text) from exc
     if not isinstance(data, dict):

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-    from .._client.shells import AsyncZephyrClient, ZephyrClient
+    from .. import AsyncZephyrClient, ZephyrClient
 
 __all__ = ["TGIServer"]
 
@@ -338,14 +338,14 @@ class TGIServer:
 
     def client(self, **kwargs: Any) -> ZephyrClient:
         """A `ZephyrClient` for this server, with its api key; keyword arguments go to the client."""
-        from .._client.shells import ZephyrClient
+        from .. import ZephyrClient
 
         kwargs.setdefault("api_key", self._api_key_value())
         return ZephyrClient(self.url, **kwargs)
 
     def async_client(self, **kwargs: Any) -> AsyncZephyrClient:
         """An `AsyncZephyrClient` for this server, with its api key; keyword arguments go to the client."""
-        from .._client.shells import AsyncZephyrClient
+        from .. import AsyncZephyrClient
 
         kwargs.setdefault("api_key", self._api_key_value())
         return AsyncZephyrClient(self.url, **kwargs)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from zephyr_tgi._client.shells import AsyncZephyrClient, ZephyrClient
+    from zephyr_tgi import AsyncZephyrClient, ZephyrClient
     from zephyr_tgi._launcher.server import TGIServer
     from zephyr_tgi.testing import TGIEmulator
 
@@ -55,14 +55,14 @@ class ExternalTGIServer:
 
     def client(self, **kwargs: Any) -> ZephyrClient:
         """A `ZephyrClient` for this server, with its api key."""
-        from zephyr_tgi._client.shells import ZephyrClient
+        from zephyr_tgi import ZephyrClient
 
         kwargs.setdefault("api_key", self.api_key)
         return ZephyrClient(self.url, **kwargs)
 
     def async_client(self, **kwargs: Any) -> AsyncZephyrClient:
         """An `AsyncZephyrClient` for this server, with its api key."""
-        from zephyr_tgi._client.shells import AsyncZephyrClient
+        from zephyr_tgi import AsyncZephyrClient
 
         kwargs.setdefault("api_key", self.api_key)
         return AsyncZephyrClient(self.url, **kwargs)

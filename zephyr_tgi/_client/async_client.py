@@ -1,0 +1,398 @@
+"""AsyncZephyrClient: the async shell. It drives the core's flows over its own transport and does nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
+
+from pydantic import BaseModel
+
+from .._errors import ZephyrTGIError
+from .._retry import RetryPolicy
+from .._timeout import TimeoutInput
+from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
+from . import flows
+from .batch import BatchProgress, check_concurrency, default_concurrency
+from .budget import BudgetPolicy
+from .flows import Close, Emit, Exclusive, Flow, Read, Send, Sleep
+from .params import Grammar, SamplingParams
+from .structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
+from .surface import ClientSurface
+from .templates import MessagesInput, SpecialTokenPolicy
+from .transport import AsyncStreamBody, AsyncTransport
+
+if TYPE_CHECKING:
+    from .tokenizer import ZephyrTokenizer
+
+__all__ = ["AsyncStream", "AsyncZephyrClient"]
+
+_T = TypeVar("_T")
+_I = TypeVar("_I")
+_M = TypeVar("_M", bound=BaseModel)
+Outcome = GenerationResult | ZephyrTGIError
+
+
+class _Done(Generic[_T]):
+    """The result of a flow, as the last item of the async driver (async generators cannot return)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: _T) -> None:
+        self.value = value
+
+
+class AsyncStream(Generic[_I]):
+    """A streamed answer: `async for` it; the request goes out on the first `__anext__()`.
+
+    Use it in an `async with` block (or await `aclose()`) to free its connection when you stop early.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: AsyncGenerator[Any]) -> None:
+        self._items = items
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> _I:
+        item = await anext(self._items)
+        if isinstance(item, _Done):
+            raise StopAsyncIteration
+        result: _I = item
+        return result
+
+    async def aclose(self) -> None:
+        """Stop reading and free the connection."""
+        await self._items.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class AsyncZephyrClient(ClientSurface):
+    """The async twin of `ZephyrClient`: the same methods, awaited; streams are async iterators."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: TimeoutInput = None,
+        retry: RetryPolicy | None = None,
+        params: SamplingParams | None = None,
+        system_prompt: str | None = None,
+        special_tokens: SpecialTokenPolicy = "raise",
+        tokenizer: ZephyrTokenizer | None = None,
+        budget: BudgetPolicy = "clamp",
+    ) -> None:
+        super().__init__(
+            base_url,
+            api_key=api_key,
+            timeout=timeout,
+            retry=retry,
+            params=params,
+            system_prompt=system_prompt,
+            special_tokens=special_tokens,
+            tokenizer=tokenizer,
+            budget=budget,
+        )
+        self._transport = AsyncTransport(self._config.shown_url)
+        self._owns_transport = True
+        self._lock: asyncio.Lock | None = None
+
+    def with_options(self, **changes: Any) -> AsyncZephyrClient:
+        """A client with some settings changed (timeout, retry, params, ...), sharing this one's pool.
+
+        Closing the derived client leaves the pool open; closing this one closes it.
+        """
+        derived = object.__new__(AsyncZephyrClient)
+        derived._configure(self._derived_config(changes), self._endpoint)
+        derived._transport = self._transport
+        derived._owns_transport = False
+        derived._lock = None
+        return derived
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool (a client made by `with_options()` leaves its parent's open)."""
+        if self._owns_transport:
+            await self._transport.close()
+
+    # -- generation -----------------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        messages: MessagesInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> GenerationResult:
+        """Answer a conversation: render Zephyr's prompt here and generate with TGI's `/generate`."""
+        return await self._run(flows.generate(self._ctx, self._chat_request(messages, system, params, overrides)))
+
+    def chat_stream(
+        self,
+        messages: MessagesInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> AsyncStream[StreamChunk]:
+        """Like `chat`, streaming (`async for chunk in client.chat_stream(...)`)."""
+        return AsyncStream(
+            self._iterate(flows.generate_stream(self._ctx, self._chat_request(messages, system, params, overrides)))
+        )
+
+    async def generate(
+        self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
+    ) -> GenerationResult:
+        """Generate from a raw prompt (no chat template)."""
+        return await self._run(flows.generate(self._ctx, self._raw_request(prompt, params, overrides)))
+
+    def generate_stream(
+        self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
+    ) -> AsyncStream[StreamChunk]:
+        """Stream from a raw prompt (no chat template)."""
+        return AsyncStream(
+            self._iterate(flows.generate_stream(self._ctx, self._raw_request(prompt, params, overrides)))
+        )
+
+    @overload
+    async def chat_completion(
+        self, messages: MessagesInput, *, stream: Literal[False] = ..., **options: Any
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def chat_completion(
+        self, messages: MessagesInput, *, stream: Literal[True], **options: Any
+    ) -> AsyncStream[ChatCompletionChunk]: ...
+
+    async def chat_completion(
+        self, messages: MessagesInput, *, stream: bool = False, **options: Any
+    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
+        """TGI's OpenAI-compatible `/v1/chat/completions`; with `stream=True` await it, then iterate."""
+        body = self._chat_completion_body(messages, stream, options)
+        if stream:
+            return AsyncStream(self._iterate(flows.chat_completion_stream(self._ctx, body)))
+        return await self._run(flows.chat_completion(self._ctx, body, options.get("max_tokens")))
+
+    @overload
+    async def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: type[_M],
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> _M: ...
+
+    @overload
+    async def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: Mapping[str, Any],
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]: ...
+
+    async def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: SchemaInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> Any:
+        """Answer as JSON constrained by TGI's grammar and validated: a model instance, or a dict for a dict schema.
+
+        Raises:
+            StructuredOutputError: the answer does not validate (it is kept as `raw_text`).
+        """
+        overrides = {**overrides, "grammar": grammar_for_schema(schema)}
+        return parse_json_answer((await self.chat(messages, system=system, params=params, **overrides)).text, schema)
+
+    async def chat_regex(
+        self,
+        messages: MessagesInput,
+        pattern: str,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> str:
+        """Answer constrained to a regular expression (TGI's regex grammar), checked to match it."""
+        overrides = {**overrides, "grammar": Grammar.regex(pattern)}
+        result = await self.chat(messages, system=system, params=params, **overrides)
+        return parse_regex_answer(result.text, pattern)
+
+    async def batch_chat(
+        self,
+        conversations: Sequence[MessagesInput],
+        *,
+        concurrency: int | None = None,
+        progress: bool = True,
+        return_exceptions: bool = True,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> list[Outcome]:
+        """Answer many conversations with at most `concurrency` requests in flight; results in input order.
+
+        Every input is checked before anything is sent. With `return_exceptions`, a failed item's place holds
+        its `ZephyrTGIError`; otherwise the first failure cancels the rest and is raised.
+        """
+        requests = [self._chat_request(c, system, params, overrides) for c in conversations]
+        workers = check_concurrency(concurrency)
+        await self._run(flows.limits_known(self._ctx))
+        workers = workers or default_concurrency(self.limits)
+        results: list[Outcome | None] = [None] * len(requests)
+        next_index = iter(range(len(requests)))
+
+        async def worker(bar: BatchProgress) -> None:
+            # A fixed set of workers pulling indexes keeps exactly `workers` requests in flight.
+            for index in next_index:
+                try:
+                    outcome: Outcome = await self._run(flows.generate(self._ctx, requests[index]))
+                except ZephyrTGIError as exc:
+                    if not return_exceptions:
+                        raise
+                    outcome = exc
+                results[index] = outcome
+                bar.done(outcome)
+
+        with BatchProgress(len(requests), enabled=progress) as bar:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(workers, len(requests))):
+                        group.create_task(worker(bar))
+            except BaseExceptionGroup as failures:
+                # The first failure cancelled the other workers: raise it as itself, not wrapped in a group.
+                first = next((e for e in failures.exceptions if isinstance(e, ZephyrTGIError)), None)
+                if first is None:
+                    raise
+                raise first from None
+        return [outcome for outcome in results if outcome is not None]
+
+    async def perplexity(self, text: str, *, stride: int | None = None) -> float:
+        """Perplexity of `text` under the served model, from TGI's prefill logprobs.
+
+        Texts longer than the server's input window are scored in windows moving by `stride` tokens (default:
+        half a window), each token once, with the tokens before it in its window as context.
+
+        Raises:
+            PrefillUnavailableError: TGI runs without `--enable-prefill-logprobs`.
+        """
+        return await self._run(flows.perplexity(self._ctx, text, stride))
+
+    # -- server ---------------------------------------------------------------------------------------
+
+    async def info(self) -> ServerInfo:
+        """The server's `/info`: model, version and limits."""
+        return await self._run(flows.info(self._ctx))
+
+    async def health(self) -> bool:
+        """True when `/health` answers 200; False while the server is unreachable or unhealthy."""
+        return await self._run(flows.health(self._ctx))
+
+    async def wait_until_ready(self, timeout: float = 600.0, *, interval: float = 0.5) -> ServerInfo:
+        """Poll `/health` until it answers 200, then return `/info`.
+
+        Raises:
+            APITimeoutError: not healthy within `timeout` seconds.
+        """
+        return await self._run(flows.wait_until_ready(self._ctx, timeout, interval))
+
+    async def tokenize(self, text: str) -> list[TokenSpan]:
+        """The server's tokenization of `text` (TGI's `/tokenize`)."""
+        return await self._run(flows.tokenize(self._ctx, text))
+
+    async def metrics(self) -> dict[str, float]:
+        """TGI's Prometheus metrics, as {"name{labels}": value}."""
+        return await self._run(flows.metrics(self._ctx))
+
+    async def count_tokens(self, text: MessagesInput, *, system: str | None = None) -> int:
+        """Tokens TGI counts for a prompt, BOS included: a string as `generate()` sends it, messages as
+        `chat()` renders them. Uses the local tokenizer when the client has one, else the server's `/tokenize`."""
+        return await self._run(flows.count_tokens(self._ctx, self._prompt_of(text, system)))
+
+    # -- the driver -----------------------------------------------------------------------------------
+
+    async def _run(self, flow: Flow[_T]) -> _T:
+        """Drive a flow that emits nothing to its result."""
+        items = self._iterate(flow)
+        try:
+            async for item in items:
+                if isinstance(item, _Done):
+                    value: _T = item.value
+                    return value
+        finally:
+            await items.aclose()
+        raise AssertionError("a flow's driver ended without its result")
+
+    async def _iterate(self, flow: Flow[Any]) -> AsyncGenerator[Any]:
+        """Drive a flow: perform its effects, yield what it emits and then its result (as `_Done`); close what it
+        left open."""
+        opened: list[AsyncStreamBody] = []
+        try:
+            effect = next(flow)
+            while True:
+                if isinstance(effect, Emit):
+                    yield effect.item
+                    effect = flow.send(None)
+                    continue
+                try:
+                    outcome = await self._perform(effect, opened)
+                except ZephyrTGIError as exc:
+                    effect = flow.throw(exc)
+                else:
+                    effect = flow.send(outcome)
+        except StopIteration as stop:
+            yield _Done(stop.value)
+        finally:
+            flow.close()
+            for body in opened:
+                await body.close()
+
+    async def _perform(self, effect: Any, opened: list[AsyncStreamBody]) -> Any:
+        if isinstance(effect, Read):
+            return await effect.body.read(effect.until)
+        if isinstance(effect, Send):
+            response = await self._transport.send(effect.request, effect.until, stream=effect.stream)
+            if response.stream is not None:
+                opened.append(response.stream)
+            return response
+        if isinstance(effect, Close):
+            await effect.body.close()
+            opened.remove(effect.body)
+            return None
+        if isinstance(effect, Sleep):
+            await asyncio.sleep(effect.seconds)
+            return None
+        if isinstance(effect, Exclusive):
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                return await self._run(effect.flow)
+        raise TypeError(f"unknown effect {effect!r}")

@@ -1,0 +1,524 @@
+"""The sans-I/O core: every public call as a generator flow of effects, driven by the sync or async shell.
+
+A flow yields what it needs done (`Send` a request, `Read` a stream, `Sleep`, `Emit` a chunk to the caller, run
+a sub-flow `Exclusive`ly) and gets the outcome back, or the `ZephyrTGIError` it raised thrown in. Everything
+else (limits, the token budget, the retry plan with its deadline, the stream session with its keep-alive-proof
+gap timer, draining, error mapping, parsing) is written here once, for both clients, in the way httpx's
+`auth_flow` is written once for its two clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .._errors import (
+    APIError,
+    APITimeoutError,
+    ConfigurationError,
+    MalformedResponseError,
+    Redactor,
+    ZephyrTGIError,
+    from_response,
+)
+from .._retry import log_retry, next_wait
+from .._timeout import CallTimes, RouteKind, call_times
+from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
+from .budget import fit_budget, needs_count
+from .core import ClientConfig, Endpoint, NativeRequest, encode_json, native_request, parse_metrics
+from .params import check_limits
+from .perplexity import chunk_text, perplexity_of, plan_windows, scored_logprobs
+from .shaping import StreamAssembler, parse_answer, parse_answers, parse_chat_chunk, parse_generation
+from .sse import SSEDecoder
+from .transport import WireRequest, WireResponse
+
+__all__ = [
+    "Close",
+    "Context",
+    "Effect",
+    "Emit",
+    "Exclusive",
+    "Flow",
+    "Read",
+    "Send",
+    "Sleep",
+]
+
+logger = logging.getLogger("zephyr_tgi")
+_T = TypeVar("_T")
+
+# --- effects --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send a request by `until`; the outcome is a `WireResponse` (its body left open when `stream`)."""
+
+    request: WireRequest
+    until: float | None
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """The next bytes of an open stream body by `until` (b"" at its end)."""
+
+    body: Any
+    until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close an open stream body."""
+
+    body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait before the next attempt."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Hand one item of a stream to the caller."""
+
+    item: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusive:
+    """Run a sub-flow while holding the endpoint's lock (one `/info` for many concurrent first calls)."""
+
+    flow: Generator[Any, Any, Any]
+
+
+Effect = Send | Read | Close | Sleep | Emit | Exclusive
+Flow = Generator[Effect, Any, _T]
+
+
+@dataclass(slots=True)
+class Context:
+    """What a flow works with: the client's settings and what it knows of its server."""
+
+    config: ClientConfig
+    endpoint: Endpoint
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def tap(flow: Flow[_T], on_item: Callable[[Any], None]) -> Flow[_T]:
+    """`flow`, with `on_item` called on each item it emits before the caller gets it."""
+    outcome: Any = None
+    failure: ZephyrTGIError | None = None
+    try:
+        while True:
+            try:
+                effect = flow.send(outcome) if failure is None else flow.throw(failure)
+            except StopIteration as stop:
+                result: _T = stop.value
+                return result
+            failure = None
+            if isinstance(effect, Emit):
+                on_item(effect.item)
+            try:
+                outcome = yield effect
+            except ZephyrTGIError as exc:
+                failure = exc
+    finally:
+        flow.close()
+
+
+# --- one exchange and the retry plan ----------------------------------------------------------------------
+
+
+def exchange(
+    ctx: Context, method: str, path: str, body: bytes | None, times: CallTimes, *, stream: bool = False
+) -> Flow[WireResponse]:
+    """One request; an error status becomes its exception."""
+    description = f"{method} {path}"
+    request = WireRequest(method, ctx.config.base_url + path, body, ctx.config.headers, times.httpx, description)
+    response: WireResponse = yield Send(request, times.until(), stream)
+    if response.status >= 400:
+        raise from_response(response.status, response.body, response.headers, redactor=ctx.config.redactor)
+    return response
+
+
+def retrying(ctx: Context, description: str, times: CallTimes, attempt: Callable[[], Flow[_T]]) -> Flow[_T]:
+    """`attempt()` under the retry policy; every attempt and wait within the call's one deadline."""
+    number = 1
+    while True:
+        try:
+            return (yield from attempt())
+        except APIError as exc:
+            policy = ctx.config.retry
+            wait = next_wait(policy, exc, number, times.deadline_at, ctx.rng)
+            if wait is None:
+                raise
+            log_retry(description, number, policy, exc, wait)
+            yield Sleep(wait)
+            number += 1
+
+
+def unary(ctx: Context, kind: RouteKind, method: str, path: str, body: bytes | None = None) -> Flow[WireResponse]:
+    """A request whose answer is read whole, retried under the policy."""
+    times = call_times(ctx.config.timeout, kind)
+    return (yield from retrying(ctx, f"{method} {path}", times, lambda: exchange(ctx, method, path, body, times)))
+
+
+# --- what a generation needs first: limits and token counts ---------------------------------------------
+
+_INFO_MISSING_STATUSES = (404, 405, 501)
+
+
+def info_attempt(ctx: Context, times: CallTimes) -> Flow[ServerInfo]:
+    """One `GET /info`; remembers the limits, or that there are none to read."""
+    try:
+        response = yield from exchange(ctx, "GET", "/info", None, times)
+        info = parse_answer(ServerInfo, response.body, what="/info")
+    except APIError as exc:
+        if exc.status_code in _INFO_MISSING_STATUSES or isinstance(exc, MalformedResponseError):
+            _info_unavailable(ctx, exc)
+        raise
+    ctx.endpoint.remember(info)
+    return info
+
+
+def _info_unavailable(ctx: Context, exc: APIError) -> None:
+    if not ctx.endpoint.info_unavailable:
+        ctx.endpoint.info_unavailable = True
+        logger.warning(
+            "%s has no usable /info (%s): TGI's default limits apply to this client's checks",
+            ctx.config.shown_url,
+            exc.message,
+        )
+
+
+def _settle_limits(ctx: Context, times: CallTimes) -> Flow[None]:
+    if ctx.endpoint.limits_settled:  # another call settled them while this one waited for the lock
+        return
+    try:
+        yield from info_attempt(ctx, times)
+    except APIError:
+        if not ctx.endpoint.info_unavailable:
+            raise  # the server is unreachable or failing: the attempt fails and the retry plan decides
+
+
+def ensure_limits(ctx: Context, times: CallTimes) -> Flow[None]:
+    """Read `/info` once per endpoint, within the calling attempt and its deadline."""
+    if not ctx.endpoint.limits_settled:
+        yield Exclusive(_settle_limits(ctx, times))
+
+
+def tokenize_attempt(ctx: Context, text: str, times: CallTimes) -> Flow[list[TokenSpan]]:
+    """One `POST /tokenize`."""
+    body = encode_json({"inputs": text})
+    response = yield from exchange(ctx, "POST", "/tokenize", body, times)
+    return parse_answers(TokenSpan, response.body, what="/tokenize answer")
+
+
+def count_attempt(ctx: Context, prompt: str, times: CallTimes) -> Flow[int]:
+    """Tokens TGI counts for `prompt`, BOS included: the local tokenizer when there is one, else `/tokenize`."""
+    tokenizer = ctx.config.tokenizer
+    if tokenizer is not None:
+        return tokenizer.count(prompt)
+    return len((yield from tokenize_attempt(ctx, prompt, times)))  # /tokenize includes BOS, as /generate counts
+
+
+def prepare(
+    ctx: Context, request: NativeRequest, times: CallTimes, *, stream: bool, input_tokens: int | None = None
+) -> Flow[NativeRequest]:
+    """Limits known, the budget applied (counting only when a cheap bound cannot settle it), limits checked."""
+    yield from ensure_limits(ctx, times)
+    limits = ctx.endpoint.current_limits()
+    policy = ctx.config.budget
+    if policy != "off" and needs_count(request.prompt, request.params, limits):
+        tokens = input_tokens if input_tokens is not None else (yield from count_attempt(ctx, request.prompt, times))
+        params, warning = fit_budget(tokens, request.params, limits, policy)
+        if warning is not None:
+            logger.warning(warning)
+        if params is not request.params:
+            request = request.with_params(params)
+    check_limits(request.params, limits, stream=stream)
+    return request
+
+
+class _Prepared:
+    """A request prepared once per call, whatever the number of attempts."""
+
+    __slots__ = ("_ctx", "_input_tokens", "_request", "_stream", "_times", "done")
+
+    def __init__(
+        self, ctx: Context, request: NativeRequest, times: CallTimes, *, stream: bool, input_tokens: int | None
+    ) -> None:
+        self._ctx, self._request, self._times, self._stream = ctx, request, times, stream
+        self._input_tokens = input_tokens
+        self.done: NativeRequest | None = None
+
+    def get(self) -> Flow[NativeRequest]:
+        if self.done is None:
+            self.done = yield from prepare(
+                self._ctx, self._request, self._times, stream=self._stream, input_tokens=self._input_tokens
+            )
+        return self.done
+
+
+# --- the routes -----------------------------------------------------------------------------------------
+
+
+def generate(
+    ctx: Context, request: NativeRequest, *, times: CallTimes | None = None, input_tokens: int | None = None
+) -> Flow[GenerationResult]:
+    """`POST /generate`: one result (`times` when it is part of a larger call; `input_tokens` when counted)."""
+    if times is None:
+        times = call_times(ctx.config.timeout, "generate", max_new_tokens=request.params.max_new_tokens)
+    prepared = _Prepared(ctx, request, times, stream=False, input_tokens=input_tokens)
+
+    def attempt() -> Flow[GenerationResult]:
+        ready = yield from prepared.get()
+        response = yield from exchange(ctx, "POST", "/generate", ready.payload(), times)
+        return parse_generation(response.body, stops=ready.stops, prompt=ready.prompt)
+
+    return (yield from retrying(ctx, "POST /generate", times, attempt))
+
+
+def chat_completion(ctx: Context, payload: bytes, max_tokens: int | None) -> Flow[ChatCompletion]:
+    """`POST /v1/chat/completions` without streaming."""
+    times = call_times(ctx.config.timeout, "generate", max_new_tokens=max_tokens)
+
+    def attempt() -> Flow[ChatCompletion]:
+        response = yield from exchange(ctx, "POST", "/v1/chat/completions", payload, times)
+        return parse_answer(ChatCompletion, response.body, what="chat completion")
+
+    return (yield from retrying(ctx, "POST /v1/chat/completions", times, attempt))
+
+
+def info(ctx: Context) -> Flow[ServerInfo]:
+    """`GET /info`, retried."""
+    times = call_times(ctx.config.timeout, "admin")
+    return (yield from retrying(ctx, "GET /info", times, lambda: info_attempt(ctx, times)))
+
+
+def tokenize(ctx: Context, text: str) -> Flow[list[TokenSpan]]:
+    """`POST /tokenize`, retried."""
+    if not isinstance(text, str):
+        raise ConfigurationError(f"text must be a string, got {type(text).__name__}")
+    times = call_times(ctx.config.timeout, "admin")
+    return (yield from retrying(ctx, "POST /tokenize", times, lambda: tokenize_attempt(ctx, text, times)))
+
+
+def count_tokens(ctx: Context, prompt: str) -> Flow[int]:
+    """Tokens of a prompt, retried when counted by the server."""
+    times = call_times(ctx.config.timeout, "admin")
+    return (yield from retrying(ctx, "POST /tokenize", times, lambda: count_attempt(ctx, prompt, times)))
+
+
+def metrics(ctx: Context) -> Flow[dict[str, float]]:
+    """`GET /metrics`, parsed."""
+    response = yield from unary(ctx, "admin", "GET", "/metrics")
+    return parse_metrics(response.body.decode("utf-8", "replace"))
+
+
+def health(ctx: Context) -> Flow[bool]:
+    """One `GET /health` (no retries: the answer is about now); False when unreachable or unhealthy."""
+    times = call_times(ctx.config.timeout, "admin")
+    try:
+        yield from exchange(ctx, "GET", "/health", None, times)
+    except APIError:
+        return False
+    return True
+
+
+def wait_until_ready(ctx: Context, timeout: float, interval: float) -> Flow[ServerInfo]:
+    """Poll `/health` until it answers 200, then read `/info`; `APITimeoutError` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (yield from health(ctx)):
+        if time.monotonic() + interval > deadline:
+            raise APITimeoutError(f"{ctx.config.shown_url} was not healthy within {timeout:g} s")
+        yield Sleep(interval)
+        interval = min(interval * 1.5, 5.0)
+    return (yield from info(ctx))
+
+
+def perplexity(ctx: Context, text: str, stride: int | None) -> Flow[float]:
+    """Perplexity of `text` from prefill logprobs, scored in windows when it is longer than the input window."""
+    if not isinstance(text, str) or not text:
+        raise ConfigurationError("text must be a non-empty string")
+    if stride is not None and (not isinstance(stride, int) or stride < 1):
+        raise ConfigurationError(f"stride must be a positive integer, got {stride!r}")
+    yield from limits_known(ctx)
+    tokenizer = ctx.config.tokenizer
+    if tokenizer is not None:
+        spans = tokenizer.encode_spans(text, add_bos=False)
+    else:
+        spans = without_bos((yield from tokenize(ctx, text)))
+    window = ctx.endpoint.current_limits().max_input_tokens - 2  # BOS, and a token of slack for re-tokenizing
+    # One deadline for the whole call when the caller set one; otherwise each window is a request of its own.
+    shared = call_times(ctx.config.timeout, "generate") if "deadline" in ctx.config.timeout.model_fields_set else None
+    logprobs: list[float] = []
+    for part in plan_windows(len(spans), window, stride or max(1, window // 2)):
+        overrides = {"max_new_tokens": 1, "decoder_input_details": True}
+        request = native_request(ctx.config, ctx.endpoint, chunk_text(text, spans, part), None, overrides)
+        result = yield from generate(ctx, request, times=shared)
+        logprobs.extend(scored_logprobs(result, part))
+    return perplexity_of(logprobs)
+
+
+def without_bos(spans: list[TokenSpan]) -> list[TokenSpan]:
+    """`/tokenize` spans without TGI's leading BOS entry."""
+    return spans[1:] if spans and spans[0].id == 1 and spans[0].stop == 0 else spans
+
+
+def limits_known(ctx: Context) -> Flow[None]:
+    """Settle the server's limits before a batch fans out (a failure leaves TGI's defaults)."""
+    times = call_times(ctx.config.timeout, "admin")
+    try:
+        yield from retrying(ctx, "GET /info", times, lambda: ensure_limits(ctx, times))
+    except APIError:
+        return  # the batch's own requests report a real problem
+
+
+# --- streams --------------------------------------------------------------------------------------------
+
+
+class _StreamSession:
+    """An open SSE body: events decoded in linear time, each wait bounded by the gap timer and the deadline."""
+
+    __slots__ = ("_last_event_at", "_pending", "_times", "body", "decoder", "path")
+
+    def __init__(self, body: Any, times: CallTimes, path: str) -> None:
+        self.body = body
+        self.path = path
+        self.decoder = SSEDecoder()
+        self._times = times
+        self._pending: deque[bytes] = deque()
+        self._last_event_at = time.monotonic()
+
+    def next_event(self) -> Flow[bytes | None]:
+        """The next event's data; None at the end of the body."""
+        pending = self._pending
+        while not pending:
+            until = self._times.until(self._last_event_at)
+            try:
+                data = yield Read(self.body, until)
+            except APITimeoutError as exc:
+                raise self._timeout(until) from exc
+            if not data:
+                return None
+            pending.extend(self.decoder.feed(data))
+        self._last_event_at = time.monotonic()
+        return pending.popleft()
+
+    def _timeout(self, until: float | None) -> APITimeoutError:
+        times = self._times
+        if times.deadline_at is not None and until == times.deadline_at:
+            return APITimeoutError(f"the call's deadline passed while streaming POST {self.path}")
+        return APITimeoutError(
+            f"no event on POST {self.path} for {times.read:g} s (the read timeout; keep-alive comments do not count)"
+        )
+
+    def drain(self) -> Flow[None]:
+        """Read what is left of a finished stream briefly, so the connection can be reused."""
+        until = time.monotonic() + _DRAIN_SECONDS
+        if self._times.deadline_at is not None:
+            until = min(until, self._times.deadline_at)
+        try:
+            while (yield Read(self.body, until)):
+                pass
+        except ZephyrTGIError:
+            pass  # the connection is just not reused
+        yield Close(self.body)
+
+
+_DRAIN_SECONDS = 0.5
+
+
+def _open_stream(ctx: Context, path: str, body: bytes, times: CallTimes) -> Flow[_StreamSession]:
+    response = yield from exchange(ctx, "POST", path, body, times, stream=True)
+    return _StreamSession(response.stream, times, path)
+
+
+def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int | None = None) -> Flow[None]:
+    """`POST /generate_stream`: emits `StreamChunk`s; retried only until the first token has arrived."""
+    times = call_times(ctx.config.timeout, "stream")
+    prepared = _Prepared(ctx, request, times, stream=True, input_tokens=input_tokens)
+
+    def first_chunk() -> Flow[tuple[_StreamSession, StreamAssembler, StreamChunk]]:
+        ready = yield from prepared.get()
+        session = yield from _open_stream(ctx, "/generate_stream", ready.payload(), times)
+        assembler = StreamAssembler(ready.stops, ready.prompt, ctx.config.redactor)
+        try:
+            chunk = yield from _next_chunk(session, assembler)
+        except ZephyrTGIError:
+            yield Close(session.body)
+            raise
+        return session, assembler, chunk
+
+    session, assembler, chunk = yield from retrying(ctx, "POST /generate_stream", times, first_chunk)
+    while not chunk.is_last:
+        yield Emit(chunk)
+        chunk = yield from _next_chunk(session, assembler)
+    # Read the end of the body before handing out the last chunk, so the connection goes back to the pool
+    # even when the caller stops iterating there.
+    yield from session.drain()
+    yield Emit(chunk)
+
+
+def _next_chunk(session: _StreamSession, assembler: StreamAssembler) -> Flow[StreamChunk]:
+    data = yield from session.next_event()
+    if data is None:
+        raise assembler.end_of_stream()
+    return assembler.feed(data)
+
+
+def chat_completion_stream(ctx: Context, payload: bytes) -> Flow[None]:
+    """`POST /v1/chat/completions` streamed: emits `ChatCompletionChunk`s; retried only before the first event."""
+    times = call_times(ctx.config.timeout, "stream")
+    redactor = ctx.config.redactor
+
+    def first_event() -> Flow[tuple[_StreamSession, ChatCompletionChunk | None]]:
+        session = yield from _open_stream(ctx, "/v1/chat/completions", payload, times)
+        try:
+            data = yield from session.next_event()
+            if data is None:
+                raise MalformedResponseError("the chat stream ended before its first event")
+            return session, parse_chat_chunk(data, redactor)
+        except ZephyrTGIError:
+            yield Close(session.body)
+            raise
+
+    session, chunk = yield from retrying(ctx, "POST /v1/chat/completions", times, first_event)
+    while chunk is not None:
+        if any(choice.finish_reason for choice in chunk.choices):
+            # What follows (a usage chunk, then [DONE]) comes at once: read it before handing out the finish
+            # chunk, so the connection goes back to the pool even if the caller stops there.
+            rest = yield from _chat_chunks_until_done(session, redactor)
+            yield from session.drain()
+            yield Emit(chunk)
+            for item in rest:
+                yield Emit(item)
+            return
+        yield Emit(chunk)
+        data = yield from session.next_event()
+        if data is None:
+            raise MalformedResponseError("the chat stream ended without [DONE] (connection lost)")
+        chunk = parse_chat_chunk(data, redactor)
+    yield from session.drain()
+
+
+def _chat_chunks_until_done(session: _StreamSession, redactor: Redactor) -> Flow[list[ChatCompletionChunk]]:
+    chunks: list[ChatCompletionChunk] = []
+    while True:
+        data = yield from session.next_event()
+        if data is None:
+            return chunks
+        chunk = parse_chat_chunk(data, redactor)
+        if chunk is None:
+            return chunks
+        chunks.append(chunk)

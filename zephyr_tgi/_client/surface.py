@@ -1,0 +1,184 @@
+"""What both clients show users that does no I/O: settings as read-only properties, request building, repr.
+
+The plumbing (settings, what is known of the server, the flows' context) is composed in private attributes,
+so `dir(client)` lists what users call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Self
+
+from .._errors import ConfigurationError
+from .._retry import RetryPolicy
+from .._timeout import Timeout, TimeoutInput
+from .budget import BudgetPolicy
+from .core import (
+    ClientConfig,
+    Endpoint,
+    NativeRequest,
+    chat_completion_payload,
+    chat_prompt,
+    make_config,
+    native_request,
+    raw_prompt,
+    settings_from_env,
+)
+from .flows import Context
+from .params import Limits, SamplingParams
+from .templates import MessagesInput, SpecialTokenPolicy
+
+if TYPE_CHECKING:
+    from huggingface_hub import InferenceClient
+
+    from .tokenizer import ZephyrTokenizer
+
+__all__ = ["ClientSurface"]
+
+_DERIVED = frozenset(
+    {"api_key", "timeout", "retry", "params", "system_prompt", "special_tokens", "tokenizer", "budget"}
+)
+
+
+class ClientSurface:
+    """The settings and pure helpers of `ZephyrClient` and `AsyncZephyrClient`."""
+
+    _config: ClientConfig
+    _endpoint: Endpoint
+    _ctx: Context
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: TimeoutInput = None,
+        retry: RetryPolicy | None = None,
+        params: SamplingParams | None = None,
+        system_prompt: str | None = None,
+        special_tokens: SpecialTokenPolicy = "raise",
+        tokenizer: ZephyrTokenizer | None = None,
+        budget: BudgetPolicy = "clamp",
+    ) -> None:
+        self._configure(
+            make_config(
+                base_url,
+                api_key=api_key,
+                timeout=timeout,
+                retry=retry,
+                params=params,
+                system_prompt=system_prompt,
+                special_tokens=special_tokens,
+                tokenizer=tokenizer,
+                budget=budget,
+            ),
+            Endpoint(),
+        )
+
+    def _configure(self, config: ClientConfig, endpoint: Endpoint) -> None:
+        self._config = config
+        self._endpoint = endpoint
+        self._ctx = Context(config, endpoint)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """A client configured from `ZEPHYR_TGI_URL`, `ZEPHYR_TGI_API_KEY`, `ZEPHYR_TGI_TIMEOUT`,
+        `ZEPHYR_TGI_MAX_ATTEMPTS` and `ZEPHYR_TGI_SYSTEM_PROMPT`; keyword arguments win over the environment.
+
+        Raises:
+            ConfigurationError: no URL in the arguments or the environment, or a malformed variable.
+        """
+        settings = {**settings_from_env(os.environ), **overrides}
+        if "base_url" not in settings:
+            raise ConfigurationError("set ZEPHYR_TGI_URL (e.g. http://127.0.0.1:8080) or pass base_url=")
+        return cls(**settings)
+
+    def _derived_config(self, changes: Mapping[str, Any]) -> ClientConfig:
+        unknown = set(changes) - _DERIVED
+        if unknown:
+            raise ConfigurationError(
+                f"with_options() cannot change {sorted(unknown)}; it changes {sorted(_DERIVED)} "
+                "(a client for another URL is a new client)"
+            )
+        return make_config(**{**self._config.settings(), **changes})
+
+    # -- settings, read-only ------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The server's base URL (a password in it shown as `***`)."""
+        return self._config.shown_url
+
+    @property
+    def timeout(self) -> Timeout:
+        """Timeouts and deadline (unset fields take each route's default)."""
+        return self._config.timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy."""
+        return self._config.retry
+
+    @property
+    def params(self) -> SamplingParams:
+        """The default sampling options of every generation."""
+        return self._config.params
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The system prompt used when a conversation has none."""
+        return self._config.system_prompt
+
+    @property
+    def special_tokens(self) -> SpecialTokenPolicy:
+        """What happens to special tokens in message content: "raise", "strip" or "allow"."""
+        return self._config.special_tokens
+
+    @property
+    def tokenizer(self) -> ZephyrTokenizer | None:
+        """The local tokenizer counting tokens, if any (else the server's `/tokenize` counts)."""
+        return self._config.tokenizer
+
+    @property
+    def budget(self) -> BudgetPolicy:
+        """What happens when prompt + max_new_tokens do not fit: "clamp", "raise" or "off"."""
+        return self._config.budget
+
+    @property
+    def limits(self) -> Limits:
+        """The server's limits from `/info`, or TGI's defaults until it has been read."""
+        return self._endpoint.current_limits()
+
+    @property
+    def inference_client(self) -> InferenceClient:
+        """huggingface_hub's `InferenceClient` bound to this server and its api key (never an implicit HF token),
+        for the routes this client does not wrap."""
+        from .hub import inference_client_for
+
+        return inference_client_for(self._config)
+
+    def chat_prompt(self, messages: MessagesInput, *, system: str | None = None) -> str:
+        """The exact Zephyr prompt `chat()` sends for these messages."""
+        return chat_prompt(self._config, messages, system=system)
+
+    def __repr__(self) -> str:
+        key = "'**********'" if self._config.api_key is not None else "None"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, api_key={key}, timeout={self.timeout!r})"
+
+    # -- request building (no I/O) ------------------------------------------------------------------------
+
+    def _chat_request(
+        self, messages: MessagesInput, system: str | None, params: SamplingParams | None, overrides: Mapping[str, Any]
+    ) -> NativeRequest:
+        prompt = chat_prompt(self._config, messages, system=system)
+        return native_request(self._config, self._endpoint, prompt, params, overrides)
+
+    def _raw_request(self, prompt: str, params: SamplingParams | None, overrides: Mapping[str, Any]) -> NativeRequest:
+        return native_request(self._config, self._endpoint, raw_prompt(prompt), params, overrides)
+
+    def _prompt_of(self, text: MessagesInput, system: str | None) -> str:
+        return text if isinstance(text, str) else chat_prompt(self._config, text, system=system)
+
+    def _chat_completion_body(self, messages: MessagesInput, stream: bool, options: Mapping[str, Any]) -> bytes:
+        return chat_completion_payload(self._config, messages, stream=stream, options=options)

@@ -1,0 +1,383 @@
+"""ZephyrClient: the sync shell. It drives the core's flows over its own transport and does nothing else."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
+
+from pydantic import BaseModel
+
+from .._errors import ZephyrTGIError
+from .._retry import RetryPolicy
+from .._timeout import TimeoutInput
+from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
+from . import flows
+from .batch import BatchProgress, check_concurrency, default_concurrency
+from .budget import BudgetPolicy
+from .flows import Close, Emit, Exclusive, Flow, Read, Send, Sleep
+from .params import Grammar, SamplingParams
+from .structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
+from .surface import ClientSurface
+from .templates import MessagesInput, SpecialTokenPolicy
+from .transport import StreamBody, SyncTransport
+
+if TYPE_CHECKING:
+    from .tokenizer import ZephyrTokenizer
+
+__all__ = ["Stream", "ZephyrClient"]
+
+_T = TypeVar("_T")
+_I = TypeVar("_I")
+_M = TypeVar("_M", bound=BaseModel)
+Outcome = GenerationResult | ZephyrTGIError
+
+
+class Stream(Generic[_I]):
+    """A streamed answer: iterate it for its items; the request goes out on the first `next()`.
+
+    Use it in a `with` block (or call `close()`) to free its connection when you stop early.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Generator[_I]) -> None:
+        self._items = items
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> _I:
+        return next(self._items)
+
+    def close(self) -> None:
+        """Stop reading and free the connection."""
+        self._items.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class ZephyrClient(ClientSurface):
+    """A client for TGI serving Zephyr-7B-alpha: templated chat, typed options and results, retries.
+
+    Use it as a context manager, or call `close()`: it owns one connection pool, which every call reuses.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: TimeoutInput = None,
+        retry: RetryPolicy | None = None,
+        params: SamplingParams | None = None,
+        system_prompt: str | None = None,
+        special_tokens: SpecialTokenPolicy = "raise",
+        tokenizer: ZephyrTokenizer | None = None,
+        budget: BudgetPolicy = "clamp",
+    ) -> None:
+        super().__init__(
+            base_url,
+            api_key=api_key,
+            timeout=timeout,
+            retry=retry,
+            params=params,
+            system_prompt=system_prompt,
+            special_tokens=special_tokens,
+            tokenizer=tokenizer,
+            budget=budget,
+        )
+        self._transport = SyncTransport(self._config.shown_url)
+        self._owns_transport = True
+
+    def with_options(self, **changes: Any) -> ZephyrClient:
+        """A client with some settings changed (timeout, retry, params, ...), sharing this one's pool.
+
+        Closing the derived client leaves the pool open; closing this one closes it.
+        """
+        derived = object.__new__(ZephyrClient)
+        derived._configure(self._derived_config(changes), self._endpoint)
+        derived._transport = self._transport
+        derived._owns_transport = False
+        return derived
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool (a client made by `with_options()` leaves its parent's open)."""
+        if self._owns_transport:
+            self._transport.close()
+
+    # -- generation -----------------------------------------------------------------------------------
+
+    def chat(
+        self,
+        messages: MessagesInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> GenerationResult:
+        """Answer a conversation: render Zephyr's prompt here and generate with TGI's `/generate`."""
+        return self._run(flows.generate(self._ctx, self._chat_request(messages, system, params, overrides)))
+
+    def chat_stream(
+        self,
+        messages: MessagesInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> Stream[StreamChunk]:
+        """Like `chat`, streaming: text deltas as they come, the whole result on the last chunk."""
+        return Stream(
+            self._iterate(flows.generate_stream(self._ctx, self._chat_request(messages, system, params, overrides)))
+        )
+
+    def generate(self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
+        """Generate from a raw prompt (no chat template)."""
+        return self._run(flows.generate(self._ctx, self._raw_request(prompt, params, overrides)))
+
+    def generate_stream(
+        self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
+    ) -> Stream[StreamChunk]:
+        """Stream from a raw prompt (no chat template)."""
+        return Stream(self._iterate(flows.generate_stream(self._ctx, self._raw_request(prompt, params, overrides))))
+
+    @overload
+    def chat_completion(
+        self, messages: MessagesInput, *, stream: Literal[False] = ..., **options: Any
+    ) -> ChatCompletion: ...
+
+    @overload
+    def chat_completion(
+        self, messages: MessagesInput, *, stream: Literal[True], **options: Any
+    ) -> Stream[ChatCompletionChunk]: ...
+
+    def chat_completion(
+        self, messages: MessagesInput, *, stream: bool = False, **options: Any
+    ) -> ChatCompletion | Stream[ChatCompletionChunk]:
+        """TGI's OpenAI-compatible `/v1/chat/completions` (the server renders the template).
+
+        `options` are the Messages API's: max_tokens, temperature, top_p, seed, stop, frequency_penalty,
+        presence_penalty, logprobs, top_logprobs, response_format, tools, tool_choice, stream_options, ...
+        """
+        body = self._chat_completion_body(messages, stream, options)
+        if stream:
+            return Stream(self._iterate(flows.chat_completion_stream(self._ctx, body)))
+        return self._run(flows.chat_completion(self._ctx, body, options.get("max_tokens")))
+
+    @overload
+    def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: type[_M],
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> _M: ...
+
+    @overload
+    def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: Mapping[str, Any],
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]: ...
+
+    def chat_json(
+        self,
+        messages: MessagesInput,
+        schema: SchemaInput,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> Any:
+        """Answer as JSON constrained by TGI's grammar and validated: a model instance, or a dict for a dict schema.
+
+        Raises:
+            StructuredOutputError: the answer does not validate (it is kept as `raw_text`).
+        """
+        overrides = {**overrides, "grammar": grammar_for_schema(schema)}
+        return parse_json_answer(self.chat(messages, system=system, params=params, **overrides).text, schema)
+
+    def chat_regex(
+        self,
+        messages: MessagesInput,
+        pattern: str,
+        *,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> str:
+        """Answer constrained to a regular expression (TGI's regex grammar), checked to match it."""
+        overrides = {**overrides, "grammar": Grammar.regex(pattern)}
+        return parse_regex_answer(self.chat(messages, system=system, params=params, **overrides).text, pattern)
+
+    def batch_chat(
+        self,
+        conversations: Sequence[MessagesInput],
+        *,
+        concurrency: int | None = None,
+        progress: bool = True,
+        return_exceptions: bool = True,
+        system: str | None = None,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> list[Outcome]:
+        """Answer many conversations with at most `concurrency` requests in flight; results in input order.
+
+        Every input is checked before anything is sent. With `return_exceptions`, a failed item's place holds
+        its `ZephyrTGIError`; otherwise the first failure cancels what has not started and is raised. Runs on
+        threads, so it also works inside a running event loop (Jupyter).
+        """
+        requests = [self._chat_request(c, system, params, overrides) for c in conversations]
+        workers = check_concurrency(concurrency)
+        self._run(flows.limits_known(self._ctx))
+        workers = workers or default_concurrency(self.limits)
+        results: list[Outcome | None] = [None] * len(requests)
+        with BatchProgress(len(requests), enabled=progress) as bar, ThreadPoolExecutor(workers) as pool:
+            futures: dict[Future[GenerationResult], int] = {
+                pool.submit(self._run, flows.generate(self._ctx, request)): index
+                for index, request in enumerate(requests)
+            }
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    outcome = _outcome(future)
+                    if isinstance(outcome, ZephyrTGIError) and not return_exceptions:
+                        for other in pending:
+                            other.cancel()
+                        raise outcome
+                    results[futures[future]] = outcome
+                    bar.done(outcome)
+        return [outcome for outcome in results if outcome is not None]
+
+    def perplexity(self, text: str, *, stride: int | None = None) -> float:
+        """Perplexity of `text` under the served model, from TGI's prefill logprobs.
+
+        Texts longer than the server's input window are scored in windows moving by `stride` tokens (default:
+        half a window), each token once, with the tokens before it in its window as context.
+
+        Raises:
+            PrefillUnavailableError: TGI runs without `--enable-prefill-logprobs`.
+        """
+        return self._run(flows.perplexity(self._ctx, text, stride))
+
+    # -- server ---------------------------------------------------------------------------------------
+
+    def info(self) -> ServerInfo:
+        """The server's `/info`: model, version and limits."""
+        return self._run(flows.info(self._ctx))
+
+    def health(self) -> bool:
+        """True when `/health` answers 200; False while the server is unreachable or unhealthy."""
+        return self._run(flows.health(self._ctx))
+
+    def wait_until_ready(self, timeout: float = 600.0, *, interval: float = 0.5) -> ServerInfo:
+        """Poll `/health` until it answers 200, then return `/info`.
+
+        Raises:
+            APITimeoutError: not healthy within `timeout` seconds.
+        """
+        return self._run(flows.wait_until_ready(self._ctx, timeout, interval))
+
+    def tokenize(self, text: str) -> list[TokenSpan]:
+        """The server's tokenization of `text` (TGI's `/tokenize`)."""
+        return self._run(flows.tokenize(self._ctx, text))
+
+    def metrics(self) -> dict[str, float]:
+        """TGI's Prometheus metrics, as {"name{labels}": value}."""
+        return self._run(flows.metrics(self._ctx))
+
+    def count_tokens(self, text: MessagesInput, *, system: str | None = None) -> int:
+        """Tokens TGI counts for a prompt, BOS included: a string as `generate()` sends it, messages as
+        `chat()` renders them. Uses the local tokenizer when the client has one, else the server's `/tokenize`."""
+        return self._run(flows.count_tokens(self._ctx, self._prompt_of(text, system)))
+
+    # -- the driver -----------------------------------------------------------------------------------
+
+    def _run(self, flow: Flow[_T]) -> _T:
+        """Drive a flow that emits nothing to its result."""
+        items = self._iterate(flow)
+        while True:
+            try:
+                next(items)
+            except StopIteration as stop:
+                result: _T = stop.value
+                return result
+
+    def _iterate(self, flow: Flow[Any]) -> Generator[Any, None, Any]:
+        """Drive a flow: perform its effects, yield what it emits, return its result; close what it left open."""
+        opened: list[StreamBody] = []
+        try:
+            effect = next(flow)
+            while True:
+                if isinstance(effect, Emit):
+                    yield effect.item
+                    effect = flow.send(None)
+                    continue
+                try:
+                    outcome = self._perform(effect, opened)
+                except ZephyrTGIError as exc:
+                    effect = flow.throw(exc)
+                else:
+                    effect = flow.send(outcome)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            flow.close()
+            for body in opened:
+                body.close()
+
+    def _perform(self, effect: Any, opened: list[StreamBody]) -> Any:
+        if isinstance(effect, Read):
+            return effect.body.read(effect.until)
+        if isinstance(effect, Send):
+            response = self._transport.send(effect.request, effect.until, stream=effect.stream)
+            if response.stream is not None:
+                opened.append(response.stream)
+            return response
+        if isinstance(effect, Close):
+            effect.body.close()
+            opened.remove(effect.body)
+            return None
+        if isinstance(effect, Sleep):
+            time.sleep(effect.seconds)
+            return None
+        if isinstance(effect, Exclusive):
+            with self._endpoint.lock:
+                return self._run(effect.flow)
+        raise TypeError(f"unknown effect {effect!r}")
+
+
+def _outcome(future: Future[GenerationResult]) -> Outcome:
+    """A finished future's result, or the ZephyrTGIError it raised (anything else is a bug: re-raised)."""
+    error = future.exception()
+    if error is None:
+        return future.result()
+    if isinstance(error, ZephyrTGIError):
+        return error
+    raise error

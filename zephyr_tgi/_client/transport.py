@@ -1,0 +1,445 @@
+"""The one transport: a per-client httpx2 connection pool whose every socket wait ends by the call's deadline.
+
+httpx2 applies its read timeout to each socket read, so a server that sends a keep-alive byte now and then
+(TGI's SSE comments, a trickled body) would never time out. The pool here runs over a network backend that
+clamps every connect, read and write to the instant held in `_IO_DEADLINE`, which the caller sets around each
+exchange and each stream read: no byte the server sends can move a deadline. Exceptions of httpx2 become ours
+here, at this one boundary, and bodies are read up to a cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import httpcore2
+import httpx2
+
+from .._errors import APIConnectionError, APITimeoutError, MalformedResponseError
+
+__all__ = [
+    "ANSWER_BODY_LIMIT",
+    "ERROR_BODY_LIMIT",
+    "AsyncStreamBody",
+    "AsyncTransport",
+    "StreamBody",
+    "SyncTransport",
+    "WireRequest",
+    "WireResponse",
+    "io_deadline",
+]
+
+# Error pages are previewed and parsed, never needed whole: 64 KiB keeps any real TGI error and bounds a
+# 50 MB proxy page. Answers (details and logprobs of thousands of tokens included) stay far below 64 MiB.
+ERROR_BODY_LIMIT = 64 * 1024
+ANSWER_BODY_LIMIT = 64 * 1024 * 1024
+
+# The monotonic instant by which the current socket operation must be over (None: only httpx2's timeouts).
+_IO_DEADLINE: ContextVar[float | None] = ContextVar("zephyr_tgi_io_deadline", default=None)
+
+
+@contextlib.contextmanager
+def io_deadline(until: float | None) -> Iterator[None]:
+    """Every socket operation inside ends by `until` (a `time.monotonic()` value)."""
+    token = _IO_DEADLINE.set(until)
+    try:
+        yield
+    finally:
+        _IO_DEADLINE.reset(token)
+
+
+def _clamp(timeout: float | None, expired: type[httpcore2.TimeoutException]) -> float | None:
+    until = _IO_DEADLINE.get()
+    if until is None:
+        return timeout
+    left = until - time.monotonic()
+    if left <= 0:
+        raise expired("the call's time ran out")
+    return left if timeout is None or timeout > left else timeout
+
+
+class _Stream(httpcore2.NetworkStream):
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: httpcore2.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _clamp(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _clamp(timeout, httpcore2.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        return _Stream(self._inner.start_tls(ssl_context, server_hostname, _clamp(timeout, httpcore2.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _Backend(httpcore2.NetworkBackend):
+    def __init__(self) -> None:
+        self._inner = httpcore2.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        timeout = _clamp(timeout, httpcore2.ConnectTimeout)
+        return _Stream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.NetworkStream:
+        timeout = _clamp(timeout, httpcore2.ConnectTimeout)
+        return _Stream(self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _AsyncStream(httpcore2.AsyncNetworkStream):
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: httpcore2.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, _clamp(timeout, httpcore2.ReadTimeout))
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, _clamp(timeout, httpcore2.WriteTimeout))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> Any:
+        timeout = _clamp(timeout, httpcore2.ConnectTimeout)
+        return _AsyncStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _AsyncBackend(httpcore2.AsyncNetworkBackend):
+    def __init__(self) -> None:
+        self._inner = httpcore2.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        timeout = _clamp(timeout, httpcore2.ConnectTimeout)
+        return _AsyncStream(await self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.AsyncNetworkStream:
+        timeout = _clamp(timeout, httpcore2.ConnectTimeout)
+        return _AsyncStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+# httpx2's own HTTPTransport cannot take a network backend, so these two adapt an httpcore2 pool to httpx2's
+# transport interface (the mapping httpx2's transport does, without proxies: TGI is reached directly).
+_POOL_LIMITS = {"max_connections": 1024, "max_keepalive_connections": 128, "keepalive_expiry": 30.0}
+
+
+def _core_request(request: httpx2.Request, stream: Any) -> httpcore2.Request:
+    url = request.url
+    return httpcore2.Request(
+        method=request.method,
+        url=httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+        headers=request.headers.raw,
+        content=stream,
+        extensions=request.extensions,
+    )
+
+
+class _BodyStream(httpx2.SyncByteStream):
+    def __init__(self, inner: Iterable[bytes], response: httpcore2.Response) -> None:
+        self._inner = inner
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._inner
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class _PoolTransport(httpx2.BaseTransport):
+    def __init__(self) -> None:
+        self._pool = httpcore2.ConnectionPool(network_backend=_Backend(), **_POOL_LIMITS)  # type: ignore[arg-type]
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = self._pool.handle_request(_core_request(request, request.stream))
+        assert isinstance(response.stream, Iterable)
+        return httpx2.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_BodyStream(response.stream, response),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _AsyncBodyStream(httpx2.AsyncByteStream):
+    def __init__(self, inner: Any, response: httpcore2.Response) -> None:
+        self._inner = inner
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class _AsyncPoolTransport(httpx2.AsyncBaseTransport):
+    def __init__(self) -> None:
+        self._pool = httpcore2.AsyncConnectionPool(
+            network_backend=_AsyncBackend(),
+            **_POOL_LIMITS,  # type: ignore[arg-type]
+        )
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._pool.handle_async_request(_core_request(request, request.stream))
+        return httpx2.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_AsyncBodyStream(response.stream, response),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+# --- what the core asks for and gets back -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    """One HTTP request as the core builds it: nothing here is specific to sync or async."""
+
+    method: str
+    url: str
+    content: bytes | None
+    headers: Mapping[str, str]
+    timeout: httpx2.Timeout
+    description: str  # "POST /generate": for messages and logs
+
+
+@dataclass(frozen=True, slots=True)
+class WireResponse:
+    """A response whose body was read (up to a cap), or whose body is left to a stream reader."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    stream: Any = None  # a StreamBody / AsyncStreamBody for an open stream
+
+
+# What httpx2 and its core raise for a failed exchange (the pool here is httpcore2's, whose exceptions reach us
+# as themselves: httpx2 maps them only in its own transport).
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    httpx2.HTTPError,
+    httpcore2.TimeoutException,
+    httpcore2.NetworkError,
+    httpcore2.ProtocolError,
+    httpcore2.ProxyError,
+    httpcore2.UnsupportedProtocol,
+)
+
+
+def _translate(exc: Exception, request: WireRequest, display_url: str) -> APIConnectionError:
+    """The transport's exception as ours; the URL shown is the redacted one."""
+    where = f"{request.description} to {display_url}"
+    if isinstance(exc, (httpx2.TimeoutException, httpcore2.TimeoutException)):
+        return APITimeoutError(f"{where} timed out ({type(exc).__name__})")
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, (httpx2.ConnectError, httpcore2.ConnectError)):
+        return APIConnectionError(
+            f"{where}: cannot connect ({detail}). Is the server running and is this its URL?", connect_failed=True
+        )
+    return APIConnectionError(f"{where} failed: {detail}")
+
+
+def _limit_for(status: int) -> int:
+    return ERROR_BODY_LIMIT if status >= 400 else ANSWER_BODY_LIMIT
+
+
+def _too_large(request: WireRequest) -> MalformedResponseError:
+    return MalformedResponseError(
+        f"the answer to {request.description} is larger than {ANSWER_BODY_LIMIT // (1024 * 1024)} MiB"
+    )
+
+
+class StreamBody:
+    """The body of an open streamed response, read chunk by chunk under a deadline."""
+
+    __slots__ = ("_chunks", "_display_url", "_request", "_response")
+
+    def __init__(self, response: httpx2.Response, request: WireRequest, display_url: str) -> None:
+        self._response = response
+        self._chunks = response.iter_bytes()
+        self._request = request
+        self._display_url = display_url
+
+    def read(self, until: float | None) -> bytes:
+        """The next bytes (b"" at the end of the body), by `until`."""
+        token = _IO_DEADLINE.set(until)
+        try:
+            return next(self._chunks, b"")
+        except TRANSPORT_ERRORS as exc:
+            raise _translate(exc, self._request, self._display_url) from exc
+        finally:
+            _IO_DEADLINE.reset(token)
+
+    def close(self) -> None:
+        """Give the connection back (or drop it when the body was not read to its end)."""
+        with contextlib.suppress(*TRANSPORT_ERRORS):
+            self._response.close()
+
+
+class AsyncStreamBody:
+    """The body of an open streamed response, read chunk by chunk under a deadline (async)."""
+
+    __slots__ = ("_chunks", "_display_url", "_request", "_response")
+
+    def __init__(self, response: httpx2.Response, request: WireRequest, display_url: str) -> None:
+        self._response = response
+        self._chunks = response.aiter_bytes()
+        self._request = request
+        self._display_url = display_url
+
+    async def read(self, until: float | None) -> bytes:
+        """The next bytes (b"" at the end of the body), by `until`."""
+        token = _IO_DEADLINE.set(until)
+        try:
+            return await anext(self._chunks, b"")
+        except TRANSPORT_ERRORS as exc:
+            raise _translate(exc, self._request, self._display_url) from exc
+        finally:
+            _IO_DEADLINE.reset(token)
+
+    async def close(self) -> None:
+        """Give the connection back (or drop it when the body was not read to its end)."""
+        with contextlib.suppress(*TRANSPORT_ERRORS):
+            await self._response.aclose()
+
+
+def _read_capped(chunks: Iterator[bytes], limit: int) -> tuple[bytes, bool]:
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(parts)[:limit], True
+    return b"".join(parts), False
+
+
+class SyncTransport:
+    """The sync client's pool: one httpx2.Client, owned and closed by the client."""
+
+    def __init__(self, display_url: str) -> None:
+        self.display_url = display_url
+        self._client = httpx2.Client(transport=_PoolTransport(), trust_env=False, follow_redirects=False)
+
+    def send(self, request: WireRequest, until: float | None, *, stream: bool = False) -> WireResponse:
+        """One exchange by `until`; the body is read (capped) unless `stream` and the status is a success."""
+        token = _IO_DEADLINE.set(until)
+        try:
+            built = self._client.build_request(
+                request.method, request.url, content=request.content, headers=request.headers, timeout=request.timeout
+            )
+            response = self._client.send(built, stream=True)
+            if stream and response.status_code < 400:
+                return WireResponse(
+                    response.status_code, response.headers, b"", StreamBody(response, request, self.display_url)
+                )
+            try:
+                body, truncated = _read_capped(response.iter_bytes(), _limit_for(response.status_code))
+            finally:
+                response.close()
+        except TRANSPORT_ERRORS as exc:
+            raise _translate(exc, request, self.display_url) from exc
+        finally:
+            _IO_DEADLINE.reset(token)
+        if truncated and response.status_code < 400:
+            raise _too_large(request)
+        return WireResponse(response.status_code, response.headers, body)
+
+    def close(self) -> None:
+        """Close the pool."""
+        self._client.close()
+
+
+class AsyncTransport:
+    """The async client's pool: one httpx2.AsyncClient, owned and closed by the client."""
+
+    def __init__(self, display_url: str) -> None:
+        self.display_url = display_url
+        self._client = httpx2.AsyncClient(transport=_AsyncPoolTransport(), trust_env=False, follow_redirects=False)
+
+    async def send(self, request: WireRequest, until: float | None, *, stream: bool = False) -> WireResponse:
+        """One exchange by `until`; the body is read (capped) unless `stream` and the status is a success."""
+        token = _IO_DEADLINE.set(until)
+        try:
+            built = self._client.build_request(
+                request.method, request.url, content=request.content, headers=request.headers, timeout=request.timeout
+            )
+            response = await self._client.send(built, stream=True)
+            if stream and response.status_code < 400:
+                body_reader = AsyncStreamBody(response, request, self.display_url)
+                return WireResponse(response.status_code, response.headers, b"", body_reader)
+            try:
+                body, truncated = await _aread_capped(response.aiter_bytes(), _limit_for(response.status_code))
+            finally:
+                await response.aclose()
+        except TRANSPORT_ERRORS as exc:
+            raise _translate(exc, request, self.display_url) from exc
+        finally:
+            _IO_DEADLINE.reset(token)
+        if truncated and response.status_code < 400:
+            raise _too_large(request)
+        return WireResponse(response.status_code, response.headers, body)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._client.aclose()
+
+
+async def _aread_capped(chunks: AsyncIterator[bytes], limit: int) -> tuple[bytes, bool]:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(parts)[:limit], True
+    return b"".join(parts), False
