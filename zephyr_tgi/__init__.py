@@ -10,11 +10,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._client.async_client import AsyncZephyrClient
-    from ._client.conversation import AsyncConversation, Conversation
-    from ._client.params import PRESETS, Grammar, SamplingParams
-    from ._client.sync_client import ZephyrClient
-    from ._client.templates import SPECIAL_TOKENS, Message, render_prompt
+    from ._client.async_client import AsyncStream, AsyncZephyrClient
+    from ._client.budget import BudgetPolicy
+    from ._client.conversation import AsyncConversation, Conversation, OverflowPolicy
+    from ._client.params import (
+        PRESETS,
+        Grammar,
+        Limits,
+        SamplingParams,
+    )
+    from ._client.sync_client import Stream, ZephyrClient
+    from ._client.templates import (
+        SPECIAL_TOKENS,
+        Message,
+        MessagesInput,
+        Role,
+        SpecialTokenPolicy,
+        render_prompt,
+    )
     from ._client.tokenizer import ZephyrTokenizer
     from ._errors import (
         APIConnectionError,
@@ -44,13 +57,24 @@ if TYPE_CHECKING:
     from ._launcher.args import DEFAULT_IMAGE, LaunchConfig
     from ._launcher.readiness import ProgressEvent, Stage
     from ._launcher.server import TGIServer
-    from ._launcher.variants import VARIANTS, GPTQVariant, VariantInfo, get_variant
+    from ._launcher.variants import (
+        VARIANTS,
+        GPTQVariant,
+        VariantInfo,
+        get_variant,
+    )
     from ._retry import RetryPolicy
     from ._timeout import Timeout
     from ._types import (
         BestOfSequence,
         ChatCompletion,
+        ChatCompletionChoice,
         ChatCompletionChunk,
+        ChatCompletionChunkChoice,
+        ChatCompletionDelta,
+        ChatCompletionMessage,
+        ChatCompletionUsage,
+        FinishReason,
         GenerationResult,
         PrefillToken,
         ServerInfo,
@@ -71,15 +95,23 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AsyncConversation",
+    "AsyncStream",
     "AsyncZephyrClient",
     "AuthenticationError",
     "BestOfSequence",
+    "BudgetPolicy",
     "ChatCompletion",
+    "ChatCompletionChoice",
     "ChatCompletionChunk",
+    "ChatCompletionChunkChoice",
+    "ChatCompletionDelta",
+    "ChatCompletionMessage",
+    "ChatCompletionUsage",
     "ConfigurationError",
     "ContainerStartError",
     "Conversation",
     "DockerUnavailableError",
+    "FinishReason",
     "GPTQVariant",
     "GPUUnavailableError",
     "GenerationError",
@@ -88,8 +120,11 @@ __all__ = [
     "IncompleteGenerationError",
     "InputValidationError",
     "LaunchConfig",
+    "Limits",
     "MalformedResponseError",
     "Message",
+    "MessagesInput",
+    "OverflowPolicy",
     "OverloadedError",
     "PrefillToken",
     "PrefillUnavailableError",
@@ -97,12 +132,15 @@ __all__ = [
     "PromptError",
     "PromptInjectionError",
     "RetryPolicy",
+    "Role",
     "SamplingParams",
     "ServerError",
     "ServerInfo",
     "ServerNotReadyError",
     "ServerUnavailableError",
+    "SpecialTokenPolicy",
     "Stage",
+    "Stream",
     "StreamChunk",
     "StructuredOutputError",
     "TGIServer",
@@ -131,15 +169,23 @@ _LAZY: dict[str, str] = {
     "APIStatusError": "zephyr_tgi._errors",
     "APITimeoutError": "zephyr_tgi._errors",
     "AsyncConversation": "zephyr_tgi._client.conversation",
+    "AsyncStream": "zephyr_tgi._client.async_client",
     "AsyncZephyrClient": "zephyr_tgi._client.async_client",
     "AuthenticationError": "zephyr_tgi._errors",
     "BestOfSequence": "zephyr_tgi._types",
+    "BudgetPolicy": "zephyr_tgi._client.budget",
     "ChatCompletion": "zephyr_tgi._types",
+    "ChatCompletionChoice": "zephyr_tgi._types",
     "ChatCompletionChunk": "zephyr_tgi._types",
+    "ChatCompletionChunkChoice": "zephyr_tgi._types",
+    "ChatCompletionDelta": "zephyr_tgi._types",
+    "ChatCompletionMessage": "zephyr_tgi._types",
+    "ChatCompletionUsage": "zephyr_tgi._types",
     "ConfigurationError": "zephyr_tgi._errors",
     "ContainerStartError": "zephyr_tgi._errors",
     "Conversation": "zephyr_tgi._client.conversation",
     "DockerUnavailableError": "zephyr_tgi._errors",
+    "FinishReason": "zephyr_tgi._types",
     "GPTQVariant": "zephyr_tgi._launcher.variants",
     "GPUUnavailableError": "zephyr_tgi._errors",
     "GenerationError": "zephyr_tgi._errors",
@@ -148,8 +194,11 @@ _LAZY: dict[str, str] = {
     "IncompleteGenerationError": "zephyr_tgi._errors",
     "InputValidationError": "zephyr_tgi._errors",
     "LaunchConfig": "zephyr_tgi._launcher.args",
+    "Limits": "zephyr_tgi._client.params",
     "MalformedResponseError": "zephyr_tgi._errors",
     "Message": "zephyr_tgi._client.templates",
+    "MessagesInput": "zephyr_tgi._client.templates",
+    "OverflowPolicy": "zephyr_tgi._client.conversation",
     "OverloadedError": "zephyr_tgi._errors",
     "PrefillToken": "zephyr_tgi._types",
     "PrefillUnavailableError": "zephyr_tgi._errors",
@@ -157,12 +206,15 @@ _LAZY: dict[str, str] = {
     "PromptError": "zephyr_tgi._errors",
     "PromptInjectionError": "zephyr_tgi._errors",
     "RetryPolicy": "zephyr_tgi._retry",
+    "Role": "zephyr_tgi._client.templates",
     "SamplingParams": "zephyr_tgi._client.params",
     "ServerError": "zephyr_tgi._errors",
     "ServerInfo": "zephyr_tgi._types",
     "ServerNotReadyError": "zephyr_tgi._errors",
     "ServerUnavailableError": "zephyr_tgi._errors",
+    "SpecialTokenPolicy": "zephyr_tgi._client.templates",
     "Stage": "zephyr_tgi._launcher.readiness",
+    "Stream": "zephyr_tgi._client.sync_client",
     "StreamChunk": "zephyr_tgi._types",
     "StructuredOutputError": "zephyr_tgi._errors",
     "TGIServer": "zephyr_tgi._launcher.server",

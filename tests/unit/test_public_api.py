@@ -76,3 +76,80 @@ def test_sync_and_async_conversations_have_the_same_methods() -> None:
     assert sync.keys() == asynchronous.keys()
     for name, signature in sync.items():
         assert list(signature.parameters) == list(asynchronous[name].parameters), name
+
+
+_USER_FACING = {
+    "base_url",
+    "timeout",
+    "retry",
+    "params",
+    "system_prompt",
+    "special_tokens",
+    "tokenizer",
+    "budget",
+    "limits",
+    "inference_client",
+    "chat_prompt",
+    "with_options",
+    "from_env",
+    "close",
+    "chat",
+    "chat_stream",
+    "generate",
+    "generate_stream",
+    "chat_completion",
+    "chat_json",
+    "chat_regex",
+    "batch_chat",
+    "perplexity",
+    "info",
+    "health",
+    "wait_until_ready",
+    "tokenize",
+    "metrics",
+    "count_tokens",
+}
+
+
+def test_dir_of_a_client_shows_what_users_call_and_no_plumbing() -> None:
+    for cls in (ZephyrClient, AsyncZephyrClient):
+        public = {name for name in dir(cls("http://127.0.0.1:1")) if not name.startswith("_")}
+        assert public == _USER_FACING, cls.__name__
+
+
+def test_settings_are_read_only() -> None:
+    import pytest
+
+    client = ZephyrClient("http://127.0.0.1:1")
+    with pytest.raises(AttributeError):
+        client.timeout = None  # type: ignore[misc]
+    client.close()
+
+
+def test_with_options_changes_settings_and_shares_the_pool() -> None:
+    import pytest
+
+    from zephyr_tgi import ConfigurationError, RetryPolicy, Timeout
+
+    parent = ZephyrClient("http://127.0.0.1:1", api_key="sk-abcdef")
+    child = parent.with_options(timeout=Timeout(deadline=3), retry=RetryPolicy.never())
+    assert child.timeout.deadline == 3
+    assert child.retry.max_attempts == 1
+    assert child.base_url == parent.base_url
+    assert child._transport is parent._transport  # one pool
+    assert parent.timeout.deadline is None
+    child.close()  # leaves the parent's pool open
+    assert not parent._transport._client.is_closed
+    with pytest.raises(ConfigurationError, match="cannot change"):
+        parent.with_options(base_url="http://elsewhere")
+    parent.close()
+    assert parent._transport._client.is_closed
+
+
+def test_inference_client_is_bound_to_the_same_server_and_key_and_never_an_implicit_token() -> None:
+    with ZephyrClient("http://127.0.0.1:1", api_key="sk-abcdef") as keyed:
+        bound = keyed.inference_client
+        assert bound.model == "http://127.0.0.1:1"
+        assert bound.token == "sk-abcdef"
+    with ZephyrClient("http://127.0.0.1:1") as keyless:
+        assert keyless.inference_client.headers.get("authorization", "absent") is None
