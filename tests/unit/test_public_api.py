@@ -122,7 +122,7 @@ def test_settings_are_read_only() -> None:
 
     client = ZephyrClient("http://127.0.0.1:1")
     with pytest.raises(AttributeError):
-        client.timeout = None  # type: ignore[misc]
+        client.timeout = None  # type: ignore[misc, assignment]
     client.close()
 
 
