@@ -388,31 +388,32 @@ def limits_known(ctx: Context) -> Flow[None]:
 
 
 class _StreamSession:
-    """An open SSE body: events decoded in linear time, each wait bounded by the gap timer and the deadline."""
+    """An open SSE body: events decoded in linear time, each wait for an event bounded by the gap timer and the
+    deadline. The timer starts when the wait starts, so a slow consumer is not blamed on the server, and bytes
+    that complete no event (keep-alive comments, a trickle) do not restart it."""
 
-    __slots__ = ("_last_event_at", "_pending", "_times", "body", "decoder", "path")
+    __slots__ = ("_times", "body", "decoder", "path", "pending")
 
     def __init__(self, body: Any, times: CallTimes, path: str) -> None:
         self.body = body
         self.path = path
         self.decoder = SSEDecoder()
         self._times = times
-        self._pending: deque[bytes] = deque()
-        self._last_event_at = time.monotonic()
+        self.pending: deque[bytes] = deque()  # events decoded and not yet handed out
 
     def next_event(self) -> Flow[bytes | None]:
         """The next event's data; None at the end of the body."""
-        pending = self._pending
-        while not pending:
-            until = self._times.until(self._last_event_at)
-            try:
-                data = yield Read(self.body, until)
-            except APITimeoutError as exc:
-                raise self._timeout(until) from exc
-            if not data:
-                return None
-            pending.extend(self.decoder.feed(data))
-        self._last_event_at = time.monotonic()
+        pending = self.pending
+        if not pending:
+            until = self._times.until()
+            while not pending:
+                try:
+                    data = yield Read(self.body, until)
+                except APITimeoutError as exc:
+                    raise self._timeout(until) from exc
+                if not data:
+                    return None
+                pending.extend(self.decoder.feed(data))
         return pending.popleft()
 
     def _timeout(self, until: float | None) -> APITimeoutError:
@@ -461,9 +462,14 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
         return session, assembler, chunk
 
     session, assembler, chunk = yield from retrying(ctx, "POST /generate_stream", times, first_chunk)
-    while not chunk.is_last:
+    pending = session.pending
+    while chunk.result is None:
         yield Emit(chunk)
-        chunk = yield from _next_chunk(session, assembler)
+        # The hot path, one pass per token: events already decoded are fed without another generator.
+        data = pending.popleft() if pending else (yield from session.next_event())
+        if data is None:
+            raise assembler.end_of_stream()
+        chunk = assembler.feed(data)
     # Read the end of the body before handing out the last chunk, so the connection goes back to the pool
     # even when the caller stops iterating there.
     yield from session.drain()

@@ -203,7 +203,8 @@ class StreamAssembler:
             self._buffer = self._buffer[len(text) :]
             if text:
                 self._emitted.append(text)
-            return StreamChunk.model_construct(index=index, text=text, token=token, top_tokens=top, result=None)
+            # Plain construction: pydantic's validator is faster than model_construct's Python loop here.
+            return StreamChunk(index=index, text=text, token=token, top_tokens=top)
         return self._finish(event, index, token, top, event.generated_text)
 
     def _in_band_error(self, event: _StreamEvent, data: bytes) -> Exception:
