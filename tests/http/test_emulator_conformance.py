@@ -54,7 +54,9 @@ def tgi() -> Iterator[TGIEmulator]:
 
 
 def _events(response: httpx2.Response) -> list[Any]:
-    return [json.loads(line[len("data:") :]) for line in response.text.split("\n\n") if line and line != "data:[DONE]"]
+    return [
+        json.loads(line[len("data: ") :]) for line in response.text.split("\n\n") if line and line != "data: [DONE]"
+    ]
 
 
 def test_schema_conversion_catches_a_bad_body(components: dict[str, Any]) -> None:
