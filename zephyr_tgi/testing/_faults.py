@@ -84,8 +84,9 @@ class Faults:
     """Seconds (from listening, or from when it is changed) during which TGI's health check fails:
     GET /health (and /, /ping) answer 503 `unhealthy`; generation routes still work, as in TGI."""
     proxy_unavailable_for: float = 0.0
-    """Seconds (from when it is set) during which a proxy in front answers every TGI route with 503, a
-    text body and Retry-After (`retry_after`, else "1"): what HF Inference Endpoints do when scaled to zero."""
+    """Seconds (from listening, or from when it is changed) during which a proxy in front answers every TGI
+    route with 503, a text body and Retry-After (`retry_after`, else "1"): what HF Inference Endpoints do
+    when scaled to zero. Clients must ride this out too."""
     overload_next: int = 0
     """Answer the next N generation requests with TGI's overloaded error (429, or in-band on streams)."""
     retry_after: str | None = None
@@ -216,6 +217,8 @@ class FaultState:
             self._listening = True
             self._unavailable_until = time.monotonic() + self.faults.unavailable_for
             self._seen_unavailable_for = self.faults.unavailable_for
+            self._proxy_until = time.monotonic() + self.faults.proxy_unavailable_for
+            self._seen_proxy_for = self.faults.proxy_unavailable_for
 
     def unhealthy(self) -> bool:
         """Whether TGI's health check fails now (GET /health answers 503)."""
