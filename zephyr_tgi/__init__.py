@@ -81,6 +81,9 @@ if TYPE_CHECKING:
         StreamChunk,
         Token,
         TokenSpan,
+        ToolCall,
+        ToolCallDelta,
+        ToolCallFunction,
     )
 
 __version__ = "0.1.0"
@@ -148,6 +151,9 @@ __all__ = [
     "Token",
     "TokenBudgetError",
     "TokenSpan",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallFunction",
     "VariantInfo",
     "ZephyrClient",
     "ZephyrTGIError",
@@ -222,6 +228,9 @@ _LAZY: dict[str, str] = {
     "Token": "zephyr_tgi._types",
     "TokenBudgetError": "zephyr_tgi._errors",
     "TokenSpan": "zephyr_tgi._types",
+    "ToolCall": "zephyr_tgi._types",
+    "ToolCallDelta": "zephyr_tgi._types",
+    "ToolCallFunction": "zephyr_tgi._types",
     "VariantInfo": "zephyr_tgi._launcher.variants",
     "ZephyrClient": "zephyr_tgi._client.sync_client",
     "ZephyrTGIError": "zephyr_tgi._errors",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ._errors import StructuredOutputError
 
 __all__ = [
     "BestOfSequence",
@@ -22,6 +25,9 @@ __all__ = [
     "StreamChunk",
     "Token",
     "TokenSpan",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallFunction",
 ]
 
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
@@ -151,6 +157,60 @@ class ChatCompletionUsage(_Frozen):
     total_tokens: int
 
 
+class ToolCallFunction(_Frozen):
+    """The function a tool call names, with its arguments as the JSON text the server sent."""
+
+    name: str
+    arguments: str = "{}"
+    description: str | None = None
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _arguments_as_text(cls, value: Any) -> Any:
+        # TGI and the OpenAI API send a JSON string; some servers send the object itself.
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+    def parsed_arguments(self) -> Any:
+        """The arguments decoded from JSON.
+
+        Raises:
+            StructuredOutputError: the arguments are not valid JSON.
+        """
+        try:
+            return json.loads(self.arguments)
+        except ValueError as exc:
+            raise StructuredOutputError(
+                f"the arguments of tool call {self.name!r} are not valid JSON: {exc}", raw_text=self.arguments
+            ) from exc
+
+
+class ToolCall(_Frozen):
+    """One tool call of an assistant message (`message.tool_calls[i]`)."""
+
+    id: str
+    type: str = "function"
+    function: ToolCallFunction
+
+
+class ToolCallDelta(_Frozen):
+    """A fragment of a streamed tool call (`delta.tool_calls[i]`): the name comes once, the arguments in pieces."""
+
+    index: int = 0
+    id: str | None = None
+    type: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_wire(cls, value: Any) -> Any:
+        # The wire nests name and arguments under `function`; flat fields read better in a loop.
+        if isinstance(value, dict) and isinstance(value.get("function"), dict):
+            function = value["function"]
+            value = {**value, "name": function.get("name"), "arguments": function.get("arguments") or ""}
+        return value
+
+
 class ChatCompletionMessage(_Frozen):
     """The assistant's message in a chat completion."""
 
@@ -183,6 +243,12 @@ class ChatCompletion(_Frozen):
     def text(self) -> str:
         """The first choice's content."""
         return (self.choices[0].message.content or "") if self.choices else ""
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The first choice's tool calls, typed (empty when the model answered in text)."""
+        calls = self.choices[0].message.tool_calls if self.choices else None
+        return tuple(ToolCall.model_validate(call) for call in calls or ())
 
 
 class ChatCompletionDelta(_Frozen):
@@ -217,3 +283,9 @@ class ChatCompletionChunk(_Frozen):
     def text(self) -> str:
         """The first choice's content delta ("" when there is none)."""
         return (self.choices[0].delta.content or "") if self.choices else ""
+
+    @property
+    def tool_calls(self) -> tuple[ToolCallDelta, ...]:
+        """The first choice's tool-call fragments, typed (join `arguments` by `index` to rebuild each call)."""
+        calls = self.choices[0].delta.tool_calls if self.choices else None
+        return tuple(ToolCallDelta.model_validate(call) for call in calls or ())

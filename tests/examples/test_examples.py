@@ -20,7 +20,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from zephyr_tgi import Message, render_prompt
+from zephyr_tgi import Message, ZephyrClient, render_prompt
 from zephyr_tgi.testing import TGIEmulator, expected_reply
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -204,3 +204,35 @@ def test_notebook_runs_against_the_emulator(monkeypatch: pytest.MonkeyPatch) -> 
     assert any("<sub>finish: " in text for text in markdown), "a GenerationResult should render as Markdown"
     assert any(text.startswith("| setting | value |") for text in markdown)
     assert notebook.metadata["kernelspec"]["name"] == "python3"
+
+
+# -- the tool loop --------------------------------------------------------------------------------
+
+
+def test_tool_loop_runs_the_tool_then_asks_for_a_text_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    tool_loop = importlib.import_module("tool_loop")
+    with TGIEmulator() as emulator, ZephyrClient(emulator.url) as client:
+        answer = tool_loop.ask_with_tools(client, "What is the weather in Paris?")
+        sent = [r.json for r in emulator.stats.requests if r.path == "/v1/chat/completions"]
+    assert answer
+    assert len(sent) == tool_loop.MAX_ROUNDS + 1
+    assert [body.get("tool_choice") for body in sent] == [None] * tool_loop.MAX_ROUNDS + ["none"]
+    # Each round sends the call and its result back as turns zephyr's template renders.
+    assert sent[-1]["messages"][-1]["content"].startswith("Result of get_weather: ")
+
+
+def test_tool_loop_script_prints_the_calls_and_the_answer() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "tool_loop.py")],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=emulator_env(),
+        cwd=EXAMPLES.parent,
+        check=True,
+    )
+    lines = completed.stdout.splitlines()
+    assert lines[1].startswith("tool call 0: get_weather(")
+    assert any(line.startswith("answer -> ") for line in lines)
+    assert lines[-1] == "streamed tool call -> {'city': 'example', 'unit': 'celsius'}"

@@ -134,7 +134,7 @@ async def test_an_in_band_error_after_tokens_raises_without_retry(twin: Twin, em
 async def test_the_loading_phase_is_waited_out(kind: str) -> None:
     from zephyr_tgi.testing import Faults
 
-    with TGIEmulator(faults=Faults(refuse_connections_for=0.5, unavailable_for=0.5)) as emulator:
+    with TGIEmulator(faults=Faults(refuse_connections_for=0.5, proxy_unavailable_for=0.5)) as emulator:
         twin = Twin(kind, emulator.url, retry=RetryPolicy(max_attempts=8, initial_delay=0.2, max_delay=0.5))
         result = await twin.call("chat", "Hi")
         await twin.close()

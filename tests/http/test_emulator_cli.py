@@ -248,3 +248,12 @@ def test_sigint_also_stops_gracefully(spawn: type[Emulator]) -> None:
     emulator.url()
     emulator.process.send_signal(signal.SIGINT)
     assert emulator.process.wait(timeout=10) == 0
+
+
+def test_proxy_unavailable_for_answers_503_with_retry_after_then_serves(spawn: type[Emulator]) -> None:
+    emulator = spawn(["--port", "0", "--emulator-proxy-unavailable-for", "30"])
+    url = emulator.url()
+    response = httpx2.post(f"{url}/generate", json={"inputs": "x"}, trust_env=False)
+    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+    httpx2.post(f"{url}/__emulator__/faults", json={"proxy_unavailable_for": 0}, trust_env=False)
+    assert httpx2.post(f"{url}/generate", json={"inputs": "x"}, trust_env=False).status_code == 200

@@ -15,6 +15,17 @@ from zephyr_tgi.testing import TGIEmulator
 
 OPENAPI = Path("/work/shared/reference/tgi-openapi.json")
 CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+TOOLS = {
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+}
 pytestmark = pytest.mark.skipif(not OPENAPI.is_file(), reason="TGI's OpenAPI spec is not available")
 
 
@@ -54,7 +65,9 @@ def tgi() -> Iterator[TGIEmulator]:
 
 
 def _events(response: httpx2.Response) -> list[Any]:
-    return [json.loads(line[len("data:") :]) for line in response.text.split("\n\n") if line and line != "data:[DONE]"]
+    return [
+        json.loads(line[len("data: ") :]) for line in response.text.split("\n\n") if line and line != "data: [DONE]"
+    ]
 
 
 def test_schema_conversion_catches_a_bad_body(components: dict[str, Any]) -> None:
@@ -92,12 +105,18 @@ def test_generate_stream_events(http: httpx2.Client, components: dict[str, Any],
         _check(components, "StreamResponse", event)
 
 
-@pytest.mark.parametrize("extra", [{}, {"logprobs": True, "top_logprobs": 2}])
+@pytest.mark.parametrize(
+    "extra", [{}, {"logprobs": True, "top_logprobs": 2}, TOOLS], ids=["plain", "logprobs", "tool_calls"]
+)
 def test_chat_completion(http: httpx2.Client, components: dict[str, Any], extra: dict[str, Any]) -> None:
     _check(components, "ChatCompletion", http.post("/v1/chat/completions", json={**CHAT, **extra}).json())
 
 
-@pytest.mark.parametrize("extra", [{}, {"stream_options": {"include_usage": True}, "logprobs": True}])
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"stream_options": {"include_usage": True}, "logprobs": True}, {**TOOLS, "logprobs": True}],
+    ids=["plain", "usage_logprobs", "tool_calls"],
+)
 def test_chat_completion_chunks(http: httpx2.Client, components: dict[str, Any], extra: dict[str, Any]) -> None:
     chunks = _events(http.post("/v1/chat/completions", json={**CHAT, "stream": True, **extra}))
     assert chunks
@@ -144,3 +163,26 @@ def test_error_bodies(http: httpx2.Client, tgi: TGIEmulator, components: dict[st
     assert len(bodies) == 5
     for body in bodies:
         _check(components, "ErrorResponse", body)
+
+
+# Where the spec itself is wrong, TGI's serde types win (TGI.md §9); these tests pin the difference.
+
+
+def test_the_spec_allows_stream_options_null_but_tgi_rejects_it(
+    http: httpx2.Client, components: dict[str, Any]
+) -> None:
+    body = {**CHAT, "stream": True, "stream_options": None}
+    _check(components, "ChatRequest", body)  # utoipa marks it nullable
+    response = http.post("/v1/chat/completions", json=body)
+    # ...but the field is a plain StreamOptions with a serde default, not an Option.
+    assert response.status_code == 422
+    assert "stream_options: invalid type: null, expected struct StreamOptions" in response.text
+
+
+def test_the_spec_describes_logit_bias_as_a_map_but_types_it_as_a_list(
+    http: httpx2.Client, components: dict[str, Any]
+) -> None:
+    schema = components["schemas"]["ChatRequest"]["properties"]["logit_bias"]
+    assert "maps tokens" in schema["description"]
+    assert schema["type"] == ["array", "null"]
+    assert http.post("/v1/chat/completions", json={**CHAT, "logit_bias": {"1": 2.0}}).status_code == 422

@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from zephyr_tgi.testing import Faults, ScriptedResponse, TGIEmulator, _routes
+from zephyr_tgi.testing import Faults, ScriptedResponse, TGIEmulator, _core
 
 CHAT: dict[str, Any] = {"messages": [{"role": "user", "content": "Hi"}]}
 
@@ -36,20 +36,20 @@ def test_overload_is_in_band_on_native_streams(http: httpx2.Client, tgi: TGIEmul
     tgi.set_faults(overload_next=1)
     response = http.post("/generate_stream", json={"inputs": "x"})
     assert response.status_code == 200
-    assert response.content == b'data:{"error":"Model is overloaded","error_type":"overloaded"}\n\n'
+    assert response.content == b'data: {"error":"Model is overloaded","error_type":"overloaded"}\n\n'
 
 
 def test_overload_is_in_band_on_the_compat_stream(http: httpx2.Client, tgi: TGIEmulator) -> None:
     tgi.set_faults(overload_next=1)
     response = http.post("/", json={"inputs": "x", "stream": True})
-    assert response.content == b'data:{"error":"Model is overloaded","error_type":"overloaded"}\n\n'
+    assert response.content == b'data: {"error":"Model is overloaded","error_type":"overloaded"}\n\n'
 
 
 def test_overload_on_chat_streams_uses_the_openai_shape_then_done(http: httpx2.Client, tgi: TGIEmulator) -> None:
     tgi.set_faults(overload_next=1)
     response = http.post("/v1/chat/completions", json={**CHAT, "stream": True})
     assert response.content == (
-        b'data:{"error":{"message":"Model is overloaded","http_status_code":422}}\n\ndata:[DONE]\n\n'
+        b'data: {"error":{"message":"Model is overloaded","http_status_code":422}}\n\ndata: [DONE]\n\n'
     )
 
 
@@ -58,18 +58,37 @@ def test_overload_on_non_streaming_chat_is_429(http: httpx2.Client, tgi: TGIEmul
     assert http.post("/v1/chat/completions", json=CHAT).status_code == 429
 
 
-def test_unavailable_for_makes_health_and_generation_503(http: httpx2.Client, tgi: TGIEmulator) -> None:
-    tgi.set_faults(unavailable_for=0.3, retry_after="1")
+def test_unavailable_for_fails_the_health_check_only(http: httpx2.Client, tgi: TGIEmulator) -> None:
+    tgi.set_faults(unavailable_for=0.3)
     health = http.get("/health")
-    generate = http.post("/generate", json={"inputs": "x"})
     assert (health.status_code, health.json()) == (503, {"error": "unhealthy", "error_type": "healthcheck"})
-    assert (generate.status_code, generate.json()) == (503, {"error": "Model is loading", "error_type": "unavailable"})
-    assert generate.headers["retry-after"] == "1"
+    # TGI never answers 503 on a generation route: a failing health check leaves generation running.
+    assert http.post("/generate", json={"inputs": "x"}).status_code == 200
     assert http.get("/info").status_code == 200
     deadline = time.monotonic() + 5
     while http.get("/health").status_code != 200:
         assert time.monotonic() < deadline
-    assert http.post("/generate", json={"inputs": "x"}).status_code == 200
+
+
+def test_proxy_unavailable_for_answers_503_with_retry_after_on_every_route(
+    http: httpx2.Client, tgi: TGIEmulator
+) -> None:
+    tgi.set_faults(proxy_unavailable_for=0.3, retry_after="2")
+    generate = http.post("/generate", json={"inputs": "x"})
+    assert (generate.status_code, generate.text, generate.headers["retry-after"]) == (
+        503,
+        "503 Service Unavailable",
+        "2",
+    )
+    assert http.get("/health").status_code == 503
+    deadline = time.monotonic() + 5
+    while http.post("/generate", json={"inputs": "x"}).status_code != 200:
+        assert time.monotonic() < deadline
+
+
+def test_the_proxy_fault_sends_retry_after_1_by_default(http: httpx2.Client, tgi: TGIEmulator) -> None:
+    tgi.set_faults(proxy_unavailable_for=5.0)
+    assert http.post("/v1/chat/completions", json=CHAT).headers["retry-after"] == "1"
 
 
 def test_assigning_unavailable_for_directly_also_starts_a_window(http: httpx2.Client, tgi: TGIEmulator) -> None:
@@ -96,14 +115,14 @@ def test_drop_mid_stream_sends_some_tokens_then_resets(http: httpx2.Client, tgi:
     ):
         received.extend(line for line in response.iter_lines() if line)
     assert len(received) == 3
-    assert all(json.loads(line[len("data:") :])["generated_text"] is None for line in received)
+    assert all(json.loads(line[len("data: ") :])["generated_text"] is None for line in received)
 
 
 def test_stream_error_after_tokens_is_a_native_in_band_error(http: httpx2.Client, tgi: TGIEmulator) -> None:
     tgi.set_faults(stream_error_next=1, stream_error_after_tokens=2)
     lines = _data_lines(http.post("/generate_stream", json={"inputs": "x"}).content)
     assert len(lines) == 3
-    assert json.loads(lines[-1][len("data:") :]) == {
+    assert json.loads(lines[-1][len("data: ") :]) == {
         "error": "Request failed during generation: CUDA out of memory",
         "error_type": "generation",
     }
@@ -113,8 +132,8 @@ def test_stream_error_on_chat_streams_is_openai_shaped_then_done(http: httpx2.Cl
     tgi.set_faults(stream_error_next=1, stream_error_after_tokens=1, stream_error_type="incomplete_generation")
     lines = _data_lines(http.post("/v1/chat/completions", json={**CHAT, "stream": True}).content)
     assert lines[-2:] == [
-        'data:{"error":{"message":"Incomplete generation","http_status_code":422}}',
-        "data:[DONE]",
+        'data: {"error":{"message":"Incomplete generation","http_status_code":422}}',
+        "data: [DONE]",
     ]
 
 
@@ -141,7 +160,7 @@ def test_streams_only_stream_errors_pass_non_streaming_requests_by(http: httpx2.
     assert http.post("/generate", json={"inputs": "x"}).status_code == 200
     assert tgi.faults.stream_error_next == 1
     lines = _data_lines(http.post("/generate_stream", json={"inputs": "x"}).content)
-    assert json.loads(lines[-1][len("data:") :])["error_type"] == "generation"
+    assert json.loads(lines[-1][len("data: ") :])["error_type"] == "generation"
     assert len(lines) == 2
     assert tgi.faults.stream_error_next == 0
 
@@ -251,10 +270,10 @@ def test_reset_clears_faults_and_stats(http: httpx2.Client, tgi: TGIEmulator) ->
 def test_long_silences_carry_sse_keep_alive_comments(
     http: httpx2.Client, tgi: TGIEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_routes, "_KEEP_ALIVE_EVERY", 0.05)
+    monkeypatch.setattr(_core, "_KEEP_ALIVE_EVERY", 0.05)
     tgi.set_faults(first_token_latency=0.12)
     body = http.post("/generate_stream", json={"inputs": "x", "parameters": {"max_new_tokens": 1}}).content
-    assert body.startswith(b":\n\n:\n\ndata:{")
+    assert body.startswith(b":\n\n:\n\ndata: {")
 
 
 def test_a_scripted_bodyless_status_drops_its_body(http: httpx2.Client, tgi: TGIEmulator) -> None:

@@ -41,7 +41,7 @@ def _generate(http: httpx2.Client, inputs: str, **parameters: Any) -> dict[str, 
 
 def _stream(http: httpx2.Client, inputs: str, **parameters: Any) -> list[dict[str, Any]]:
     response = http.post("/generate_stream", json={"inputs": inputs, "parameters": {"details": True, **parameters}})
-    return [json.loads(line[len("data:") :]) for line in response.text.split("\n\n") if line]
+    return [json.loads(line[len("data: ") :]) for line in response.text.split("\n\n") if line]
 
 
 def _reply_tokens(text: str) -> int:

@@ -86,7 +86,7 @@ def test_sse_is_chunked_with_one_event_per_chunk_and_a_terminating_chunk(tgi: TG
     assert chunks[-1] == b""
     events = chunks[:-1]
     assert len(events) == 2
-    assert all(chunk.startswith(b"data:{") and chunk.endswith(b"}\n\n") for chunk in events)
+    assert all(chunk.startswith(b"data: {") and chunk.endswith(b"}\n\n") for chunk in events)
 
 
 def test_keep_alive_serves_sequential_requests_on_one_socket(tgi: TGIEmulator) -> None:

@@ -87,7 +87,7 @@ async def test_more_streams_than_permits_get_the_overloaded_event() -> None:
     ):
         bodies = await asyncio.gather(*(http.post("/generate_stream", json=STREAM_BODY) for _ in range(3)))
         stats = tgi.stats
-    first_events = [json.loads(body.content.split(b"\n\n")[0][len(b"data:") :]) for body in bodies]
+    first_events = [json.loads(body.content.split(b"\n\n")[0][len(b"data: ") :]) for body in bodies]
     overloaded = [event for event in first_events if event.get("error_type") == "overloaded"]
     assert len(overloaded) == 1
     assert stats.max_in_flight == 2
@@ -128,7 +128,7 @@ async def test_handles_150_concurrent_streams() -> None:
         responses = await asyncio.gather(*(http.post("/generate_stream", json=STREAM_BODY) for _ in range(150)))
         elapsed = time.monotonic() - started
         stats = tgi.stats
-    assert all(response.content.count(b"data:") == 10 for response in responses)
+    assert all(response.content.count(b"data: ") == 10 for response in responses)
     assert stats.max_in_flight > 100
     assert elapsed < 10
 

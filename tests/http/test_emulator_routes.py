@@ -15,7 +15,7 @@ MODEL = "TheBloke/zephyr-7B-alpha-GPTQ"
 
 def _events(body: bytes) -> list[Any]:
     return [
-        line[len("data:") :] if line == "data:[DONE]" else json.loads(line[len("data:") :])
+        line[len("data: ") :] if line == "data: [DONE]" else json.loads(line[len("data: ") :])
         for line in body.decode().split("\n\n")
         if line
     ]
@@ -42,8 +42,9 @@ def test_info_lists_every_tgi_field(http: httpx2.Client) -> None:
         "max_client_batch_size": 4,
         "router": "text-generation-router",
         "version": "3.3.6-dev0",
-        "sha": "db931fcf42da018a3657580c64bf2720f167f9ab",
-        "docker_label": None,
+        # An official 3.3.7 image: the tag's commit and DOCKER_LABEL=sha-<7 hex> (TGI.md §0, §9).
+        "sha": "dfb3fbe78e0d1d69251bd33065591c61bafdfaa8",
+        "docker_label": "sha-dfb3fbe",
     }
     assert len(info["model_sha"]) == 40
     int(info["model_sha"], 16)
@@ -102,7 +103,7 @@ def test_generate_details_have_tgi_keys_and_omit_empty_lists(http: httpx2.Client
 def test_generate_sends_tgi_timing_and_token_headers(http: httpx2.Client) -> None:
     response = http.post("/generate", json={"inputs": "Hello", "parameters": {"max_new_tokens": 4}})
     headers = response.headers
-    assert headers["x-compute-type"] == "gpu+optimized"
+    assert headers["x-compute-type"] == "1-nvidia-a10g"
     assert headers["x-compute-characters"] == "5"
     assert headers["x-prompt-tokens"] == "2"  # BOS + "Hello"
     assert headers["x-generated-tokens"] == "4"
@@ -152,7 +153,7 @@ def test_generate_stream_headers(http: httpx2.Client) -> None:
     assert headers["content-type"] == "text/event-stream"
     assert headers["cache-control"] == "no-cache"
     assert headers["x-accel-buffering"] == "no"
-    assert headers["x-compute-type"] == "gpu+optimized"
+    assert headers["x-compute-type"] == "1-nvidia-a10g"
     assert headers["x-compute-characters"] == "5"
     assert headers["transfer-encoding"] == "chunked"
     assert "content-length" not in headers
@@ -166,7 +167,7 @@ def test_chat_completion_shape(http: httpx2.Client) -> None:
         "id": "",
         "created": body["created"],
         "model": MODEL,
-        "system_fingerprint": "3.3.6-dev0-native",
+        "system_fingerprint": "3.3.6-dev0-sha-dfb3fbe",
         "choices": [
             {
                 "index": 0,

@@ -112,7 +112,7 @@ def test_streams_report_validation_errors_in_band(http: httpx2.Client) -> None:
     response = http.post("/generate_stream", json={"inputs": "hi", "parameters": {"temperature": 0}})
     assert response.status_code == 200
     assert response.content == (
-        b'data:{"error":"Input validation error: `temperature` must be strictly positive",'
+        b'data: {"error":"Input validation error: `temperature` must be strictly positive",'
         b'"error_type":"validation"}\n\n'
     )
 
@@ -127,7 +127,7 @@ def test_streams_report_validation_errors_in_band(http: httpx2.Client) -> None:
 )
 def test_stream_only_rejections(http: httpx2.Client, parameters: dict[str, Any], message: str) -> None:
     response = http.post("/generate_stream", json={"inputs": "hi", "parameters": parameters})
-    assert json.loads(response.content.decode()[len("data:") :]) == {
+    assert json.loads(response.content.decode()[len("data: ") :]) == {
         "error": f"Input validation error: {message}",
         "error_type": "validation",
     }
@@ -139,8 +139,8 @@ def test_chat_streams_report_validation_errors_in_openai_shape(http: httpx2.Clie
     )
     assert response.status_code == 200
     assert response.content == (
-        b'data:{"error":{"message":"Input validation error: `top_p` must be > 0.0 and < 1.0",'
-        b'"http_status_code":422}}\n\ndata:[DONE]\n\n'
+        b'data: {"error":{"message":"Input validation error: `top_p` must be > 0.0 and < 1.0",'
+        b'"http_status_code":422}}\n\ndata: [DONE]\n\n'
     )
 
 

@@ -257,7 +257,7 @@ class ServerSpec:
     max_concurrent_requests: int = 128
     token_latency: float = 0.0
     refuse_for: float = 0.0
-    unavailable_for: float = 0.0
+    proxy_unavailable_for: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -287,8 +287,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("baseline", "no faults: every request must be exact", concurrency=8),
     Scenario(
         "loading_phase",
-        "a fresh server refuses connections for 0.3 s, then answers 503 for 0.5 s; 8 attempts ride it out",
-        server=ServerSpec(refuse_for=0.3, unavailable_for=0.5),
+        "a fresh server refuses connections for 0.3 s, then a proxy answers 503 for 0.5 s; 8 attempts ride it out",
+        server=ServerSpec(refuse_for=0.3, proxy_unavailable_for=0.5),
         retry=RetryPolicy(max_attempts=8, initial_delay=0.05, max_delay=0.4),
         concurrency=16,
         fresh_server_per_wave=True,
@@ -411,7 +411,7 @@ class InProcessTarget:
     """A `TGIEmulator` in this process."""
 
     def __init__(self, spec: ServerSpec) -> None:
-        faults = Faults(refuse_connections_for=spec.refuse_for, unavailable_for=spec.unavailable_for)
+        faults = Faults(refuse_connections_for=spec.refuse_for, proxy_unavailable_for=spec.proxy_unavailable_for)
         self._emulator = TGIEmulator(
             max_concurrent_requests=spec.max_concurrent_requests, token_latency=spec.token_latency, faults=faults
         ).start()
@@ -444,8 +444,8 @@ class ContainerTarget:
             flags += ["--emulator-token-latency", str(spec.token_latency)]
         if spec.refuse_for:
             flags += ["--emulator-refuse-for", str(spec.refuse_for)]
-        if spec.unavailable_for:
-            flags += ["--emulator-unavailable-for", str(spec.unavailable_for)]
+        if spec.proxy_unavailable_for:
+            flags += ["--emulator-proxy-unavailable-for", str(spec.proxy_unavailable_for)]
         # ("127.0.0.1", None): loopback only, on a host port docker picks (read back below).
         ports: dict[str, Any] = {"80/tcp": ("127.0.0.1", None)}
         self._container: Container = docker_client.containers.create(

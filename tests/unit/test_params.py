@@ -125,9 +125,12 @@ def test_server_limits_are_checked_with_tgis_messages() -> None:
         check_limits(SamplingParams(decoder_input_details=True), limits, stream=True)
     with pytest.raises(ConfigurationError, match="top_n_tokens"):
         check_limits(SamplingParams(top_n_tokens=6), limits, stream=False)
-    with pytest.raises(ConfigurationError, match="max_new_tokens"):
-        check_limits(SamplingParams(max_new_tokens=5000), limits, stream=False)
     check_limits(SamplingParams(stop=["a", "b", "c"], best_of=2, do_sample=True), limits, stream=False)
+
+
+def test_a_max_new_tokens_beyond_the_window_passes_the_limits_as_tgi_accepts_it() -> None:
+    # TGI >= 3.1.1 checks input + min(max_new_tokens, 1024) and stops at the window; the budget decides the rest.
+    check_limits(SamplingParams(max_new_tokens=5000), Limits(max_total_tokens=4096), stream=False)
 
 
 class Answer(BaseModel):

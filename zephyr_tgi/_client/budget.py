@@ -1,8 +1,11 @@
 """Token budget: make sure prompt + max_new_tokens fits the server's window before anything is sent.
 
-TGI checks `input_tokens + max_new_tokens <= max_total_tokens` first and `input_tokens <= max_input_tokens`
-second (with `truncate`, the input counts as at most `truncate` tokens). We check the same, clamping
-`max_new_tokens` to what is left (default) or raising `TokenBudgetError` (policy "raise").
+TGI >= 3.1.1 checks `input_tokens + min(max_new_tokens, 1024) <= max_total_tokens` first and
+`input_tokens <= max_input_tokens` second (with `truncate`, the input counts as at most `truncate` tokens),
+then generates in chunks of at most 1024 tokens and stops when the window is full. So TGI accepts a
+`max_new_tokens` larger than what is left and quietly delivers fewer tokens. Policy "clamp" (default) lowers
+`max_new_tokens` to what the window leaves and says so; "raise" refuses with `TokenBudgetError`; "off" sends
+what was asked and lets TGI decide.
 """
 
 from __future__ import annotations
@@ -75,8 +78,9 @@ def fit_budget(
         return params, None
     if policy == "raise":
         raise error(
-            f"`inputs` tokens + `max_new_tokens` must be <= {limits.max_total_tokens}. Given: {counted} `inputs` "
-            f"tokens and {max_new} `max_new_tokens`"
+            f"max_new_tokens={max_new} does not fit: the prompt is {counted} tokens of the server's "
+            f"{limits.max_total_tokens}-token window, which leaves {available}. Lower max_new_tokens, use "
+            f'budget="clamp", or budget="off" to let TGI decide (it stops the answer at the window)'
         )
     warning = (
         f"max_new_tokens lowered from {max_new} to {available}: the prompt is {counted} tokens and the server's "

@@ -240,10 +240,7 @@ def check_limits(params: SamplingParams, limits: Limits, *, stream: bool) -> Non
         raise ConfigurationError(
             "`decoder_input_details` == true is not supported when streaming tokens; use a non-streaming call"
         )
-    if params.max_new_tokens is not None and params.max_new_tokens > limits.max_total_tokens:
-        raise ConfigurationError(
-            f"`max_new_tokens` must be <= {limits.max_total_tokens}. Given: {params.max_new_tokens}"
-        )
+    # No cap on max_new_tokens alone: TGI >= 3.1.1 accepts any value and stops at the window (TGI.md §1).
     if params.truncate is not None and params.truncate > limits.max_input_tokens:
         raise ConfigurationError(
             f"`truncate` must be strictly positive and less than {limits.max_input_tokens}. Given: {params.truncate}"

@@ -122,6 +122,13 @@ _OPTIONS: tuple[_Option, ...] = (
     ),
     _Option("emulator_refuse_for", ("--emulator-refuse-for",), _emulator_env("REFUSE_FOR"), float, 0.0),
     _Option("emulator_unavailable_for", ("--emulator-unavailable-for",), _emulator_env("UNAVAILABLE_FOR"), float, 0.0),
+    _Option(
+        "emulator_proxy_unavailable_for",
+        ("--emulator-proxy-unavailable-for",),
+        _emulator_env("PROXY_UNAVAILABLE_FOR"),
+        float,
+        0.0,
+    ),
     _Option("emulator_exit_after", ("--emulator-exit-after",), _emulator_env("EXIT_AFTER"), float),
     _Option("emulator_exit_code", ("--emulator-exit-code",), _emulator_env("EXIT_CODE"), int, 1),
     _Option(
@@ -394,6 +401,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         faults = Faults(
             refuse_connections_for=values["emulator_refuse_for"],
             unavailable_for=values["emulator_unavailable_for"],
+            proxy_unavailable_for=values["emulator_proxy_unavailable_for"],
             first_token_latency=values["emulator_first_token_latency"],
             exit_code=values["emulator_exit_code"],
             exit_message=values["emulator_exit_message"],

@@ -14,7 +14,7 @@ import h11
 
 from ._faults import Faults, FaultState
 from ._http import ClientGone, HTTPConnection, TooLarge
-from ._routes import AppConfig, EmulatorApp
+from ._routes import CORS_HEADERS, AppConfig, EmulatorApp
 from ._stats import EmulatorStats, Recorder
 from ._tokenizer import BuiltinTokenizer, EmulatorTokenizer
 from ._validation import Limits
@@ -277,7 +277,7 @@ class TGIEmulator:
             await server.wait_closed()
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = HTTPConnection(reader, writer, max_body=self._config.payload_limit)
+        conn = HTTPConnection(reader, writer, max_body=self._config.payload_limit, every_response=CORS_HEADERS)
         self._recorder.connected()
         task = asyncio.current_task()
         assert task is not None

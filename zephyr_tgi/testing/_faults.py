@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
+    "PROXY_UNAVAILABLE_BODY",
     "FaultState",
     "Faults",
     "ScriptedResponse",
@@ -29,8 +30,9 @@ _ERRORS: dict[str, tuple[int, str]] = {
     "template_error": (422, "Template error: template not found"),
     "tool_error": (422, "Tool error: injected by the emulator"),
     "stream_serialization_error": (500, "Stream event serialization error"),
-    "unavailable": (503, "Model is loading"),
 }
+# What the proxy fault answers: not TGI's words (TGI never sends 503 on a generation route), a proxy's.
+PROXY_UNAVAILABLE_BODY = b"503 Service Unavailable"
 
 
 def error_for_type(error_type: str) -> tuple[int, str]:
@@ -77,13 +79,18 @@ class Faults:
     """
 
     refuse_connections_for: float = 0.0
-    """Seconds after start() during which connections are refused (bound but not listening)."""
+    """Seconds after start() during which connections are refused: TGI binds its port only once loaded."""
     unavailable_for: float = 0.0
-    """Seconds (from listening, or from when it is changed) of 503 on /health and generation routes."""
+    """Seconds (from listening, or from when it is changed) during which TGI's health check fails:
+    GET /health (and /, /ping) answer 503 `unhealthy`; generation routes still work, as in TGI."""
+    proxy_unavailable_for: float = 0.0
+    """Seconds (from listening, or from when it is changed) during which a proxy in front answers every TGI
+    route with 503, a text body and Retry-After (`retry_after`, else "1"): what HF Inference Endpoints do
+    when scaled to zero. Clients must ride this out too."""
     overload_next: int = 0
     """Answer the next N generation requests with TGI's overloaded error (429, or in-band on streams)."""
     retry_after: str | None = None
-    """A Retry-After header value for 429 and 503 answers."""
+    """A Retry-After header value for 429 answers and the proxy's 503s."""
     drop_before_first_byte_next: int = 0
     """Read the next N generation requests, then reset the connection without answering."""
     drop_mid_stream_next: int = 0
@@ -110,6 +117,7 @@ class Faults:
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "refuse_connections_for": (int, float),
     "unavailable_for": (int, float),
+    "proxy_unavailable_for": (int, float),
     "overload_next": (int,),
     "retry_after": (str, type(None)),
     "drop_before_first_byte_next": (int,),
@@ -171,6 +179,8 @@ class FaultState:
         # unavailable_for is a duration: remember the value we last turned into a deadline, so that a
         # direct `emulator.faults.unavailable_for = x` also starts a new window.
         self._seen_unavailable_for = faults.unavailable_for
+        self._proxy_until = 0.0
+        self._seen_proxy_for = 0.0
         self._listening = False
 
     def swap(self, faults: Faults) -> None:
@@ -178,6 +188,7 @@ class FaultState:
         with self._lock:
             self.faults = faults
             self._seen_unavailable_for = -1.0 if self._listening else faults.unavailable_for
+            self._seen_proxy_for = -1.0
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply validated changes atomically."""
@@ -197,6 +208,8 @@ class FaultState:
                 setattr(self.faults, spec.name, getattr(defaults, spec.name))
             self._unavailable_until = 0.0
             self._seen_unavailable_for = 0.0
+            self._proxy_until = 0.0
+            self._seen_proxy_for = 0.0
 
     def mark_listening(self) -> None:
         """The socket accepts connections now: the unavailable window starts."""
@@ -204,15 +217,26 @@ class FaultState:
             self._listening = True
             self._unavailable_until = time.monotonic() + self.faults.unavailable_for
             self._seen_unavailable_for = self.faults.unavailable_for
+            self._proxy_until = time.monotonic() + self.faults.proxy_unavailable_for
+            self._seen_proxy_for = self.faults.proxy_unavailable_for
 
-    def unavailable(self) -> bool:
-        """Whether /health and generation routes should answer 503 now."""
+    def unhealthy(self) -> bool:
+        """Whether TGI's health check fails now (GET /health answers 503)."""
         with self._lock:
             value = self.faults.unavailable_for
             if value != self._seen_unavailable_for:
                 self._seen_unavailable_for = value
                 self._unavailable_until = time.monotonic() + value
             return time.monotonic() < self._unavailable_until
+
+    def proxy_unavailable(self) -> bool:
+        """Whether the proxy in front answers 503 now."""
+        with self._lock:
+            value = self.faults.proxy_unavailable_for
+            if value != self._seen_proxy_for:
+                self._seen_proxy_for = value
+                self._proxy_until = time.monotonic() + value
+            return time.monotonic() < self._proxy_until
 
     def take(self, counter: str) -> bool:
         """Consume one unit of a `*_next` counter."""

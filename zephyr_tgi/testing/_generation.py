@@ -81,7 +81,9 @@ def reply_for(
     replies: Mapping[str, str] | None,
     text_seed: int | None,
 ) -> str:
-    """The full reply text before truncation: grammar instance, scripted reply or pseudo text."""
+    """The full reply text before truncation: a forced reply, grammar instance, scripted reply or pseudo text."""
+    if valid.reply is not None:
+        return valid.reply
     if valid.grammar is not None:
         return grammar_reply(*valid.grammar)
     return expected_reply(valid.inputs, replies=replies, seed=text_seed)

@@ -8,6 +8,7 @@ import json
 import socket
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -63,10 +64,20 @@ class TooLarge:
 class HTTPConnection:
     """One client connection: h11's state machine bound to an asyncio stream pair."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, max_body: int) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        max_body: int,
+        every_response: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._max_body = max_body
+        # Headers an outer layer (TGI's CORS layer) adds to every response, errors and streams included.
+        self._every_response = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in every_response]
+        self._head = False
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         self.closed = False
 
@@ -101,6 +112,7 @@ class HTTPConnection:
                 continue
             if isinstance(event, h11.Request):
                 method = event.method.decode("ascii", "replace")
+                self._head = method == "HEAD"
                 target = event.target.decode("utf-8", "replace")
                 path, _, query = target.partition("?")
                 for name, value in event.headers:
@@ -128,7 +140,7 @@ class HTTPConnection:
         self.close()
 
     def _headers(self, extra: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-        headers = [(b"date", _http_date())]
+        headers = [(b"date", _http_date()), *self._every_response]
         headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in extra)
         return headers
 
@@ -154,7 +166,8 @@ class HTTPConnection:
             headers=[*self._headers(headers), (b"content-length", str(len(body)).encode("ascii"))],
         )
         out = self._h11.send(response) or b""
-        if body:
+        # A HEAD answer keeps the GET answer's Content-Length and drops its body.
+        if body and not self._head:
             out += self._h11.send(h11.Data(data=body)) or b""
         out += self._h11.send(h11.EndOfMessage()) or b""
         self._write(out)

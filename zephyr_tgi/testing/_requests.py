@@ -1,12 +1,14 @@
-"""Request bodies decoded the way TGI's axum/serde extractors do, with their plain-text rejections."""
+"""Typed request bodies: TGI's GenerateRequest, ChatRequest and CompletionRequest as serde decodes them."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
+
+from ._json_body import BodyError, Duplicates, Path, ScanError, Scanner, location_after, read_json_body
+from ._tools import ToolChoice, ToolSpec
 
 __all__ = [
     "BodyError",
@@ -21,22 +23,11 @@ __all__ = [
     "read_json_body",
 ]
 
-MISSING_CONTENT_TYPE = "Expected request with `Content-Type: application/json`"
-_SYNTAX_PREFIX = "Failed to parse the request body as JSON: "
 _DATA_PREFIX = "Failed to deserialize the JSON body into the target type: "
 _U32_MAX = 2**32 - 1
 _U64_MAX = 2**64 - 1
 _I32 = (-(2**31), 2**31 - 1)
 _GRAMMAR_VARIANTS = "`json`, `json_object`, `regex`, `json_schema`"
-
-
-class BodyError(Exception):
-    """An extractor rejection: plain-text body with a status (400, 415, 422)."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-        self.text = text
 
 
 @dataclass(slots=True)
@@ -80,6 +71,8 @@ class GenerateRequest:
     parameters: GenerateParameters
     stream: bool = False
     add_special_tokens: bool = True
+    reply: str | None = None
+    """What the stand-in model writes regardless of the prompt (tool calls); never read from the wire."""
 
 
 @dataclass(slots=True)
@@ -98,9 +91,15 @@ class ChatRequest:
     seed: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    tools: list[Any] | None = None
+    tools: list[ToolSpec] | None = None
+    tool_prompt: str | None = None
+    tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice("auto"))
     response_format: Grammar | None = None
     include_usage: bool = False
+    tool_call_ids: list[str] = field(default_factory=list)
+    """Ids of the tool calls in earlier assistant messages (for the next call's id)."""
+    last_message_has_content: bool = True
+    """False when the last message is a tool-call message, which the tool prompt is not appended to."""
 
 
 @dataclass(slots=True)
@@ -118,239 +117,6 @@ class CompletionRequest:
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     stop: list[str] | None = None
-
-
-# --- JSON text scanning (only on error paths: positions and serde-style syntax messages) -------------
-
-Path = tuple[str | int, ...]
-
-
-class _ScanError(Exception):
-    def __init__(self, message: str, index: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.index = index
-
-
-class _Scanner:
-    """A strict JSON scanner that records the character span of every value by its path."""
-
-    _WS = " \t\n\r"
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.spans: dict[Path, tuple[int, int]] = {}
-
-    def scan(self) -> None:
-        self._ws()
-        self._value(())
-        self._ws()
-        if self.pos < len(self.text):
-            raise _ScanError("trailing characters", self.pos)
-
-    def _ws(self) -> None:
-        text, pos = self.text, self.pos
-        while pos < len(text) and text[pos] in self._WS:
-            pos += 1
-        self.pos = pos
-
-    def _eof(self, what: str) -> NoReturn:
-        raise _ScanError(f"EOF while parsing {what}", len(self.text))
-
-    def _value(self, path: Path) -> None:
-        if self.pos >= len(self.text):
-            self._eof("a value")
-        start = self.pos
-        char = self.text[self.pos]
-        if char == "{":
-            self._object(path)
-        elif char == "[":
-            self._array(path)
-        elif char == '"':
-            self._string()
-        elif char == "-" or char.isdigit():
-            self._number()
-        elif char in "tfn":
-            word = {"t": "true", "f": "false", "n": "null"}[char]
-            for offset, expected in enumerate(word):
-                index = start + offset
-                if index >= len(self.text):
-                    self._eof("a value")
-                if self.text[index] != expected:
-                    raise _ScanError("expected ident", index)
-            self.pos = start + len(word)
-        else:
-            raise _ScanError("expected value", start)
-        self.spans[path] = (start, self.pos)
-
-    def _object(self, path: Path) -> None:
-        self.pos += 1
-        self._ws()
-        if self.pos >= len(self.text):
-            self._eof("an object")
-        if self.text[self.pos] == "}":
-            self.pos += 1
-            return
-        while True:
-            if self.pos >= len(self.text):
-                self._eof("an object")
-            if self.text[self.pos] != '"':
-                raise _ScanError("key must be a string", self.pos)
-            key_start = self.pos
-            self._string()
-            key = json.loads(self.text[key_start : self.pos])
-            self._ws()
-            if self.pos >= len(self.text):
-                self._eof("an object")
-            if self.text[self.pos] != ":":
-                raise _ScanError("expected `:`", self.pos)
-            self.pos += 1
-            self._ws()
-            self._value((*path, key))
-            self._ws()
-            if self.pos >= len(self.text):
-                self._eof("an object")
-            char = self.text[self.pos]
-            self.pos += 1
-            if char == "}":
-                return
-            if char != ",":
-                raise _ScanError("expected `,` or `}`", self.pos - 1)
-            self._ws()
-            if self.pos < len(self.text) and self.text[self.pos] == "}":
-                raise _ScanError("trailing comma", self.pos)
-
-    def _array(self, path: Path) -> None:
-        self.pos += 1
-        self._ws()
-        if self.pos >= len(self.text):
-            self._eof("a list")
-        if self.text[self.pos] == "]":
-            self.pos += 1
-            return
-        index = 0
-        while True:
-            self._value((*path, index))
-            index += 1
-            self._ws()
-            if self.pos >= len(self.text):
-                self._eof("a list")
-            char = self.text[self.pos]
-            self.pos += 1
-            if char == "]":
-                return
-            if char != ",":
-                raise _ScanError("expected `,` or `]`", self.pos - 1)
-            self._ws()
-            if self.pos < len(self.text) and self.text[self.pos] == "]":
-                raise _ScanError("trailing comma", self.pos)
-
-    def _string(self) -> None:
-        text = self.text
-        pos = self.pos + 1
-        while True:
-            if pos >= len(text):
-                self._eof("a string")
-            char = text[pos]
-            if char == '"':
-                self.pos = pos + 1
-                return
-            if char == "\\":
-                if pos + 1 >= len(text):
-                    self._eof("a string")
-                escape = text[pos + 1]
-                if escape == "u":
-                    digits = text[pos + 2 : pos + 6]
-                    if len(digits) < 4 and pos + 2 + len(digits) >= len(text):
-                        self._eof("a string")
-                    if len(digits) < 4 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-                        raise _ScanError("invalid escape", pos + 2)
-                    pos += 6
-                    continue
-                if escape not in '"\\/bfnrt':
-                    raise _ScanError("invalid escape", pos + 1)
-                pos += 2
-                continue
-            if ord(char) < 0x20:
-                raise _ScanError("control character (\\u0000-\\u001F) found while parsing a string", pos)
-            pos += 1
-
-    def _number(self) -> None:
-        text = self.text
-        pos = self.pos
-        if text[pos] == "-":
-            pos += 1
-        if pos >= len(text):
-            self._eof("a value")
-        if not text[pos].isdigit():
-            raise _ScanError("invalid number", pos)
-        if text[pos] == "0":
-            pos += 1
-            if pos < len(text) and text[pos].isdigit():
-                raise _ScanError("invalid number", pos)
-        while pos < len(text) and text[pos].isdigit():
-            pos += 1
-        if pos < len(text) and text[pos] == ".":
-            pos += 1
-            if pos >= len(text):
-                self._eof("a value")
-            if not text[pos].isdigit():
-                raise _ScanError("invalid number", pos)
-            while pos < len(text) and text[pos].isdigit():
-                pos += 1
-        if pos < len(text) and text[pos] in "eE":
-            pos += 1
-            if pos < len(text) and text[pos] in "+-":
-                pos += 1
-            if pos >= len(text):
-                self._eof("a value")
-            if not text[pos].isdigit():
-                raise _ScanError("invalid number", pos)
-            while pos < len(text) and text[pos].isdigit():
-                pos += 1
-        self.pos = pos
-
-
-def _location_after(text: str, consumed: int) -> str:
-    """serde_json's " at line L column C" once `consumed` characters have been read."""
-    last = max(consumed - 1, 0)
-    line = text.count("\n", 0, last) + 1
-    line_start = text.rfind("\n", 0, last) + 1
-    return f" at line {line} column {max(consumed - line_start, 0)}"
-
-
-def _location(text: str, index: int) -> str:
-    """The location of an error at character `index` (len(text) for end of input)."""
-    return _location_after(text, min(index + 1, len(text)))
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(name)
-
-
-def read_json_body(headers: Mapping[str, str], body: bytes) -> Any:
-    """Content-Type check (415) then JSON syntax (400), like axum's `Json` extractor."""
-    content_type = headers.get("content-type", "")
-    mime = content_type.split(";", 1)[0].strip().lower()
-    kind, _, subtype = mime.partition("/")
-    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
-        raise BodyError(415, MISSING_CONTENT_TYPE)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        prefix = body[: exc.start].decode("utf-8")
-        raise BodyError(400, _SYNTAX_PREFIX + "invalid unicode code point" + _location(prefix, len(prefix))) from None
-    try:
-        # serde_json rejects NaN/Infinity, which Python's json would accept.
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError:
-        scanner = _Scanner(text)
-        try:
-            scanner.scan()
-        except _ScanError as exc:
-            raise BodyError(400, _SYNTAX_PREFIX + exc.message + _location(text, exc.index)) from None
-        raise BodyError(400, _SYNTAX_PREFIX + "expected value" + _location(text, 0)) from None
 
 
 # --- typed extraction with serde-style errors ----------------------------------------------------------
@@ -390,19 +156,21 @@ class _Decoder:
     def __init__(self, text: str) -> None:
         self._text = text
         self._spans: dict[Path, tuple[int, int]] | None = None
+        self._repeats: dict[tuple[Path, str], int] | None = None
 
     def _span(self, path: Path) -> tuple[int, int]:
         if self._spans is None:
-            scanner = _Scanner(self._text)
-            with contextlib.suppress(_ScanError):
+            scanner = Scanner(self._text, trailing_ok=True)
+            with contextlib.suppress(ScanError):
                 scanner.scan()
             self._spans = scanner.spans
+            self._repeats = scanner.repeats
         return self._spans.get(path, (len(self._text), len(self._text)))
 
     def fail(self, path: Path, message: str, *, at: int) -> NoReturn:
         """Raise the 422 rejection for `message` reported at character `at`."""
         prefix = _path_text(path)
-        located = message + _location_after(self._text, max(0, min(at, len(self._text))))
+        located = message + location_after(self._text, max(0, min(at, len(self._text))))
         raise BodyError(422, _DATA_PREFIX + (f"{prefix}: " if prefix else "") + located)
 
     def fail_value(self, path: Path, value: Any, message: str) -> NoReturn:
@@ -416,13 +184,23 @@ class _Decoder:
 
     def missing(self, path: Path, name: str) -> NoReturn:
         """serde's `missing field` reported at the end of the enclosing object."""
-        _start, end = self._span(path)
-        self.fail(path, f"missing field `{name}`", at=end)
+        self.fail_at_end(path, f"missing field `{name}`")
 
-    def struct(self, path: Path, value: Any, name: str) -> dict[str, Any]:
-        """A JSON object for a Rust struct."""
+    def fail_at_end(self, path: Path, message: str) -> NoReturn:
+        """An error the struct's visitor raises once the whole object is read (serde_json then eats `}`)."""
+        _start, end = self._span(path)
+        self.fail(path, message, at=end)
+
+    def struct(self, path: Path, value: Any, name: str, fields: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """A JSON object for a Rust struct; a repeated field among `fields` is serde's `duplicate field`."""
         if not isinstance(value, dict):
             self.invalid_type(path, value, f"struct {name}")
+        if isinstance(value, Duplicates):
+            for key in value.repeated:
+                if key in fields:
+                    self._span(path)
+                    assert self._repeats is not None
+                    self.fail(path, f"duplicate field `{key}`", at=self._repeats.get((path, key), len(self._text)))
         return value
 
     def string(self, path: Path, value: Any, *, optional: bool = False) -> Any:
@@ -495,8 +273,75 @@ class _Decoder:
         return Grammar(kind, content)
 
 
+_PARAMETER_FIELDS = (
+    "best_of",
+    "temperature",
+    "repetition_penalty",
+    "frequency_penalty",
+    "top_k",
+    "top_p",
+    "typical_p",
+    "do_sample",
+    "max_new_tokens",
+    "return_full_text",
+    "stop",
+    "truncate",
+    "watermark",
+    "details",
+    "decoder_input_details",
+    "seed",
+    "top_n_tokens",
+    "grammar",
+    "adapter_id",
+)
+_GENERATE_FIELDS = frozenset({"inputs", "parameters"})
+_COMPAT_FIELDS = frozenset({"inputs", "parameters", "stream"})
+_CHAT_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "presence_penalty",
+        "stop",
+        "stream",
+        "seed",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_prompt",
+        "tool_choice",
+        "response_format",
+        "stream_options",
+    }
+)
+_COMPLETION_FIELDS = frozenset(
+    {
+        "model",
+        "prompt",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stream",
+        "seed",
+        "suffix",
+        "repetition_penalty",
+        "frequency_penalty",
+        "stop",
+    }
+)
+
+
 def _decode_parameters(decoder: _Decoder, path: Path, raw: Any) -> GenerateParameters:
-    obj = decoder.struct(path, raw, "GenerateParameters")
+    if isinstance(raw, list):
+        # serde also reads a struct from a sequence, field by field; every field has a default, so `[]` is `{}`.
+        raw = dict(zip(_PARAMETER_FIELDS, raw, strict=False))
+    obj = decoder.struct(path, raw, "GenerateParameters", frozenset(_PARAMETER_FIELDS))
 
     def at(name: str) -> Path:
         return (*path, name)
@@ -531,7 +376,8 @@ def _source_text(raw: Any, text: str | None) -> str:
 def parse_generate_request(raw: Any, *, compat: bool = False, text: str | None = None) -> GenerateRequest:
     """Decode `GenerateRequest` (or `CompatGenerateRequest` with `stream` when `compat`)."""
     decoder = _Decoder(_source_text(raw, text))
-    obj = decoder.struct((), raw, "CompatGenerateRequest" if compat else "GenerateRequest")
+    name, fields = ("CompatGenerateRequest", _COMPAT_FIELDS) if compat else ("GenerateRequest", _GENERATE_FIELDS)
+    obj = decoder.struct((), raw, name, fields)
     if "inputs" not in obj:
         decoder.missing((), "inputs")
     inputs = decoder.string(("inputs",), obj["inputs"])
@@ -544,65 +390,160 @@ def parse_generate_request(raw: Any, *, compat: bool = False, text: str | None =
     return GenerateRequest(inputs=inputs, parameters=parameters, stream=stream)
 
 
-def _message_content(decoder: _Decoder, path: Path, value: Any) -> str:
-    """`MessageContent`: a string or a list of text / image_url chunks (images become markdown)."""
+def _message_content(value: Any) -> str | None:
+    """`MessageContent`: a string or a list of text / image_url chunks (images become markdown); None if neither."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list):
-        parts: list[str] = []
-        for chunk in value:
-            if not isinstance(chunk, dict):
-                break
-            if chunk.get("type") == "text" and isinstance(chunk.get("text"), str):
-                parts.append(chunk["text"])
-            elif chunk.get("type") == "image_url" and isinstance(chunk.get("image_url"), dict):
-                url = chunk["image_url"].get("url")
-                if not isinstance(url, str):
-                    break
-                parts.append(f"![]({url})")
-            else:
-                break
+    if not isinstance(value, list):
+        return None
+    parts: list[str] = []
+    for chunk in value:
+        if not isinstance(chunk, dict):
+            return None
+        if chunk.get("type") == "text" and isinstance(chunk.get("text"), str):
+            parts.append(chunk["text"])
+        elif chunk.get("type") == "image_url" and isinstance(chunk.get("image_url"), dict):
+            url = chunk["image_url"].get("url")
+            if not isinstance(url, str):
+                return None
+            parts.append(f"![]({url})")
         else:
-            return "".join(parts)
-    decoder.fail_value(path, value, "data did not match any variant of untagged enum MessageContent")
+            return None
+    return "".join(parts)
+
+
+def _tool_calls_text(value: Any) -> tuple[str, list[str]] | None:
+    """`MessageBody::Tool`: the calls as TGI renders them into the prompt, and their ids; None if not calls."""
+    if not isinstance(value, list):
+        return None
+    rendered: list[dict[str, Any]] = []
+    ids: list[str] = []
+    for call in value:
+        if not isinstance(call, dict) or not isinstance(call.get("id"), str) or not isinstance(call.get("type"), str):
+            return None
+        function = call.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return None
+        description = function.get("description")
+        if description is not None and not isinstance(description, str):
+            return None
+        if "arguments" in function:
+            arguments = function["arguments"]
+        elif "parameters" in function:
+            arguments = function["parameters"]
+        else:
+            return None
+        # FunctionDefinition serialises `arguments` as a JSON string of whatever value was sent.
+        arguments_text = json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
+        rendered.append(
+            {
+                "id": call["id"],
+                "type": call["type"],
+                "function": {"description": description, "name": function["name"], "arguments": arguments_text},
+            }
+        )
+        ids.append(call["id"])
+    return json.dumps(rendered, separators=(",", ":"), ensure_ascii=False), ids
+
+
+def _tool_spec(decoder: _Decoder, path: Path, value: Any) -> ToolSpec:
+    obj = decoder.struct(path, value, "Tool", frozenset({"type", "function"}))
+    if "type" not in obj:
+        decoder.missing(path, "type")
+    kind = decoder.string((*path, "type"), obj["type"])
+    if "function" not in obj:
+        decoder.missing(path, "function")
+    function_path = (*path, "function")
+    function = decoder.struct(
+        function_path, obj["function"], "FunctionDefinition", frozenset({"description", "name", "arguments"})
+    )
+    description = decoder.string((*function_path, "description"), function.get("description"), optional=True)
+    if "name" not in function:
+        decoder.missing(function_path, "name")
+    name = decoder.string((*function_path, "name"), function["name"])
+    if "arguments" in function:
+        parameters = function["arguments"]
+    elif "parameters" in function:
+        parameters = function["parameters"]
+    else:
+        decoder.missing(function_path, "arguments")
+    return ToolSpec(type=kind, name=name, description=description, parameters=parameters)
+
+
+def _tool_choice(decoder: _Decoder, value: Any) -> ToolChoice:
+    """`ToolTypeDeserializer` (untagged): null, a string, or `{"type": "function", "function": {"name": ...}}`."""
+    if value is None:
+        return ToolChoice("auto")
+    if isinstance(value, str):
+        if value in ("none", "auto", "required"):
+            return ToolChoice(value)
+        # Any other string names a function.
+        return ToolChoice("function", value)
+    if isinstance(value, dict) and value.get("type") == "function":
+        function = value.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            return ToolChoice("function", function["name"])
+    decoder.fail_value(("tool_choice",), value, "data did not match any variant of untagged enum ToolTypeDeserializer")
 
 
 def parse_chat_request(raw: Any, *, text: str | None = None) -> ChatRequest:
     """Decode TGI's `ChatRequest`."""
     decoder = _Decoder(_source_text(raw, text))
-    obj = decoder.struct((), raw, "ChatRequest")
+    obj = decoder.struct((), raw, "ChatRequest", _CHAT_FIELDS)
     if "messages" not in obj:
         decoder.missing((), "messages")
     raw_messages = obj["messages"]
     if not isinstance(raw_messages, list):
         decoder.invalid_type(("messages",), raw_messages, "a sequence")
     messages: list[tuple[str, str]] = []
+    tool_call_ids: list[str] = []
+    last_has_content = False
     for index, message in enumerate(raw_messages):
         path: Path = ("messages", index)
-        message_obj = decoder.struct(path, message, "Message")
+        message_obj = decoder.struct(path, message, "Message", frozenset({"role", "name"}))
         if "role" not in message_obj:
             decoder.missing(path, "role")
         role = decoder.string((*path, "role"), message_obj["role"])
-        if "content" not in message_obj:
-            decoder.missing(path, "content")
-        messages.append((role, _message_content(decoder, (*path, "content"), message_obj["content"])))
-    tools = obj.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        decoder.invalid_type(("tools",), tools, "a sequence")
+        # The body is an untagged `Content | Tool` enum flattened into the message: `content: null` with
+        # `tool_calls` is a Tool body.
+        content = _message_content(message_obj.get("content")) if "content" in message_obj else None
+        if content is not None:
+            messages.append((role, content))
+            last_has_content = True
+            continue
+        calls = _tool_calls_text(message_obj.get("tool_calls")) if "tool_calls" in message_obj else None
+        if calls is None:
+            decoder.fail_at_end(path, "data did not match any variant of untagged enum MessageBody")
+        messages.append((role, calls[0]))
+        tool_call_ids.extend(calls[1])
+        last_has_content = False
+    raw_tools = obj.get("tools")
+    tools: list[ToolSpec] | None = None
+    if raw_tools is not None:
+        if not isinstance(raw_tools, list):
+            decoder.invalid_type(("tools",), raw_tools, "a sequence")
+        tools = [_tool_spec(decoder, ("tools", index), tool) for index, tool in enumerate(raw_tools)]
     include_usage = False
-    options = obj.get("stream_options")
-    if options is not None:
-        options_obj = decoder.struct(("stream_options",), options, "StreamOptions")
-        if "include_usage" not in options_obj:
-            decoder.missing(("stream_options",), "include_usage")
-        include_usage = decoder.boolean(("stream_options", "include_usage"), options_obj["include_usage"])
+    if "stream_options" in obj:
+        # `stream_options` is a plain struct with a serde default: `{}` is fine, `null` is not.
+        options = decoder.struct(
+            ("stream_options",), obj["stream_options"], "StreamOptions", frozenset({"include_usage"})
+        )
+        include_usage = decoder.boolean(("stream_options", "include_usage"), options.get("include_usage", False))
+    logit_bias = obj.get("logit_bias")
+    if logit_bias is not None:
+        if not isinstance(logit_bias, list):
+            decoder.invalid_type(("logit_bias",), logit_bias, "a sequence")
+        for index, item in enumerate(logit_bias):
+            decoder.f32(("logit_bias", index), item)
+    max_tokens_key = "max_tokens" if "max_tokens" in obj else "max_completion_tokens"
     return ChatRequest(
         model=decoder.string(("model",), obj.get("model"), optional=True),
         messages=messages,
         frequency_penalty=decoder.f32(("frequency_penalty",), obj.get("frequency_penalty")),
         logprobs=decoder.boolean(("logprobs",), obj.get("logprobs"), optional=True),
         top_logprobs=decoder.integer(("top_logprobs",), obj.get("top_logprobs"), "u32"),
-        max_tokens=decoder.integer(("max_tokens",), obj.get("max_tokens"), "u32"),
+        max_tokens=decoder.integer((max_tokens_key,), obj.get(max_tokens_key), "u32"),
         presence_penalty=decoder.f32(("presence_penalty",), obj.get("presence_penalty")),
         stop=decoder.strings(("stop",), obj.get("stop"), optional=True),
         stream=decoder.boolean(("stream",), obj.get("stream", False)),
@@ -610,15 +551,19 @@ def parse_chat_request(raw: Any, *, text: str | None = None) -> ChatRequest:
         temperature=decoder.f32(("temperature",), obj.get("temperature")),
         top_p=decoder.f32(("top_p",), obj.get("top_p")),
         tools=tools,
+        tool_prompt=decoder.string(("tool_prompt",), obj.get("tool_prompt"), optional=True),
+        tool_choice=_tool_choice(decoder, obj.get("tool_choice")),
         response_format=decoder.grammar(("response_format",), obj.get("response_format")),
         include_usage=include_usage,
+        tool_call_ids=tool_call_ids,
+        last_message_has_content=last_has_content,
     )
 
 
 def parse_completion_request(raw: Any, *, text: str | None = None) -> CompletionRequest:
     """Decode TGI's `CompletionRequest` (prompt: a string or a non-empty list of strings)."""
     decoder = _Decoder(_source_text(raw, text))
-    obj = decoder.struct((), raw, "CompletionRequest")
+    obj = decoder.struct((), raw, "CompletionRequest", _COMPLETION_FIELDS)
     if "prompt" not in obj:
         decoder.missing((), "prompt")
     prompt = obj["prompt"]

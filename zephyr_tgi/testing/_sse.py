@@ -19,10 +19,11 @@ __all__ = [
     "stream_event",
     "token_json",
     "token_sse",
+    "tool_call_chunk",
 ]
 
-# axum 0.7 writes `data:` with no space, and `[DONE]` the same way (TGI.md §3).
-DONE = b"data:[DONE]\n\n"
+# axum 0.7.9's `Event::field` writes the name, `:`, one space, then the value, `[DONE]` included (TGI.md §3, §9).
+DONE = b"data: [DONE]\n\n"
 KEEP_ALIVE = b":\n\n"
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _encode_string = json.encoder.encode_basestring
@@ -35,7 +36,7 @@ def dumps(obj: Any) -> bytes:
 
 def sse(obj: Any) -> bytes:
     """One unnamed SSE event carrying `obj` as JSON."""
-    return b"data:" + dumps(obj) + b"\n\n"
+    return b"data: " + dumps(obj) + b"\n\n"
 
 
 def native_error(message: str, error_type: str) -> dict[str, str]:
@@ -61,7 +62,7 @@ def token_json(token: GenToken) -> bytes:
 
 def token_sse(index: int, token: GenToken) -> bytes:
     """An intermediate `StreamResponse` event without top_tokens, encoded directly."""
-    return b'data:{"index":%d,"token":%b,"generated_text":null,"details":null}\n\n' % (index, token_json(token))
+    return b'data: {"index":%d,"token":%b,"generated_text":null,"details":null}\n\n' % (index, token_json(token))
 
 
 def stream_event(
@@ -109,6 +110,35 @@ def chat_chunk(
         "system_fingerprint": fingerprint,
         "choices": choices,
         "usage": usage,
+    }
+
+
+def tool_call_chunk(
+    *,
+    model: str,
+    fingerprint: str,
+    created: int,
+    call_id: str,
+    name: str | None,
+    arguments: str,
+    finish_reason: str | None = None,
+    logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A `chat.completion.chunk` whose delta is a `ToolCallDelta` (no `content` key; `name` only in the first)."""
+    delta = {
+        "role": "assistant",
+        "tool_calls": [
+            {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        ],
+    }
+    return {
+        "object": "chat.completion.chunk",
+        "id": "",
+        "created": created,
+        "model": model,
+        "system_fingerprint": fingerprint,
+        "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
+        "usage": None,
     }
 
 

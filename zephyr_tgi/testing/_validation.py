@@ -13,7 +13,7 @@ from ._tokenizer import BOS_ID, EmulatorTokenizer, TokenSpan
 
 __all__ = ["Limits", "ValidRequest", "ValidationError", "validate", "validate_best_of"]
 
-# TGI generates at most this many tokens per scheduling round when max_new_tokens is unset.
+# TGI schedules generation in chunks of at most this many tokens (router/src/validation.rs).
 DEFAULT_GENERATION_LENGTH = 1024
 BOS_SPAN = TokenSpan(BOS_ID, "<s>", 0, 0)
 
@@ -52,6 +52,7 @@ class ValidRequest:
     return_full_text: bool
     best_of: int
     grammar: tuple[str, Any] | None
+    reply: str | None = None
 
 
 def _f32(value: float) -> float:
@@ -149,17 +150,18 @@ def validate(
         # TGI truncates from the left, so BOS is the first token to go.
         tokens = tokens[-p.truncate :]
     input_length = len(tokens)
-    if p.max_new_tokens is not None:
-        max_new_tokens = p.max_new_tokens
-        budget = max_new_tokens
-    else:
-        budget = max(limits.max_total_tokens - input_length, 0)
-        max_new_tokens = min(budget, DEFAULT_GENERATION_LENGTH)
-    if input_length + budget > limits.max_total_tokens:
+    # TGI >= 3.1.1 (validate_input): the check uses one scheduling chunk of at most 1024 tokens; generation
+    # is re-queued chunk by chunk until max_new_tokens (or the window, when unset or larger) is reached.
+    window_left = max(limits.max_total_tokens - input_length, 0)
+    requested = window_left if p.max_new_tokens is None else p.max_new_tokens
+    chunk = min(requested, DEFAULT_GENERATION_LENGTH)
+    if input_length + chunk > limits.max_total_tokens:
         raise ValidationError(
             f"`inputs` tokens + `max_new_tokens` must be <= {limits.max_total_tokens}. "
-            f"Given: {input_length} `inputs` tokens and {max_new_tokens} `max_new_tokens`"
+            f"Given: {input_length} `inputs` tokens and {chunk} `max_new_tokens`"
         )
+    # Generation stops at the window whatever was asked.
+    max_new_tokens = min(requested, window_left)
     if input_length > limits.max_input_tokens:
         raise ValidationError(f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {input_length}")
 
@@ -183,4 +185,5 @@ def validate(
         return_full_text=bool(p.return_full_text),
         best_of=max(best_of, 1),
         grammar=grammar,
+        reply=request.reply,
     )
