@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -248,7 +248,7 @@ class ChatCompletion(_Frozen):
     def tool_calls(self) -> tuple[ToolCall, ...]:
         """The first choice's tool calls, typed (empty when the model answered in text)."""
         calls = self.choices[0].message.tool_calls if self.choices else None
-        return tuple(ToolCall.model_validate(call) for call in calls or ())
+        return _typed(ToolCall, calls)
 
 
 class ChatCompletionDelta(_Frozen):
@@ -288,4 +288,24 @@ class ChatCompletionChunk(_Frozen):
     def tool_calls(self) -> tuple[ToolCallDelta, ...]:
         """The first choice's tool-call fragments, typed (join `arguments` by `index` to rebuild each call)."""
         calls = self.choices[0].delta.tool_calls if self.choices else None
-        return tuple(ToolCallDelta.model_validate(call) for call in calls or ())
+        return _typed(ToolCallDelta, calls)
+
+
+_Call = TypeVar("_Call", ToolCall, ToolCallDelta)
+
+
+def _typed(model: type[_Call], calls: list[dict[str, Any]] | None) -> tuple[_Call, ...]:
+    """Tool calls as the server sent them, typed; a call of the wrong shape is the server's error, typed too.
+
+    Raises:
+        MalformedResponseError: a tool call is not in the OpenAI format.
+    """
+    from pydantic import ValidationError
+
+    from ._errors import MalformedResponseError
+
+    try:
+        return tuple(model.model_validate(call) for call in calls or ())
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        raise MalformedResponseError(f"the server's tool call is not in the OpenAI format: {first['msg']}") from exc

@@ -182,3 +182,80 @@ async def test_async_conversation(small_window: TGIEmulator) -> None:
         for _ in range(6):
             await conversation.ask("Another question with a few words", max_new_tokens=10)
         assert conversation.dropped > 0
+
+
+class CountingTokenizer(ZephyrTokenizer):
+    """Zephyr's tokenizer, counting the texts it is asked to count."""
+
+    def __init__(self) -> None:
+        base = ZephyrTokenizer.from_file(MODEL)
+        super().__init__(base._sp, source=base.source)
+        self.counted: list[str] = []
+
+    def count(self, text: str, *, add_bos: bool = True) -> int:
+        self.counted.append(text)
+        return super().count(text, add_bos=add_bos)
+
+
+def _long_conversation_counts(client: ZephyrClient, turns: int) -> list[int]:
+    conversation = Conversation(client, system="Answer briefly.")
+    per_ask: list[int] = []
+    for turn in range(turns):
+        before = _counted(client)
+        conversation.ask(f"Question {turn}: what about the weather near the river in the morning?", max_new_tokens=8)
+        per_ask.append(_counted(client) - before)
+    assert conversation.dropped > 0, "the history must have outgrown the window"
+    return per_ask
+
+
+def _counted(client: ZephyrClient) -> int:
+    tokenizer = client.tokenizer
+    return len(tokenizer.counted) if isinstance(tokenizer, CountingTokenizer) else 0
+
+
+def test_a_long_conversation_counts_each_message_once_with_the_local_tokenizer(small_window: TGIEmulator) -> None:
+    tokenizer = CountingTokenizer()
+    with ZephyrClient(small_window.url, tokenizer=tokenizer) as client:
+        per_ask = _long_conversation_counts(client, 40)
+    # Once counting starts: the previous answer and the new question (and, once, the system piece and the
+    # prompt's tail); never the whole history again.
+    assert max(per_ask[10:]) <= 2
+    assert sum(per_ask) <= 2 * 40 + 2
+
+
+def test_a_long_conversation_needs_at_most_one_tokenize_request_per_ask(small_window: TGIEmulator) -> None:
+    with ZephyrClient(small_window.url) as client:
+        client.info()
+        small_window.reset()
+        for_each_ask: list[int] = []
+        conversation = Conversation(client, system="Answer briefly.")
+        for turn in range(40):
+            before = small_window.stats.requests_by_route.get("/tokenize", 0)
+            conversation.ask(f"Question {turn}: what about the weather near the river?", max_new_tokens=8)
+            for_each_ask.append(small_window.stats.requests_by_route.get("/tokenize", 0) - before)
+        assert conversation.dropped > 0
+    assert max(for_each_ask) <= 1
+
+
+_contents = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(system=_contents, turns=st.lists(_contents, min_size=1, max_size=6))
+def test_a_prompts_count_is_the_sum_of_its_messages_counts(
+    system: str, turns: list[str], tokenizer: ZephyrTokenizer, sp_emulator: TGIEmulator
+) -> None:
+    from zephyr_tgi import Message, render_prompt
+    from zephyr_tgi._client.conversation import _TAIL, _piece, _split_counts
+
+    messages = [Message(role="system", content=system)] + [
+        Message(role="user" if i % 2 == 0 else "assistant", content=text) for i, text in enumerate(turns)
+    ]
+    prompt = render_prompt(messages, special_tokens="allow")
+    pieces = [_piece(messages[0], first=True), *(_piece(m, first=False) for m in messages[1:]), _TAIL]
+    assert "".join(pieces) == prompt
+    local = [tokenizer.count(p, add_bos=False) for p in pieces]
+    assert 1 + sum(local) == tokenizer.count(prompt)
+    with ZephyrClient(sp_emulator.url) as client:
+        ids = [span.id for span in client.tokenize("".join(pieces))][1:]  # without BOS
+    assert _split_counts(pieces, ids) == local

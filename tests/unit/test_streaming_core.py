@@ -185,3 +185,15 @@ def test_chunks_always_join_to_the_final_text(pieces: list[str]) -> None:
     assert "".join(shown) + final.text == final.result.text
     if not any(stop in strip_stop(full, stops) for stop in stops):  # the server stops at the first stop
         assert final.result.text == strip_stop(full, stops)
+
+
+def test_a_tool_call_of_the_wrong_shape_is_a_malformed_response_not_a_validation_error() -> None:
+    from zephyr_tgi import ChatCompletion
+
+    completion = ChatCompletion.model_validate({"choices": [{"message": {"tool_calls": [{"id": 5}]}}]})
+    with pytest.raises(MalformedResponseError, match="tool call"):
+        _ = completion.tool_calls
+    chunk = parse_chat_chunk(b'{"choices": [{"delta": {"tool_calls": [{"index": "first"}]}}]}')
+    assert chunk is not None
+    with pytest.raises(MalformedResponseError, match="tool call"):
+        _ = chunk.tool_calls

@@ -60,6 +60,7 @@ class AsyncStream(Generic[_I]):
     async def __anext__(self) -> _I:
         item = await anext(self._items)
         if isinstance(item, _Done):
+            await self._items.aclose()  # let the driver's cleanup run now, not when the stream is collected
             raise StopAsyncIteration
         result: _I = item
         return result
