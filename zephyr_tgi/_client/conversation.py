@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
 from .._errors import ConfigurationError, MalformedResponseError, TokenBudgetError
 from .._types import GenerationResult, StreamChunk
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncConversation", "Conversation", "OverflowPolicy", "shorter_histories"]
 
 OverflowPolicy = Literal["drop_oldest", "raise"]
+_Client = TypeVar("_Client", "ZephyrClient", "AsyncZephyrClient")
 _FORMAT_VERSION = 1
 _EOS_ID = 2
 
@@ -80,16 +81,17 @@ def _split_counts(pieces: Sequence[str], ids: Sequence[int]) -> list[int]:
     return counts
 
 
-class _ConversationState:
+class _ConversationState(Generic[_Client]):
     """History, settings and the pure parts shared by both conversation classes."""
 
     def __init__(
         self,
+        client: _Client,
         *,
-        system: str | None,
-        policy: OverflowPolicy,
-        answer_reserve: int,
-        params: SamplingParams | None,
+        system: str | None = None,
+        policy: OverflowPolicy = "drop_oldest",
+        answer_reserve: int = 256,
+        params: SamplingParams | None = None,
         messages: Sequence[Message] = (),
     ) -> None:
         if policy not in ("drop_oldest", "raise"):
@@ -105,6 +107,12 @@ class _ConversationState:
         self.messages: list[Message] = list(messages)
         self.dropped = 0  # messages left out of the last request to fit the window
         self._counts: dict[str, int] = {}  # token count of each prompt piece counted so far
+        self.client: _Client = client
+
+    @classmethod
+    def from_json(cls, data: str, client: _Client) -> Self:
+        """A conversation saved by `to_json()`."""
+        return cls(client, **cls._parse(data))
 
     def reset(self) -> None:
         """Forget every turn (the system prompt stays)."""
@@ -183,7 +191,7 @@ class _ConversationState:
         if token_upper_bound(prompt) <= limit:  # surely fits: no count needed
             self.dropped = 0
             return turns, None
-        checked = check_special_tokens(turns, ctx.config.special_tokens)
+        checked: list[Message] = check_special_tokens(turns, ctx.config.special_tokens)
         pieces = [_piece(system_message, first=True), *(_piece(m, first=False) for m in checked), _TAIL]
         yield from self._count_new(ctx, pieces)
         costs = [self._counts[p] for p in pieces]
@@ -236,26 +244,8 @@ class _ConversationState:
         )
 
 
-class Conversation(_ConversationState):
+class Conversation(_ConversationState["ZephyrClient"]):
     """A chat history with a `ZephyrClient` that keeps every request inside the context window."""
-
-    def __init__(
-        self,
-        client: ZephyrClient,
-        *,
-        system: str | None = None,
-        policy: OverflowPolicy = "drop_oldest",
-        answer_reserve: int = 256,
-        params: SamplingParams | None = None,
-        messages: Sequence[Message] = (),
-    ) -> None:
-        super().__init__(system=system, policy=policy, answer_reserve=answer_reserve, params=params, messages=messages)
-        self.client = client
-
-    @classmethod
-    def from_json(cls, data: str, client: ZephyrClient) -> Conversation:
-        """A conversation saved by `to_json()`."""
-        return cls(client, **cls._parse(data))
 
     def ask(self, text: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
         """Send a user turn with as much history as fits; both turns join the history on success."""
@@ -270,26 +260,8 @@ class Conversation(_ConversationState):
         return Stream(self.client._iterate(self._ask_flow(self.client._ctx, text, params, overrides, stream=True)))
 
 
-class AsyncConversation(_ConversationState):
+class AsyncConversation(_ConversationState["AsyncZephyrClient"]):
     """A chat history with an `AsyncZephyrClient` that keeps every request inside the context window."""
-
-    def __init__(
-        self,
-        client: AsyncZephyrClient,
-        *,
-        system: str | None = None,
-        policy: OverflowPolicy = "drop_oldest",
-        answer_reserve: int = 256,
-        params: SamplingParams | None = None,
-        messages: Sequence[Message] = (),
-    ) -> None:
-        super().__init__(system=system, policy=policy, answer_reserve=answer_reserve, params=params, messages=messages)
-        self.client = client
-
-    @classmethod
-    def from_json(cls, data: str, client: AsyncZephyrClient) -> AsyncConversation:
-        """A conversation saved by `to_json()`."""
-        return cls(client, **cls._parse(data))
 
     async def ask(self, text: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
         """Send a user turn with as much history as fits; both turns join the history on success."""

@@ -7,6 +7,7 @@ so `dir(client)` lists what users call.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
@@ -41,7 +42,7 @@ _DERIVED = frozenset(
 )
 
 
-class ClientSurface:
+class ClientSurface(ABC):
     """The settings and pure helpers of `ZephyrClient` and `AsyncZephyrClient`."""
 
     _config: ClientConfig
@@ -75,6 +76,11 @@ class ClientSurface:
             ),
             Endpoint(),
         )
+        self._open()
+
+    @abstractmethod
+    def _open(self) -> None:
+        """Create the client's transport (each shell has its own)."""
 
     def _configure(self, config: ClientConfig, endpoint: Endpoint) -> None:
         self._config = config

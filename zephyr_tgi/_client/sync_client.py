@@ -11,21 +11,18 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
 from pydantic import BaseModel
 
 from .._errors import ZephyrTGIError
-from .._retry import RetryPolicy
-from .._timeout import TimeoutInput
 from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
 from . import flows
 from .batch import BatchProgress, check_concurrency, default_concurrency
-from .budget import BudgetPolicy
 from .flows import Close, Emit, Exclusive, Flow, Read, Send, Sleep
 from .params import Grammar, SamplingParams
 from .structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
 from .surface import ClientSurface
-from .templates import MessagesInput, SpecialTokenPolicy
+from .templates import MessagesInput
 from .transport import StreamBody, SyncTransport
 
 if TYPE_CHECKING:
-    from .tokenizer import ZephyrTokenizer
+    pass
 
 __all__ = ["Stream", "ZephyrClient"]
 
@@ -71,30 +68,7 @@ class ZephyrClient(ClientSurface):
     Use it as a context manager, or call `close()`: it owns one connection pool, which every call reuses.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        timeout: TimeoutInput = None,
-        retry: RetryPolicy | None = None,
-        params: SamplingParams | None = None,
-        system_prompt: str | None = None,
-        special_tokens: SpecialTokenPolicy = "raise",
-        tokenizer: ZephyrTokenizer | None = None,
-        budget: BudgetPolicy = "clamp",
-    ) -> None:
-        super().__init__(
-            base_url,
-            api_key=api_key,
-            timeout=timeout,
-            retry=retry,
-            params=params,
-            system_prompt=system_prompt,
-            special_tokens=special_tokens,
-            tokenizer=tokenizer,
-            budget=budget,
-        )
+    def _open(self) -> None:
         self._transport = SyncTransport(self._config.shown_url)
         self._owns_transport = True
 
