@@ -13,6 +13,8 @@ from typing import Any
 import psutil
 import pytest
 
+from zephyr_tgi._errors import ConfigurationError
+from zephyr_tgi._launcher.containers import select
 from zephyr_tgi._launcher.ownership import (
     LABEL_CREATED,
     LABEL_KEEP,
@@ -115,3 +117,37 @@ def test_a_released_reaper_exits_at_once_without_touching_docker() -> None:
     assert os.getsid(reaper.pid) != os.getsid(0)  # its own session: the terminal's Ctrl-C does not reach it
     reaper.release()
     assert not psutil.pid_exists(reaper.pid)  # exited, and collected: no zombie left in the owner
+
+
+def records_for_down() -> dict[str, Any]:
+    gone = a_finished_process()
+    containers: list[Any] = [
+        Listed("orphan", owner_labels(gone, keep=False)),
+        Listed("kept", owner_labels(gone, keep=True)),
+        Listed("live", owner_labels(Owner.current(), keep=False)),
+    ]
+    return {record.name: record for record in describe_containers(containers)}
+
+
+def test_down_selects_the_orphans_all_or_one_by_name_or_id_prefix() -> None:
+    records = records_for_down()
+    listed = list(records.values())
+    assert [r.name for r in select(listed, name=None, orphans=True, everything=False)] == ["orphan"]
+    assert [r.name for r in select(listed, name=None, orphans=False, everything=True)] == ["orphan", "kept", "live"]
+    assert [r.name for r in select(listed, name="kept", orphans=False, everything=False)] == ["kept"]
+    assert [r.name for r in select(listed, name="id-li", orphans=False, everything=False)] == ["live"]
+
+
+@pytest.mark.parametrize(
+    ("choice", "match"),
+    [
+        ({"name": None, "orphans": False, "everything": False}, "say which"),
+        ({"name": "kept", "orphans": True, "everything": False}, "say which"),
+        ({"name": "someone-elses", "orphans": False, "everything": False}, "no zephyr-tgi container named"),
+        ({"name": "id-", "orphans": False, "everything": False}, "no zephyr-tgi container named"),  # too short
+        ({"name": "id-x", "orphans": False, "everything": False}, "no zephyr-tgi container named"),
+    ],
+)
+def test_down_refuses_an_unclear_choice(choice: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        select(list(records_for_down().values()), **choice)

@@ -26,6 +26,7 @@ import click
 
 from .. import __version__
 from .chat import ChatSession, dropped_note, merge_sampling, parse_assignments
+from .containers import down, ps
 
 if TYPE_CHECKING:
     from zephyr_tgi import (
@@ -266,7 +267,8 @@ def _print_table(rows: list[tuple[str, ...]], header: tuple[str, ...], *, right:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while serving, so `kill` (or a process manager) still cleans up."""
+    """Treat SIGTERM and SIGHUP like Ctrl-C while serving, so `kill`, a process manager or a closed terminal
+    still stop and remove the container in an orderly way (the reaper would, too, a moment later)."""
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -274,11 +276,13 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # signals only work on the main thread
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handler)
+    handled = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {signum: signal.signal(signum, handler) for signum in handled}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, earlier in previous.items():
+            signal.signal(signum, earlier)
 
 
 def _server_class() -> type[TGIServer]:
@@ -303,7 +307,12 @@ def cli() -> None:
     zephyr-tgi serve                 start TGI in Docker on this GPU host (prints ZEPHYR_TGI_URL)
     zephyr-tgi chat                  an interactive chat; `chat "question"` for one answer
     zephyr-tgi emulator              a TGI look-alike for trying things without a GPU
+    zephyr-tgi ps / down             list / remove zephyr-tgi's containers
     """
+
+
+cli.add_command(ps)
+cli.add_command(down)
 
 
 @cli.command()
@@ -596,6 +605,7 @@ def variants(as_json: bool) -> None:
 @click.option("--startup-timeout", type=float, metavar="SECONDS", help="How long TGI may take to become ready.")
 @click.option("--reuse", is_flag=True, help="Attach to a running container with the same settings, if any.")
 @click.option("--detach", is_flag=True, help="Leave the server running and exit once it is ready.")
+@click.option("--skip-gpu-check", is_flag=True, help="Start even though `docker info` lists no NVIDIA runtime.")
 @click.option("--logs", "show_logs", is_flag=True, help="Print TGI's log lines while serving.")
 @_json_option
 @_debug_option
@@ -609,15 +619,17 @@ def serve(
     startup_timeout: float | None,
     reuse: bool,
     detach: bool,
+    skip_gpu_check: bool,
     show_logs: bool,
     as_json: bool,
 ) -> None:
     """Run TGI serving Zephyr-7B-alpha GPTQ in Docker on this GPU host, until Ctrl-C.
 
     Shows progress while the image is pulled and the model loads, then prints `export ZEPHYR_TGI_URL=...` on
-    stdout (so `eval "$(zephyr-tgi serve --detach)"` works). Ctrl-C or SIGTERM stops and removes the container;
-    with --detach it keeps running (stop it with `docker rm -f <id>`). Other settings come from the
-    ZEPHYR_TGI_VARIANT, ZEPHYR_TGI_IMAGE, ZEPHYR_TGI_GPUS, HF_TOKEN and HF_HOME variables.
+    stdout (so `eval "$(zephyr-tgi serve --detach)"` works). Ctrl-C, SIGTERM, SIGHUP, or this process dying
+    any other way stops and removes the container; with --detach it keeps running once ready (`zephyr-tgi down
+    NAME` removes it). Other settings come from the ZEPHYR_TGI_VARIANT, ZEPHYR_TGI_IMAGE, ZEPHYR_TGI_GPUS,
+    HF_TOKEN and HF_HOME variables.
     """
     chosen = {"variant": variant, "gpus": gpus, "port": port, "api_key": api_key, "image": image}
     settings: dict[str, Any] = {key: value for key, value in chosen.items() if value is not None}
@@ -626,7 +638,15 @@ def serve(
     progress = _StartProgress()
     with warnings.catch_warnings(record=True) as caught:  # e.g. "published beyond loopback without an api key"
         warnings.simplefilter("always")
-        server = _server_class().from_env(host=host, reuse=reuse, progress=progress, **settings)
+        server = _server_class().from_env(
+            host=host,
+            reuse=reuse,
+            keep=detach,
+            check_gpu_runtime=not skip_gpu_check,
+            messages_for="cli",
+            progress=progress,
+            **settings,
+        )
     for warning in caught:
         click.echo(f"warning: {warning.message}", err=True)
     with _sigterm_as_interrupt():
@@ -643,7 +663,8 @@ def serve(
         if detach:
             container = server.container_id
             click.echo(
-                f"Detached: container {container} keeps running; `docker rm -f {container}` removes it.", err=True
+                f"Detached: container {container} keeps running; `zephyr-tgi down {container}` removes it.",
+                err=True,
             )
             return
         click.echo(f"Serving at {server.url}; press Ctrl-C to stop and remove the container.", err=True)
