@@ -758,3 +758,38 @@ def test_bad_settings_name_the_flags_on_the_command_line() -> None:
 def test_an_unknown_audience_is_refused() -> None:
     with pytest.raises(ValueError, match="messages_for"):
         TGIServer(messages_for=cast("Any", "martian"), hf_token="", cache_dir="c")
+
+
+def test_a_crash_hint_for_the_command_line_names_flags(fake: FakeDocker) -> None:
+    fake.behaviour = crash(1, OOM_LOG)
+    with pytest.raises(ContainerStartError) as caught:
+        make(fake, messages_for="cli").start()
+    assert "--variant" in str(caught.value)
+    assert "extra_args" not in str(caught.value)
+
+
+def test_a_too_short_startup_timeout_names_the_flag_on_the_command_line() -> None:
+    with pytest.raises(ConfigurationError, match="--startup-timeout must be > 0"):
+        TGIServer(startup_timeout=0, messages_for="cli", hf_token="", cache_dir="c")
+
+
+def test_publishing_beyond_loopback_warns_in_flags_on_the_command_line() -> None:
+    with pytest.warns(UserWarning, match="without --api-key") as caught:
+        TGIServer(host="0.0.0.0", messages_for="cli", hf_token="", cache_dir="c")
+    assert "api_key=" not in str(caught[0].message)
+
+
+def test_reuse_never_attaches_to_an_orphan_it_starts_and_owns_a_fresh_one(fake: FakeDocker) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone = Owner(socket.gethostname(), child.pid, psutil.Process(child.pid).create_time())
+    child.wait(timeout=30)
+    with make(fake, reuse=True) as probe:
+        labels = dict(fake.created[0].labels)
+        config_hash = probe.config_hash
+    orphan = FakeContainer(fake, {"labels": labels | owner_labels(gone, keep=False)}, status="running")
+    fake.existing.append(orphan)
+    with make(fake, reuse=True) as server:
+        assert server.config_hash == config_hash
+        assert orphan.status == "removed"
+        assert server.owns_container
+        assert server.container_id != orphan.id

@@ -183,13 +183,23 @@ class TGIServer:
             env=dict(env or {}),
         )
         if startup_timeout <= 0:
-            raise ConfigurationError(f"startup_timeout must be > 0 seconds, got {startup_timeout}")
+            name = "--startup-timeout" if self._wording is not PYTHON else "startup_timeout"
+            raise ConfigurationError(f"{name} must be > 0 seconds, got {startup_timeout}")
         if pull not in ("missing", "always", "never"):
             raise ConfigurationError(f"pull must be 'missing', 'always' or 'never', got {pull!r}")
         if not self._config.is_loopback and self._config.api_key is None:
+            exposed = (
+                f"TGIServer publishes TGI on {self._config.host} without an api_key"
+                if self._wording is PYTHON
+                else f"`serve --host {self._config.host}` publishes TGI without --api-key"
+            )
+            advice = (
+                "Pass api_key=... or keep host='127.0.0.1'"
+                if self._wording is PYTHON
+                else ("Pass --api-key, or leave --host out to keep 127.0.0.1")
+            )
             warnings.warn(
-                f"TGIServer publishes TGI on {self._config.host} without an api_key: anyone who can reach this "
-                "address can use the model. Pass api_key=... or keep host='127.0.0.1'.",
+                f"{exposed}: anyone who can reach this address can use the model. {advice}.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -579,7 +589,8 @@ class TGIServer:
             exit_code: int | None = container.attrs.get("State", {}).get("ExitCode")
             full_logs = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
             logs = redact(tail(full_logs), self._secrets())
-            hint_text = "".join(f"\n  hint: {hint}" for hint in failure_hints(full_logs)) or (
+            hints = failure_hints(full_logs, for_cli=self._wording is not PYTHON)
+            hint_text = "".join(f"\n  hint: {hint}" for hint in hints) or (
                 "\n  hint: read the log lines below; common causes are no GPU runtime, CUDA out of memory at "
                 "warmup, a bad revision, or a gated/private repo without HF_TOKEN (docs/launcher.md)"
             )
