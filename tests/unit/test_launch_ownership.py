@@ -151,3 +151,13 @@ def test_down_selects_the_orphans_all_or_one_by_name_or_id_prefix() -> None:
 def test_down_refuses_an_unclear_choice(choice: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
         select(list(records_for_down().values()), **choice)
+
+
+def test_an_owner_in_another_pid_namespace_of_the_same_host_is_not_judged() -> None:
+    here = Owner.current()
+    assert here.pid_namespace is not None  # Linux, where Docker hosts run
+    other = Owner(here.host, a_finished_process().pid, 0.0, pid_namespace="pid:[1]")
+    assert other.state() is OwnerState.ELSEWHERE
+    back = Owner.from_labels(owner_labels(here, keep=False))
+    assert back is not None
+    assert back.pid_namespace == here.pid_namespace

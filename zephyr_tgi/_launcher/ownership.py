@@ -8,6 +8,7 @@ with `keep=True` (`zephyr-tgi serve --detach`): those outlive their owner on pur
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ __all__ = [
     "LABEL_KEEP",
     "LABEL_OWNER_HOST",
     "LABEL_OWNER_PID",
+    "LABEL_OWNER_PIDNS",
     "LABEL_OWNER_STARTED",
     "ContainerRecord",
     "Owner",
@@ -38,6 +40,8 @@ __all__ = [
 LABEL_OWNER_HOST = "zephyr_tgi.owner.host"
 LABEL_OWNER_PID = "zephyr_tgi.owner.pid"
 LABEL_OWNER_STARTED = "zephyr_tgi.owner.started"  # the owner process's start time, seconds since the epoch
+# The owner's pid namespace (Linux): two containers can share a host name, never a pid namespace id.
+LABEL_OWNER_PIDNS = "zephyr_tgi.owner.pidns"
 LABEL_CREATED = "zephyr_tgi.created"  # ISO 8601, UTC
 LABEL_KEEP = "zephyr_tgi.keep"  # "true": meant to outlive its owner (keep=True, `serve --detach`)
 
@@ -57,11 +61,12 @@ class OwnerState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """A process that owns containers: where it runs, its pid, and when it started."""
+    """A process that owns containers: where it runs (host, pid namespace), its pid, and when it started."""
 
     host: str
     pid: int
     started: float
+    pid_namespace: str | None = None  # None where the platform has none to read (or an older label)
 
     @classmethod
     def current(cls) -> Owner:
@@ -69,7 +74,9 @@ class Owner:
         import psutil  # the docker extra's: only a process that starts containers needs it
 
         process = psutil.Process()
-        return cls(host=socket.gethostname(), pid=process.pid, started=process.create_time())
+        return cls(
+            host=socket.gethostname(), pid=process.pid, started=process.create_time(), pid_namespace=_pid_namespace()
+        )
 
     @classmethod
     def from_labels(cls, container_labels: Mapping[str, str]) -> Owner | None:
@@ -79,6 +86,7 @@ class Owner:
                 host=container_labels[LABEL_OWNER_HOST],
                 pid=int(container_labels[LABEL_OWNER_PID]),
                 started=float(container_labels[LABEL_OWNER_STARTED]),
+                pid_namespace=container_labels.get(LABEL_OWNER_PIDNS) or None,
             )
         except (KeyError, ValueError):
             return None
@@ -89,6 +97,9 @@ class Owner:
 
         if self.host != (here if here is not None else socket.gethostname()):
             return OwnerState.ELSEWHERE
+        ours = _pid_namespace()
+        if self.pid_namespace and ours and self.pid_namespace != ours:
+            return OwnerState.ELSEWHERE  # same host name, another pid namespace: its pids are not ours to judge
         try:
             started = psutil.Process(self.pid).create_time()
         except psutil.NoSuchProcess:
@@ -107,6 +118,7 @@ def owner_labels(owner: Owner, *, keep: bool, now: datetime | None = None) -> di
     return {
         LABEL_OWNER_HOST: owner.host,
         LABEL_OWNER_PID: str(owner.pid),
+        LABEL_OWNER_PIDNS: owner.pid_namespace or "",
         LABEL_OWNER_STARTED: f"{owner.started:.2f}",
         LABEL_CREATED: created.isoformat(timespec="seconds"),
         LABEL_KEEP: "true" if keep else "false",
@@ -182,6 +194,14 @@ def _record(container: Container, *, here: str | None) -> ContainerRecord:
         owner_state=owner.state(here=here) if owner is not None else OwnerState.UNKNOWN,
         keep=container_labels.get(LABEL_KEEP) == "true",
     )
+
+
+def _pid_namespace() -> str | None:
+    """This process's pid namespace, like "pid:[4026531836]" (Linux); None elsewhere."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
 
 
 def _parse_time(text: str | None) -> datetime | None:
