@@ -17,6 +17,14 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from .args import CONTAINER_PORT, LABEL_PACKAGE, LABEL_VARIANT, PACKAGE_LABEL_VALUE, published_address
+from .owner_labels import (
+    LABEL_CREATED,
+    LABEL_KEEP,
+    LABEL_OWNER_HOST,
+    LABEL_OWNER_PID,
+    LABEL_OWNER_PIDNS,
+    LABEL_OWNER_STARTED,
+)
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -37,13 +45,6 @@ __all__ = [
     "owner_labels",
 ]
 
-LABEL_OWNER_HOST = "zephyr_tgi.owner.host"
-LABEL_OWNER_PID = "zephyr_tgi.owner.pid"
-LABEL_OWNER_STARTED = "zephyr_tgi.owner.started"  # the owner process's start time, seconds since the epoch
-# The owner's pid namespace (Linux): two containers can share a host name, never a pid namespace id.
-LABEL_OWNER_PIDNS = "zephyr_tgi.owner.pidns"
-LABEL_CREATED = "zephyr_tgi.created"  # ISO 8601, UTC
-LABEL_KEEP = "zephyr_tgi.keep"  # "true": meant to outlive its owner (keep=True, `serve --detach`)
 
 # psutil derives a start time from boot time and clock ticks: the same process reads back the same value,
 # but the label keeps two decimals, so compare with a margin far below any realistic pid reuse.

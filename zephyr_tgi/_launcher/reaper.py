@@ -14,20 +14,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .ownership import LABEL_OWNER_PID, LABEL_OWNER_STARTED, Owner
+from .owner_labels import LABEL_OWNER_PID, LABEL_OWNER_STARTED
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
+    from .ownership import Owner
+
 __all__ = ["RELEASE", "Reaper", "main"]
 
 RELEASE = b"release\n"
+READY = b"watching\n"  # the reaper's first line: it runs, and this zephyr_tgi imports
+_READY_WITHIN = 30.0  # seconds; the reaper imports zephyr_tgi, which takes well under one
 # The daemon may be briefly unreachable when the owner dies (a restarting dockerd): keep trying this long.
 _GIVE_UP_AFTER = 60.0
 _RETRY_EVERY = 1.0
@@ -41,10 +47,17 @@ class Reaper:
 
     @classmethod
     def spawn(cls, container_id: str, owner: Owner, *, docker_host: str | None) -> Reaper:
-        """Start a reaper for `container_id`, owned by `owner` (this process)."""
+        """Start a reaper for `container_id`, owned by `owner` (this process), and wait until it watches.
+
+        Raises:
+            OSError: the reaper could not be started, or did not report that it watches.
+        """
         env = dict(os.environ)
         if docker_host:
             env["DOCKER_HOST"] = docker_host
+        # The reaper must import this very zephyr_tgi, even when it was found through sys.path[0] alone.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         command = [
             sys.executable,
             "-m",
@@ -58,13 +71,26 @@ class Reaper:
         process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=env,
             start_new_session=True,  # out of the owner's process group: its signals are not ours
             close_fds=True,
         )
-        return cls(process)
+        reaper = cls(process)
+        if not reaper._reports_ready():
+            reaper.release()
+            raise OSError(f"the reaper (pid {process.pid}) did not start watching within {_READY_WITHIN:.0f} s")
+        return reaper
+
+    def _reports_ready(self) -> bool:
+        pipe = self._process.stdout
+        if pipe is None:
+            return False
+        readable, _, _ = select.select([pipe], [], [], _READY_WITHIN)
+        ready = bool(readable) and pipe.readline() == READY
+        pipe.close()
+        return ready
 
     @property
     def pid(self) -> int:
@@ -121,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--owner-pid", type=int, required=True)
     parser.add_argument("--owner-started", type=float, required=True)
     args = parser.parse_args(argv)
+    sys.stdout.buffer.write(READY)  # before the docker SDK is imported: the owner waits for this line
+    sys.stdout.buffer.flush()
     if _wait_for_owner(sys.stdin.buffer):
         return 0
     import docker
