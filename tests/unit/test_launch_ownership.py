@@ -4,6 +4,7 @@ after its owner dies runs against real Docker in tests/integration/test_owner_si
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -161,3 +162,11 @@ def test_an_owner_in_another_pid_namespace_of_the_same_host_is_not_judged() -> N
     back = Owner.from_labels(owner_labels(here, keep=False))
     assert back is not None
     assert back.pid_namespace == here.pid_namespace
+
+
+def test_a_reaper_that_never_starts_watching_is_an_error_not_silence(monkeypatch: pytest.MonkeyPatch) -> None:
+    false = shutil.which("false")
+    assert false is not None
+    monkeypatch.setattr(sys, "executable", false)  # "python" that exits at once, without a word
+    with pytest.raises(OSError, match="did not start watching"):
+        Reaper.spawn("no-such-container", Owner.current(), docker_host=None)
