@@ -183,23 +183,13 @@ class TGIServer:
             env=dict(env or {}),
         )
         if startup_timeout <= 0:
-            name = "--startup-timeout" if self._wording is not PYTHON else "startup_timeout"
-            raise ConfigurationError(f"{name} must be > 0 seconds, got {startup_timeout}")
+            raise ConfigurationError(f"{self._wording.startup_timeout} must be > 0 seconds, got {startup_timeout}")
         if pull not in ("missing", "always", "never"):
             raise ConfigurationError(f"pull must be 'missing', 'always' or 'never', got {pull!r}")
         if not self._config.is_loopback and self._config.api_key is None:
-            exposed = (
-                f"TGIServer publishes TGI on {self._config.host} without an api_key"
-                if self._wording is PYTHON
-                else f"`serve --host {self._config.host}` publishes TGI without --api-key"
-            )
-            advice = (
-                "Pass api_key=... or keep host='127.0.0.1'"
-                if self._wording is PYTHON
-                else ("Pass --api-key, or leave --host out to keep 127.0.0.1")
-            )
+            exposed = self._wording.exposed.format(host=self._config.host)
             warnings.warn(
-                f"{exposed}: anyone who can reach this address can use the model. {advice}.",
+                f"{exposed}: anyone who can reach this address can use the model. {self._wording.exposure_advice}.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -545,7 +535,7 @@ class TGIServer:
 
     def _gpus_setting(self) -> str:
         gpus = self._config.gpus
-        if self._wording is PYTHON:
+        if not self._wording.for_cli:
             return f"gpus={gpus!r}"
         shown = gpus if isinstance(gpus, str | int) else ",".join(gpus or ())
         return f"--gpus {shown}"
@@ -589,7 +579,7 @@ class TGIServer:
             exit_code: int | None = container.attrs.get("State", {}).get("ExitCode")
             full_logs = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
             logs = redact(tail(full_logs), self._secrets())
-            hints = failure_hints(full_logs, for_cli=self._wording is not PYTHON)
+            hints = failure_hints(full_logs, for_cli=self._wording.for_cli)
             hint_text = "".join(f"\n  hint: {hint}" for hint in hints) or (
                 "\n  hint: read the log lines below; common causes are no GPU runtime, CUDA out of memory at "
                 "warmup, a bad revision, or a gated/private repo without HF_TOKEN (docs/launcher.md)"
@@ -678,7 +668,7 @@ def _import_docker() -> Any:
     try:
         import docker
     except ImportError as exc:
-        raise DockerUnavailableError(f"TGIServer needs the docker SDK: {_INSTALL_HINT}") from exc
+        raise DockerUnavailableError(f"starting and listing containers needs the docker SDK: {_INSTALL_HINT}") from exc
     return docker
 
 

@@ -27,6 +27,10 @@ class Wording:
     same_api_key: str  # a reused server wants another key
     settings: str  # what the settings are called as a whole
     field_names: dict[str, str]  # LaunchConfig field -> how to name it
+    startup_timeout: str  # the name of the start-up time limit
+    exposed: str  # "{host}": the port is published beyond loopback without a key
+    exposure_advice: str
+    for_cli: bool  # crash hints (readiness.failure_hints) in flags too
 
 
 PYTHON = Wording(
@@ -39,6 +43,10 @@ PYTHON = Wording(
     same_api_key="pass the same api_key",
     settings="invalid TGIServer settings",
     field_names={},
+    startup_timeout="startup_timeout",
+    exposed="TGIServer publishes TGI on {host} without an api_key",
+    exposure_advice="Pass api_key=... or keep host='127.0.0.1'",
+    for_cli=False,
 )
 
 CLI = Wording(
@@ -58,6 +66,10 @@ CLI = Wording(
         "image": "--image",
         "api_key": "--api-key",
     },
+    startup_timeout="--startup-timeout",
+    exposed="`serve --host {host}` publishes TGI without --api-key",
+    exposure_advice="Pass --api-key, or leave --host out to keep 127.0.0.1",
+    for_cli=True,
 )
 
 
