@@ -7,6 +7,7 @@ small forwarding server that hides the emulator's admin routes, as a real TGI ha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -101,9 +102,10 @@ class _HideAdminRoutes(BaseHTTPRequestHandler):
     """Forwards to the emulator, except its admin routes: a server that answers like TGI and nothing more."""
 
     upstream = ""
+    hidden: tuple[str, ...] = ("/__emulator__",)
 
     def _forward(self, method: str) -> None:
-        if self.path.startswith("/__emulator__"):
+        if self.path.startswith(self.hidden):
             self.send_response(404)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -130,9 +132,10 @@ class _HideAdminRoutes(BaseHTTPRequestHandler):
         """Quiet."""
 
 
-@pytest.fixture
-def plain_tgi(emulator: TGIEmulator) -> Iterator[str]:
-    handler = type("Handler", (_HideAdminRoutes,), {"upstream": emulator.url})
+@contextlib.contextmanager
+def forwarding(upstream: str, hidden: tuple[str, ...]) -> Iterator[str]:
+    """A server forwarding to `upstream`, answering 404 on the `hidden` route prefixes; yields its URL."""
+    handler = type("Handler", (_HideAdminRoutes,), {"upstream": upstream, "hidden": hidden})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -142,6 +145,20 @@ def plain_tgi(emulator: TGIEmulator) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def plain_tgi(emulator: TGIEmulator) -> Iterator[str]:
+    with forwarding(emulator.url, ("/__emulator__",)) as url:
+        yield url
+
+
+def test_without_tokenize_an_oversized_max_new_tokens_falls_back_to_what_always_fits(emulator: TGIEmulator) -> None:
+    with forwarding(emulator.url, ("/__emulator__", "/tokenize")) as url:
+        result = Cli(url)("chat", "Hi", "--max-new-tokens", "100000", "--no-stream")
+
+    assert result.exit_code == 0, result.output
+    assert "max_new_tokens lowered from 100000 to 400: the prompt could not be counted here" in result.stderr
 
 
 def test_the_banner_says_when_the_server_is_the_emulator(zephyr: Cli) -> None:

@@ -105,15 +105,23 @@ def fit_answer_length(conversation: Conversation, text: str, limits: ServerInfo)
     What `generate` does for a raw prompt (the client lowers the value and says so), done for a chat turn:
     (None, None) when the value set fits, or none is set.
     """
-    from zephyr_tgi import Message
+    from zephyr_tgi import APIError, Message
 
     params = conversation.params
     wanted = params.max_new_tokens if params is not None else None
     if wanted is None or wanted <= limits.max_total_tokens - limits.max_input_tokens:
         return None, None  # fits next to any prompt the server accepts: no need to count
     turns = [*conversation.messages, Message(role="user", content=text)]
+    try:
+        tokens = conversation.client.count_tokens(turns, system=conversation.system)
+    except APIError:  # no /tokenize here: keep to what fits next to any prompt the server accepts
+        safe = limits.max_total_tokens - limits.max_input_tokens
+        return safe, (
+            f"max_new_tokens lowered from {wanted} to {safe}: the prompt could not be counted here, and {safe} fits "
+            f"next to any prompt the server accepts (window {limits.max_total_tokens}, input {limits.max_input_tokens})"
+        )
     # A longer history loses old turns until it fits max_input_tokens, so that is the most it can count.
-    counted = min(conversation.client.count_tokens(turns, system=conversation.system), limits.max_input_tokens)
+    counted = min(tokens, limits.max_input_tokens)
     available = limits.max_total_tokens - counted
     if wanted <= available:
         return None, None
