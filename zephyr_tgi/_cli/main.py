@@ -378,8 +378,8 @@ def cli() -> None:
     """
 
 
-cli.add_command(ps)
-cli.add_command(down)
+cli.add_command(_debug_option(ps))
+cli.add_command(_debug_option(down))
 
 
 @cli.command()
