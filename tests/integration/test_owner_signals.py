@@ -47,7 +47,7 @@ def poll(condition: Callable[[], bool], within: float, what: str) -> None:
 
 def containers_of(client: DockerClient, pid: int) -> list[Container]:
     labels = [f"{LABEL_OWNER_PID}={pid}", f"{LABEL_OWNER_HOST}={socket.gethostname()}"]
-    found: list[Container] = client.containers.list(all=True, filters={"label": labels})
+    found: list[Container] = client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
     return found
 
 

@@ -171,7 +171,9 @@ class FakeContainers:
         self.docker.created.append(container)
         return container
 
-    def list(self, all: bool = False, filters: dict[str, Any] | None = None) -> list[FakeContainer]:
+    def list(
+        self, all: bool = False, filters: dict[str, Any] | None = None, ignore_removed: bool = False
+    ) -> list[FakeContainer]:
         self.docker.calls.append("list")
         wanted = dict(item.split("=", 1) for item in (filters or {}).get("label", []))
         return [

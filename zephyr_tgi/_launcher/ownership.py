@@ -171,7 +171,8 @@ class ContainerRecord:
 def find_containers(client: DockerClient) -> list[Container]:
     """Every container of this library on the daemon, running or not."""
     filters: dict[str, str | list[str] | bool] = {"label": [f"{LABEL_PACKAGE}={PACKAGE_LABEL_VALUE}"]}
-    found: list[Container] = client.containers.list(all=True, filters=filters)
+    # ignore_removed: another process may remove one between docker's listing and its inspection of it.
+    found: list[Container] = client.containers.list(all=True, filters=filters, ignore_removed=True)
     return found
 
 

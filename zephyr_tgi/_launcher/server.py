@@ -431,7 +431,7 @@ class TGIServer:
         wanted = [f"{LABEL_PACKAGE}={PACKAGE_LABEL_VALUE}", f"{LABEL_CONFIG_HASH}={self.config_hash}"]
         filters: dict[str, str | list[str] | bool] = {"label": wanted}
         with _docker_errors("list containers"):
-            found = client.containers.list(all=True, filters=filters)
+            found = client.containers.list(all=True, filters=filters, ignore_removed=True)
         for container in found:
             if container.status in ("running", "restarting"):
                 self._container, self._owned = container, False
