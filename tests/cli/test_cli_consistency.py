@@ -180,7 +180,9 @@ def test_the_banner_of_another_server_does_not(plain_tgi: str) -> None:
 # -- a URL with a path --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("route", ["/generate", "/generate_stream/", "/v1/chat/completions", "/v1", "/info?x=1"])
+@pytest.mark.parametrize(
+    "route", ["/generate", "/generate_stream/", "/v1/chat/completions", "/v1", "/info?x=1", "/ping", "/docs"]
+)
 def test_a_url_ending_with_a_route_is_cut_back_with_a_note(zephyr: Cli, emulator: TGIEmulator, route: str) -> None:
     result = zephyr("chat", "Hi", url=False, env={"ZEPHYR_TGI_URL": emulator.url + route})
 

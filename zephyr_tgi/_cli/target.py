@@ -26,8 +26,10 @@ __all__ = [
     "wrong_path_hint",
 ]
 
-# Routes of TGI's router (and the OpenAI-compatible prefix) that can end a pasted URL, longest first.
+# Routes of TGI's router (router/src/server.rs; shared/reference/TGI.md §1) and the OpenAI-style prefix that
+# can end a pasted URL, longest first.
 KNOWN_ROUTES = (
+    "/api-doc/openapi.json",
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/models",
@@ -35,9 +37,11 @@ KNOWN_ROUTES = (
     "/chat_tokenize",
     "/invocations",
     "/generate",
+    "/vertex",
     "/tokenize",
     "/metrics",
     "/health",
+    "/ping",
     "/info",
     "/docs",
     "/v1",
