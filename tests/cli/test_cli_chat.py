@@ -150,7 +150,7 @@ def test_params_command_changes_the_options_of_later_answers(zephyr: Cli, emulat
     assert "sampling options: max_new_tokens=5 temperature=0" in err
     assert emulator.stats.requests[-1].json["parameters"]["max_new_tokens"] == 5
     assert chat_reply(("user", "Hi")).startswith(out.strip())
-    assert "(stopped after 5 tokens" in err
+    assert "(the answer was cut after 5 tokens" in err
 
 
 def test_params_key_without_value_unsets_it(zephyr: Cli) -> None:

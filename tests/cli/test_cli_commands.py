@@ -69,7 +69,11 @@ def test_health_of_an_unavailable_server_exits_1(zephyr: Cli, emulator: TGIEmula
     result = zephyr("health", "--json")
 
     assert result.exit_code == 1
-    assert json.loads(result.stdout) == {"url": emulator.url, "healthy": False}
+    found = json.loads(result.stdout)
+    assert found["url"] == emulator.url
+    assert found["healthy"] is False
+    assert found["state"] == "unhealthy"
+    assert "--wait" in found["hint"]
 
 
 def test_health_wait_polls_until_the_server_is_healthy(zephyr: Cli, emulator: TGIEmulator) -> None:

@@ -128,6 +128,9 @@ def test_options_reach_the_launcher(serve: Callable[..., Result], launcher: Laun
         "startup_timeout": 60.0,
         "host": "127.0.0.1",
         "reuse": True,
+        "keep": False,
+        "check_gpu_runtime": True,
+        "messages_for": "cli",
     }
 
 
@@ -137,7 +140,7 @@ def test_unset_options_are_left_to_the_launchers_environment_defaults(
     serve()
 
     assert launcher.server is not None
-    assert set(launcher.server.kwargs) == {"host", "reuse", "progress"}
+    assert set(launcher.server.kwargs) == {"host", "reuse", "keep", "check_gpu_runtime", "messages_for", "progress"}
 
 
 def test_prints_the_url_as_an_export_line_and_progress_on_stderr(serve: Callable[..., Result]) -> None:
@@ -184,7 +187,15 @@ def test_detach_leaves_the_container_running(serve: Callable[..., Result], launc
     assert launcher.server is not None
     assert launcher.server.stopped == 0
     assert launcher.server.log_calls == []
-    assert "docker rm -f c0ffee123456" in result.stderr
+    assert launcher.server.kwargs["keep"] is True  # labelled as kept: no reaper or orphan sweep removes it
+    assert "`zephyr-tgi down c0ffee123456` removes it" in result.stderr
+
+
+def test_skip_gpu_check_turns_the_runtime_check_off(serve: Callable[..., Result], launcher: Launcher) -> None:
+    serve("--skip-gpu-check")
+
+    assert launcher.server is not None
+    assert launcher.server.kwargs["check_gpu_runtime"] is False
 
 
 def test_json_prints_one_object(serve: Callable[..., Result]) -> None:

@@ -164,7 +164,7 @@ def test_chat_streams_answers_and_obeys_commands_in_a_terminal(
     terminal.type("/params max_new_tokens=5")
     terminal.wait_for_text("sampling options: max_new_tokens=5")
     terminal.type("Tell me more")
-    screen = terminal.wait_for_text("(stopped after 5 tokens")
+    screen = terminal.wait_for_text("(the answer was cut after 5 tokens")
     second = chat_reply(
         ("user", question), ("assistant", first), ("user", "Tell me more"), system="Answer like a pirate."
     )

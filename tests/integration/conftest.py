@@ -70,9 +70,10 @@ def no_leaked_containers() -> Iterator[None]:
     if client is None:  # the tests themselves report why Docker is missing
         yield
         return
-    before = {c.id for c in client.containers.list(all=True, filters=OUR_CONTAINERS)}
+    before = {c.id for c in client.containers.list(all=True, filters=OUR_CONTAINERS, ignore_removed=True)}
     yield
-    leaked = [c for c in client.containers.list(all=True, filters=OUR_CONTAINERS) if c.id not in before]
+    found = client.containers.list(all=True, filters=OUR_CONTAINERS, ignore_removed=True)
+    leaked = [c for c in found if c.id not in before]
     for container in leaked:  # remove them anyway, so one failing run does not poison the next
         container.remove(force=True, v=True)
     client.close()

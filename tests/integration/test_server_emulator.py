@@ -18,6 +18,7 @@ import docker.errors
 import httpx2
 import pytest
 
+from tests.integration.conftest import OUR_CONTAINERS
 from zephyr_tgi import AuthenticationError, ZephyrClient
 from zephyr_tgi._errors import (
     ConfigurationError,
@@ -330,11 +331,13 @@ def test_dockers_own_gpu_refusal_is_translated_and_cleaned_up(
 ) -> None:
     if any("nvidia" in name for name in docker_client.info().get("Runtimes", {})):
         pytest.skip("this Docker host has an NVIDIA runtime")
-    before = {c.id for c in docker_client.containers.list(all=True)}
+    # Only this process's containers: other sessions share the daemon and start and remove theirs meanwhile.
+    before = {c.id for c in docker_client.containers.list(all=True, filters=OUR_CONTAINERS, ignore_removed=True)}
     with pytest.raises(GPUUnavailableError) as caught:
         TGIServer(**(options | {"gpus": "all", "check_gpu_runtime": False})).start()
     assert isinstance(caught.value.__cause__, docker.errors.APIError)
-    assert {c.id for c in docker_client.containers.list(all=True)} == before
+    after = {c.id for c in docker_client.containers.list(all=True, filters=OUR_CONTAINERS, ignore_removed=True)}
+    assert after == before
 
 
 def test_publishing_on_all_interfaces_with_a_key_is_reachable_through_loopback(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 
 import pytest
 
+from zephyr_tgi._launcher import readiness
 from zephyr_tgi._launcher.readiness import (
     LineSplitter,
     ProbeOutcome,
@@ -269,3 +271,19 @@ def test_probe_reports_a_key_the_server_does_not_accept() -> None:
     with TGIEmulator(api_key="right") as tgi:
         assert probe(tgi.url, api_key="wrong", timeout=5.0) is ProbeOutcome.UNAUTHORIZED
         assert probe(tgi.url, api_key="right", timeout=5.0) is ProbeOutcome.READY
+
+
+@pytest.mark.parametrize("hint", readiness._HINTS, ids=lambda hint: hint.pattern.pattern[:30])
+def test_each_crash_hint_has_a_command_line_wording_without_python_arguments(hint: readiness._Hint) -> None:
+    assert hint.cli != hint.python
+    # Python is named only inside an explicit TGIServer(...) pointer for settings the CLI has no flag for.
+    outside_python = re.sub(r"TGIServer\([^)]*\)", "", hint.cli)
+    assert not re.search(r"(?<![-\w])[a-z_]+=", outside_python), hint.cli  # `--flag=value` is fine
+
+
+def test_crash_hints_for_the_command_line_name_flags() -> None:
+    log = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB"
+    (python,) = failure_hints(log)
+    (cli,) = failure_hints(log, for_cli=True)
+    assert "max_batch_prefill_tokens" in python
+    assert "--variant" in cli

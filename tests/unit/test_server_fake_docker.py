@@ -8,15 +8,20 @@ covered by tests/integration/test_server_emulator.py.
 from __future__ import annotations
 
 import io
+import os
+import socket
+import subprocess
 import sys
 import tarfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import docker.errors
+import psutil
 import pytest
 import requests
 import requests.exceptions
@@ -37,6 +42,7 @@ from zephyr_tgi._launcher.args import (
     build_launcher_args,
     current_creator,
 )
+from zephyr_tgi._launcher.ownership import LABEL_CREATED, LABEL_KEEP, Owner, OwnerState, owner_labels
 from zephyr_tgi._launcher.readiness import ProgressEvent, Stage
 from zephyr_tgi._launcher.server import TGIServer
 from zephyr_tgi.testing import TGIEmulator
@@ -165,7 +171,9 @@ class FakeContainers:
         self.docker.created.append(container)
         return container
 
-    def list(self, all: bool = False, filters: dict[str, Any] | None = None) -> list[FakeContainer]:
+    def list(
+        self, all: bool = False, filters: dict[str, Any] | None = None, ignore_removed: bool = False
+    ) -> list[FakeContainer]:
         self.docker.calls.append("list")
         wanted = dict(item.split("=", 1) for item in (filters or {}).get("label", []))
         return [
@@ -261,7 +269,7 @@ def make(fake: FakeDocker, **kwargs: Any) -> TGIServer:
 
 def test_start_creates_the_container_copies_the_template_then_starts_it(fake: FakeDocker) -> None:
     with make(fake, hf_token="hf_secret_token") as server:
-        assert fake.calls[:6] == ["ping", "info", "images.get", "create", "put_archive:/", "start"]
+        assert fake.calls[:7] == ["ping", "info", "list", "images.get", "create", "put_archive:/", "start"]
         (container,) = fake.created
         assert container.kwargs["command"] == build_launcher_args(server.config)
         assert container.kwargs["environment"] == {"HF_TOKEN": "hf_secret_token"}
@@ -650,3 +658,140 @@ def test_a_container_removed_behind_our_back_is_reported_as_gone(fake: FakeDocke
     with pytest.raises(ContainerStartError, match="disappeared") as caught:
         make(fake).start()
     assert caught.value.exit_code is None
+
+
+# -- ownership: labels, the orphan sweep, who may be removed ------------------------------------------------
+
+
+def test_the_container_names_its_owner_and_since_when(fake: FakeDocker) -> None:
+    with make(fake):
+        labels = fake.created[0].labels
+    owner = Owner.from_labels(labels)
+    assert owner is not None
+    assert owner.pid == os.getpid()
+    assert owner.state() is OwnerState.ALIVE
+    assert labels[LABEL_KEEP] == "false"
+    assert datetime.fromisoformat(labels[LABEL_CREATED]) <= datetime.now(UTC)
+
+
+def test_a_kept_container_says_so_in_its_labels(fake: FakeDocker) -> None:
+    with make(fake, keep=True):
+        pass
+    assert fake.created[0].labels[LABEL_KEEP] == "true"
+
+
+def test_start_removes_this_hosts_orphans_and_nothing_else(fake: FakeDocker) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone = Owner(socket.gethostname(), child.pid, psutil.Process(child.pid).create_time())
+    child.wait(timeout=30)
+    base = {LABEL_PACKAGE: "zephyr-tgi"}
+    orphan = FakeContainer(fake, {"labels": base | owner_labels(gone, keep=False)}, status="running")
+    kept = FakeContainer(fake, {"labels": base | owner_labels(gone, keep=True)}, status="running")
+    live = FakeContainer(fake, {"labels": base | owner_labels(Owner.current(), keep=False)}, status="running")
+    remote = FakeContainer(fake, {"labels": base | owner_labels(Owner("far", 1, 0.0), keep=False)}, status="exited")
+    unlabelled = FakeContainer(fake, {"labels": base}, status="running")
+    fake.existing += [orphan, kept, live, remote, unlabelled]
+    events: list[ProgressEvent] = []
+    with make(fake, progress=events.append):
+        pass
+    assert orphan.status == "removed"
+    assert [c.status for c in (kept, live, remote, unlabelled)] == ["running", "running", "exited", "running"]
+    assert any(f"removed orphaned container {orphan.name}" in event.message for event in events)
+
+
+def test_a_fake_docker_client_gets_no_reaper(fake: FakeDocker) -> None:
+    before = {p.pid for p in psutil.Process().children()}
+    with make(fake):
+        assert {p.pid for p in psutil.Process().children()} == before
+
+
+# -- messages: Python names for the API, flags for the command line ------------------------------------------
+
+
+def test_without_an_nvidia_runtime_python_callers_read_python_arguments(fake: FakeDocker) -> None:
+    fake.runtimes = {"runc": {}}
+    with pytest.raises(GPUUnavailableError) as caught:
+        make(fake).start()
+    assert "gpus=None" in str(caught.value)
+    assert "check_gpu_runtime=False" in str(caught.value)
+
+
+def test_without_an_nvidia_runtime_the_command_line_reads_flags(fake: FakeDocker) -> None:
+    fake.runtimes = {"runc": {}}
+    with pytest.raises(GPUUnavailableError) as caught:
+        make(fake, messages_for="cli").start()
+    message = str(caught.value)
+    assert "--gpus all was requested" in message
+    assert "--gpus none" in message
+    assert "--skip-gpu-check" in message
+    assert "gpus=None" not in message
+    assert "check_gpu_runtime" not in message
+
+
+@pytest.mark.parametrize(
+    ("audience", "names", "absent"), [("python", "image=", "--image"), ("cli", "--image", "image=")]
+)
+def test_an_unpullable_image_points_at_registry_access_not_at_the_emulator(
+    fake: FakeDocker, audience: str, names: str, absent: str
+) -> None:
+    fake.images_present.clear()
+    fake.pull_error = api_error("pull access denied for nope, repository does not exist", 404, docker.errors.NotFound)
+    with pytest.raises(ContainerStartError) as caught:
+        make(fake, image="nope:latest", messages_for=audience).start()
+    message = str(caught.value)
+    assert "registry" in message
+    assert "mirror" in message
+    assert names in message
+    assert absent not in message
+    assert message.index("registry") < message.index("Only for tests without a GPU: the emulator image")
+
+
+def test_a_taken_port_names_the_flag_on_the_command_line(fake: FakeDocker) -> None:
+    fake.start_error = api_error("Bind for 127.0.0.1:8080 failed: port is already allocated")
+    with pytest.raises(ContainerStartError, match="another --port"):
+        make(fake, port=8080, messages_for="cli").start()
+
+
+def test_bad_settings_name_the_flags_on_the_command_line() -> None:
+    with pytest.raises(ConfigurationError, match=r"invalid `zephyr-tgi serve` options: --host: host must be"):
+        TGIServer(host="not-an-ip", messages_for="cli", hf_token="", cache_dir="c")
+
+
+def test_an_unknown_audience_is_refused() -> None:
+    with pytest.raises(ValueError, match="messages_for"):
+        TGIServer(messages_for=cast("Any", "martian"), hf_token="", cache_dir="c")
+
+
+def test_a_crash_hint_for_the_command_line_names_flags(fake: FakeDocker) -> None:
+    fake.behaviour = crash(1, OOM_LOG)
+    with pytest.raises(ContainerStartError) as caught:
+        make(fake, messages_for="cli").start()
+    assert "--variant" in str(caught.value)
+    assert "extra_args" not in str(caught.value)
+
+
+def test_a_too_short_startup_timeout_names_the_flag_on_the_command_line() -> None:
+    with pytest.raises(ConfigurationError, match="--startup-timeout must be > 0"):
+        TGIServer(startup_timeout=0, messages_for="cli", hf_token="", cache_dir="c")
+
+
+def test_publishing_beyond_loopback_warns_in_flags_on_the_command_line() -> None:
+    with pytest.warns(UserWarning, match="without --api-key") as caught:
+        TGIServer(host="0.0.0.0", messages_for="cli", hf_token="", cache_dir="c")
+    assert "api_key=" not in str(caught[0].message)
+
+
+def test_reuse_never_attaches_to_an_orphan_it_starts_and_owns_a_fresh_one(fake: FakeDocker) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone = Owner(socket.gethostname(), child.pid, psutil.Process(child.pid).create_time())
+    child.wait(timeout=30)
+    with make(fake, reuse=True) as probe:
+        labels = dict(fake.created[0].labels)
+        config_hash = probe.config_hash
+    orphan = FakeContainer(fake, {"labels": labels | owner_labels(gone, keep=False)}, status="running")
+    fake.existing.append(orphan)
+    with make(fake, reuse=True) as server:
+        assert server.config_hash == config_hash
+        assert orphan.status == "removed"
+        assert server.owns_container
+        assert server.container_id != orphan.id

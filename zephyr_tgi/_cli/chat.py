@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from zephyr_tgi import Conversation, SamplingParams, ZephyrClient
+    from zephyr_tgi import Conversation, GenerationResult, SamplingParams, ServerInfo, ZephyrClient
 
 __all__ = [
     "CONTINUATION_PROMPT",
@@ -24,7 +24,9 @@ __all__ = [
     "PROMPT",
     "ChatSession",
     "MessageReader",
+    "cut_note",
     "dropped_note",
+    "fit_answer_length",
     "merge_sampling",
     "parse_assignments",
 ]
@@ -90,6 +92,46 @@ def dropped_note(count: int) -> str:
     return f"{count} earlier message{'s' if count != 1 else ''} left out to fit the context window"
 
 
+def cut_note(result: GenerationResult | None, *, how_to_lengthen: str) -> str | None:
+    """What to tell when the answer stopped at its length limit (finish reason `length`); None otherwise."""
+    if result is None or result.finish_reason != "length":
+        return None
+    return f"(the answer was cut after {result.generated_tokens} tokens: {how_to_lengthen} for a longer one)"
+
+
+def fit_answer_length(conversation: Conversation, text: str, limits: ServerInfo) -> tuple[int | None, str | None]:
+    """A `max_new_tokens` that fits the window next to this turn, and a note, when the one set does not.
+
+    What `generate` does for a raw prompt (the client lowers the value and says so), done for a chat turn:
+    (None, None) when the value set fits, or none is set.
+    """
+    from zephyr_tgi import APIError, Message
+
+    params = conversation.params
+    wanted = params.max_new_tokens if params is not None else None
+    if wanted is None or wanted <= limits.max_total_tokens - limits.max_input_tokens:
+        return None, None  # fits next to any prompt the server accepts: no need to count
+    turns = [*conversation.messages, Message(role="user", content=text)]
+    try:
+        tokens = conversation.client.count_tokens(turns, system=conversation.system)
+    except APIError:  # no /tokenize here: keep to what fits next to any prompt the server accepts
+        safe = limits.max_total_tokens - limits.max_input_tokens
+        return safe, (
+            f"max_new_tokens lowered from {wanted} to {safe}: the prompt could not be counted here, and {safe} fits "
+            f"next to any prompt the server accepts (window {limits.max_total_tokens}, input {limits.max_input_tokens})"
+        )
+    # A longer history loses old turns until it fits max_input_tokens, so that is the most it can count.
+    counted = min(tokens, limits.max_input_tokens)
+    available = limits.max_total_tokens - counted
+    if wanted <= available:
+        return None, None
+    note = (
+        f"max_new_tokens lowered from {wanted} to {available}: the prompt is {counted} tokens and the server's "
+        f"window is {limits.max_total_tokens}"
+    )
+    return available, note
+
+
 def describe_params(params: SamplingParams | None) -> str:
     """The options set, as `key=value` words (what `/params` accepts back)."""
     if params is None or not params.model_fields_set:
@@ -151,8 +193,10 @@ class ChatSession:
         read_line: Callable[[str], str],
         write: Callable[[str], None],
         note: Callable[[str], None],
+        limits: ServerInfo | None = None,
     ) -> None:
         self.conversation = conversation
+        self._limits = limits  # the server's window: an oversized max_new_tokens is lowered per turn
         self._reader = MessageReader(read_line)
         self._write = write  # the answer's text, as it streams (stdout)
         self._note = note  # one line about the session (stderr)
@@ -187,7 +231,15 @@ class ChatSession:
         """Send one user turn and stream the answer; errors are reported and the session goes on."""
         from zephyr_tgi import ZephyrTGIError
 
-        stream = self.conversation.ask_stream(text)
+        try:
+            fitted, lowered = fit_answer_length(self.conversation, text, self._limits) if self._limits else (None, None)
+        except ZephyrTGIError as exc:
+            self._note(f"error: {exc}")
+            return
+        if lowered is not None:
+            self._note(lowered)
+        overrides: dict[str, Any] = {"max_new_tokens": fitted} if fitted is not None else {}
+        stream = self.conversation.ask_stream(text, **overrides)
         wrote = False
         result = None
         try:
@@ -210,8 +262,9 @@ class ChatSession:
         self._write("\n")
         if self.conversation.dropped:
             self._note(f"({dropped_note(self.conversation.dropped)})")
-        if result is not None and result.finish_reason == "length":
-            self._note(f"(stopped after {result.generated_tokens} tokens: /params max_new_tokens=N for longer answers)")
+        cut = cut_note(result, how_to_lengthen="/params max_new_tokens=N")
+        if cut is not None:
+            self._note(cut)
 
     def command(self, text: str) -> bool:
         """Run a slash command; False means leave the session."""

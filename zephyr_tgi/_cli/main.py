@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -25,7 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 
 from .. import __version__
-from .chat import ChatSession, dropped_note, merge_sampling, parse_assignments
+from .chat import ChatSession, cut_note, dropped_note, fit_answer_length, merge_sampling, parse_assignments
+from .containers import down, ps
+from .target import BaseURL, Health, diagnose, is_emulator, split_route, wrong_path_hint
 
 if TYPE_CHECKING:
     from zephyr_tgi import (
@@ -43,6 +46,7 @@ __all__ = ["cli", "main"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _DEBUG = "zephyr_tgi.debug"
+_BASE_URL = "zephyr_tgi.base_url"
 _PRESETS = ("model_card", "zephyr_card", "greedy")
 # Per-token and prefill details make --json output long; the one-line summary is what scripts read.
 _BULKY = {"tokens", "prefill", "top_tokens", "best_of_sequences"}
@@ -56,6 +60,7 @@ class _Main(click.Group):
     """The command group: turns our errors into one line and an exit code, and Ctrl-C into 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        _show_library_notes()
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -77,6 +82,23 @@ class _Main(click.Group):
         formatter.write_text("Docs: docs/cli.md. Server URL and key come from --url/--api-key or the environment.")
 
 
+class _TerminalNotes(logging.Handler):
+    """The library's warnings (a lowered max_new_tokens, a retry) as plain lines on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def _show_library_notes() -> None:
+    """Route the `zephyr_tgi` logger's warnings to the terminal, once; without this they would depend on
+    logging's last-resort handler, which any logging set-up in the process silently turns off."""
+    library = logging.getLogger("zephyr_tgi")
+    if not any(isinstance(handler, _TerminalNotes) for handler in library.handlers):
+        handler = _TerminalNotes(logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        library.addHandler(handler)
+
+
 def _fail(ctx: click.Context, exc: BaseException) -> None:
     """Report an error in one line (plus indented details for multi-line messages) and exit 1."""
     from zephyr_tgi import ZephyrTGIError
@@ -88,12 +110,25 @@ def _fail(ctx: click.Context, exc: BaseException) -> None:
         click.echo(f"error: {first}", err=True)
         for line in details:
             click.echo(f"  {line}", err=True)
+        hint = _not_found_hint(ctx, exc)
+        if hint is not None:
+            click.echo(f"  {hint}", err=True)
     else:  # a bug in zephyr_tgi: say so instead of pretending it is the user's problem
         hint = "" if ctx.meta.get(_DEBUG) else "; rerun with --debug for the traceback"
         click.echo(
             f"error: unexpected {type(exc).__name__}: {exc} (a bug in zephyr-tgi, please report it{hint})", err=True
         )
     ctx.exit(1)
+
+
+def _not_found_hint(ctx: click.Context, exc: BaseException) -> str | None:
+    """For a 404 from a URL with a path: where the server's base URL probably is."""
+    from zephyr_tgi import APIStatusError
+
+    base = ctx.meta.get(_BASE_URL)
+    if isinstance(exc, APIStatusError) and exc.status_code == 404 and isinstance(base, BaseURL):
+        return wrong_path_hint(base)
+    return None
 
 
 def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -195,7 +230,10 @@ def _output_mode(as_json: bool, jsonl: bool) -> OutputMode:
 
 
 def _client(url: str | None, api_key: str | None) -> ZephyrClient:
-    """A client for --url/--api-key; the other ZEPHYR_TGI_* settings (timeout, attempts) come from the env."""
+    """A client for --url/--api-key; the other ZEPHYR_TGI_* settings (timeout, attempts) come from the env.
+
+    A URL that ends with a TGI route (`.../generate`, `.../v1`) is cut back to the server's base URL, with a note.
+    """
     from zephyr_tgi import ConfigurationError, ZephyrClient
 
     if not url:
@@ -203,7 +241,11 @@ def _client(url: str | None, api_key: str | None) -> ZephyrClient:
             "no server URL: pass --url or set ZEPHYR_TGI_URL (`zephyr-tgi serve` prints it; "
             "`zephyr-tgi emulator` runs a test server)"
         )
-    settings: dict[str, Any] = {"base_url": url}
+    base = split_route(url)
+    if base.note is not None:
+        click.echo(base.note, err=True)
+    click.get_current_context().meta[_BASE_URL] = base  # for the hint on a 404, see _fail
+    settings: dict[str, Any] = {"base_url": base.url}
     if api_key:
         settings["api_key"] = api_key
     return ZephyrClient.from_env(**settings)
@@ -221,8 +263,8 @@ def _chunk_json(chunk: StreamChunk) -> dict[str, Any]:
     return chunk.model_dump(mode="json", exclude={"result": _BULKY}, exclude_none=True)
 
 
-def _print_stream(chunks: Iterator[StreamChunk], mode: OutputMode) -> None:
-    """Print a stream as text (as it arrives), JSON lines, or one final JSON object."""
+def _print_stream(chunks: Iterator[StreamChunk], mode: OutputMode) -> GenerationResult | None:
+    """Print a stream as text (as it arrives), JSON lines, or one final JSON object; the final result."""
     result: GenerationResult | None = None
     for chunk in chunks:
         if mode == "text":
@@ -235,13 +277,39 @@ def _print_stream(chunks: Iterator[StreamChunk], mode: OutputMode) -> None:
         click.echo()
     elif mode == "json" and result is not None:
         _echo_json(_result_json(result))
+    return result
 
 
-def _print_result(result: GenerationResult, mode: OutputMode) -> None:
+def _print_result(result: GenerationResult, mode: OutputMode) -> GenerationResult:
     if mode == "text":
         click.echo(result.text)
     else:
         _echo_json(_result_json(result))
+    return result
+
+
+def _say_if_cut(result: GenerationResult | None) -> None:
+    """A cut answer says so on stderr, whatever the output mode (JSON keeps stdout clean; it has finish_reason)."""
+    note = cut_note(result, how_to_lengthen="--max-new-tokens N")
+    if note is not None:
+        click.echo(note, err=True)
+
+
+def _prompt_words(words: tuple[str, ...]) -> str | None:
+    """The PROMPT words joined into one prompt (`chat What is GPTQ` needs no quotes); None when there are none.
+
+    Raises:
+        click.UsageError: the prompt is empty (`chat ""`), for `chat` and `generate` alike.
+    """
+    if not words:
+        return None
+    prompt = " ".join(words)
+    if not prompt.strip():
+        raise click.UsageError(_EMPTY_PROMPT)
+    return prompt
+
+
+_EMPTY_PROMPT = "the prompt is empty: pass PROMPT (the words after the command join into one) or pipe it on stdin"
 
 
 def _read_stdin_prompt() -> str | None:
@@ -266,7 +334,8 @@ def _print_table(rows: list[tuple[str, ...]], header: tuple[str, ...], *, right:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while serving, so `kill` (or a process manager) still cleans up."""
+    """Treat SIGTERM and SIGHUP like Ctrl-C while serving, so `kill`, a process manager or a closed terminal
+    still stop and remove the container in an orderly way (the reaper would, too, a moment later)."""
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -274,11 +343,13 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # signals only work on the main thread
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handler)
+    handled = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {signum: signal.signal(signum, handler) for signum in handled}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, earlier in previous.items():
+            signal.signal(signum, earlier)
 
 
 def _server_class() -> type[TGIServer]:
@@ -303,11 +374,16 @@ def cli() -> None:
     zephyr-tgi serve                 start TGI in Docker on this GPU host (prints ZEPHYR_TGI_URL)
     zephyr-tgi chat                  an interactive chat; `chat "question"` for one answer
     zephyr-tgi emulator              a TGI look-alike for trying things without a GPU
+    zephyr-tgi ps / down             list / remove zephyr-tgi's containers
     """
 
 
+cli.add_command(_debug_option(ps))
+cli.add_command(_debug_option(down))
+
+
 @cli.command()
-@click.argument("prompt", required=False)
+@click.argument("words", metavar="[PROMPT]...", nargs=-1)
 @click.option("--system", help="The system prompt.")
 @click.option(
     "--load", "load_path", type=click.Path(dir_okay=False, path_type=Path), help="Resume a saved conversation."
@@ -331,7 +407,7 @@ def cli() -> None:
 @_server_options
 @_debug_option
 def chat(
-    prompt: str | None,
+    words: tuple[str, ...],
     system: str | None,
     load_path: Path | None,
     save_path: Path | None,
@@ -353,11 +429,13 @@ def chat(
 ) -> None:
     """Chat with the model: one answer to PROMPT, or an interactive session.
 
-    With PROMPT (or text piped on stdin) the answer streams to stdout. Without either, on a terminal, starts a
-    session: slash commands (/help, /system, /params, /reset, /history, /save, /load, /exit), multi-line input
-    (end a line with \\, or wrap text in \"\"\"), and a history kept inside the server's context window.
+    With PROMPT (or text piped on stdin) the answer streams to stdout; the words of PROMPT need no quotes.
+    Without either, on a terminal, starts a session: slash commands (/help, /system, /params, /reset, /history,
+    /save, /load, /exit), multi-line input (end a line with \\, or wrap text in \"\"\"), and a history kept
+    inside the server's context window.
     """
     mode = _output_mode(as_json, jsonl)
+    prompt = _prompt_words(words)
     if prompt is None and not interactive:
         prompt = _read_stdin_prompt()
         if prompt is not None and not prompt.strip():
@@ -380,12 +458,18 @@ def chat(
         conversation = _conversation(client, load_path, system=system, params=params, policy=policy)
         if prompt is None:
             conversation = _interactive(conversation, url=client.base_url)
-        elif no_stream:
-            _print_result(conversation.ask(prompt), mode)
         else:
-            _print_stream(conversation.ask_stream(prompt), mode)
+            fitted, lowered = fit_answer_length(conversation, prompt, client.info())
+            if lowered is not None:
+                click.echo(lowered, err=True)
+            overrides: dict[str, Any] = {"max_new_tokens": fitted} if fitted is not None else {}
+            if no_stream:
+                result: GenerationResult | None = _print_result(conversation.ask(prompt, **overrides), mode)
+            else:
+                result = _print_stream(conversation.ask_stream(prompt, **overrides), mode)
             if conversation.dropped and mode == "text":
                 click.echo(f"({dropped_note(conversation.dropped)})", err=True)
+            _say_if_cut(result)
         if save_path is not None:
             save_path.write_text(conversation.to_json(), encoding="utf-8")
 
@@ -416,8 +500,10 @@ def _interactive(conversation: Conversation, *, url: str) -> Conversation:
     if sys.stdin.isatty():
         with contextlib.suppress(ImportError):  # not on every platform; plain input() still works
             import readline  # noqa: F401  # line editing and history for input()
+    # The emulator answers like TGI; someone reading its stand-in answers must know they are not the model's.
+    stand_in = " (the zephyr-tgi emulator: stand-in answers, not the model's)" if is_emulator(url) else ""
     click.echo(
-        f"Chatting with {info.model_id} at {url}. /help lists commands, Ctrl-D quits. "
+        f"Chatting with {info.model_id} at {url}{stand_in}. /help lists commands, Ctrl-D quits. "
         'Multi-line: end a line with \\ or wrap text in """.',
         err=True,
     )
@@ -428,19 +514,20 @@ def _interactive(conversation: Conversation, *, url: str) -> Conversation:
         read_line=input,
         write=lambda text: click.echo(text, nl=False),
         note=lambda text: click.echo(text, err=True),
+        limits=info,
     )
     session.run()
     return session.conversation
 
 
 @cli.command()
-@click.argument("prompt", required=False)
+@click.argument("words", metavar="[PROMPT]...", nargs=-1)
 @_sampling_options
 @_output_options
 @_server_options
 @_debug_option
 def generate(
-    prompt: str | None,
+    words: tuple[str, ...],
     preset: str | None,
     max_new_tokens: int | None,
     temperature: float | None,
@@ -455,12 +542,15 @@ def generate(
     url: str | None,
     api_key: str | None,
 ) -> None:
-    """Generate from a raw PROMPT (no chat template), or from stdin; streamed."""
+    """Generate from a raw PROMPT (no chat template; its words need no quotes), or from stdin; streamed."""
     mode = _output_mode(as_json, jsonl)
+    prompt = _prompt_words(words)
     if prompt is None:
         prompt = _read_stdin_prompt()
-        if not prompt:
+        if prompt is None:
             raise click.UsageError("no prompt: pass PROMPT or pipe it on stdin")
+        if not prompt.strip():
+            raise click.UsageError("stdin was empty: pipe a prompt or pass PROMPT")
     params = _sampling_params(
         preset,
         {
@@ -475,9 +565,10 @@ def generate(
     )
     with _client(url, api_key) as client:
         if no_stream:
-            _print_result(client.generate(prompt, params=params), mode)
+            result: GenerationResult | None = _print_result(client.generate(prompt, params=params), mode)
         else:
-            _print_stream(client.generate_stream(prompt, params=params), mode)
+            result = _print_stream(client.generate_stream(prompt, params=params), mode)
+    _say_if_cut(result)
 
 
 @cli.command()
@@ -503,20 +594,46 @@ def info(as_json: bool, url: str | None, api_key: str | None) -> None:
 @_server_options
 @_debug_option
 def health(wait: float | None, as_json: bool, url: str | None, api_key: str | None) -> None:
-    """Check the server's /health: exit 0 when healthy, 1 when not."""
+    """Check the server: is it reachable, is it TGI (/info), is it healthy (/health)?
+
+    Exit codes: 0 healthy; 1 TGI answers but is not healthy (still loading, or failing); 3 nothing answers at the
+    URL; 4 something answers, but it is not TGI (a wrong port or path, a proxy's error page).
+    """
+    from zephyr_tgi import APITimeoutError
+
     with _client(url, api_key) as client:
         if wait is not None:
-            client.wait_until_ready(timeout=wait)
-            healthy = True
-        else:
-            healthy = client.health()
+            with contextlib.suppress(APITimeoutError):  # the verdict below says what it is after the wait
+                client.wait_until_ready(timeout=wait)
+        diagnosis = diagnose(client)
         base_url = client.base_url
+    healthy = diagnosis.health is Health.HEALTHY
+    hint = _health_hint(diagnosis.health, click.get_current_context().meta.get(_BASE_URL))
     if as_json:
-        _echo_json({"url": base_url, "healthy": healthy})
+        found = {"url": base_url, "healthy": healthy, "state": str(diagnosis.health), "detail": diagnosis.detail}
+        _echo_json(found | ({"hint": hint} if hint else {}))
+    elif healthy:
+        click.echo(f"{base_url}: healthy")
     else:
-        click.echo(f"{base_url}: {'healthy' if healthy else 'not healthy'}")
+        click.echo(f"{base_url}: {diagnosis.health}: {diagnosis.detail}")
+        if hint:
+            click.echo(hint, err=True)
     if not healthy:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(_HEALTH_EXIT[diagnosis.health])
+
+
+_HEALTH_EXIT = {Health.UNHEALTHY: 1, Health.UNREACHABLE: 3, Health.NOT_TGI: 4}
+
+
+def _health_hint(found: Health, base: object) -> str | None:
+    if found is Health.NOT_TGI:
+        path_hint = wrong_path_hint(base) if isinstance(base, BaseURL) else None
+        return path_hint or "hint: is --url (or ZEPHYR_TGI_URL) the address of a TGI server, with the right port?"
+    if found is Health.UNREACHABLE:
+        return "hint: is the server running (`zephyr-tgi serve`, `zephyr-tgi ps`) and is the host and port right?"
+    if found is Health.UNHEALTHY:
+        return "hint: a starting TGI is unhealthy until the model is loaded: `zephyr-tgi health --wait 600` waits"
+    return None
 
 
 @cli.command()
@@ -596,6 +713,7 @@ def variants(as_json: bool) -> None:
 @click.option("--startup-timeout", type=float, metavar="SECONDS", help="How long TGI may take to become ready.")
 @click.option("--reuse", is_flag=True, help="Attach to a running container with the same settings, if any.")
 @click.option("--detach", is_flag=True, help="Leave the server running and exit once it is ready.")
+@click.option("--skip-gpu-check", is_flag=True, help="Start even though `docker info` lists no NVIDIA runtime.")
 @click.option("--logs", "show_logs", is_flag=True, help="Print TGI's log lines while serving.")
 @_json_option
 @_debug_option
@@ -609,15 +727,17 @@ def serve(
     startup_timeout: float | None,
     reuse: bool,
     detach: bool,
+    skip_gpu_check: bool,
     show_logs: bool,
     as_json: bool,
 ) -> None:
     """Run TGI serving Zephyr-7B-alpha GPTQ in Docker on this GPU host, until Ctrl-C.
 
     Shows progress while the image is pulled and the model loads, then prints `export ZEPHYR_TGI_URL=...` on
-    stdout (so `eval "$(zephyr-tgi serve --detach)"` works). Ctrl-C or SIGTERM stops and removes the container;
-    with --detach it keeps running (stop it with `docker rm -f <id>`). Other settings come from the
-    ZEPHYR_TGI_VARIANT, ZEPHYR_TGI_IMAGE, ZEPHYR_TGI_GPUS, HF_TOKEN and HF_HOME variables.
+    stdout (so `eval "$(zephyr-tgi serve --detach)"` works). Ctrl-C, SIGTERM, SIGHUP, or this process dying
+    any other way stops and removes the container; with --detach it keeps running once ready (`zephyr-tgi down
+    NAME` removes it). Other settings come from the ZEPHYR_TGI_VARIANT, ZEPHYR_TGI_IMAGE, ZEPHYR_TGI_GPUS,
+    HF_TOKEN and HF_HOME variables.
     """
     chosen = {"variant": variant, "gpus": gpus, "port": port, "api_key": api_key, "image": image}
     settings: dict[str, Any] = {key: value for key, value in chosen.items() if value is not None}
@@ -626,7 +746,15 @@ def serve(
     progress = _StartProgress()
     with warnings.catch_warnings(record=True) as caught:  # e.g. "published beyond loopback without an api key"
         warnings.simplefilter("always")
-        server = _server_class().from_env(host=host, reuse=reuse, progress=progress, **settings)
+        server = _server_class().from_env(
+            host=host,
+            reuse=reuse,
+            keep=detach,
+            check_gpu_runtime=not skip_gpu_check,
+            messages_for="cli",
+            progress=progress,
+            **settings,
+        )
     for warning in caught:
         click.echo(f"warning: {warning.message}", err=True)
     with _sigterm_as_interrupt():
@@ -643,7 +771,8 @@ def serve(
         if detach:
             container = server.container_id
             click.echo(
-                f"Detached: container {container} keeps running; `docker rm -f {container}` removes it.", err=True
+                f"Detached: container {container} keeps running; `zephyr-tgi down {container}` removes it.",
+                err=True,
             )
             return
         click.echo(f"Serving at {server.url}; press Ctrl-C to stop and remove the container.", err=True)

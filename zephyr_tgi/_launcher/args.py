@@ -210,15 +210,23 @@ def _gpu_count(gpus: GPUSpec) -> int | None:
     return None  # "all" (unknown here) or None
 
 
-def make_config(**kwargs: Any) -> LaunchConfig:
-    """Build a `LaunchConfig`, turning pydantic's validation errors into `ConfigurationError`."""
+def make_config(
+    *, settings_name: str = "invalid TGIServer settings", field_names: Mapping[str, str] | None = None, **kwargs: Any
+) -> LaunchConfig:
+    """Build a `LaunchConfig`, turning pydantic's validation errors into `ConfigurationError`.
+
+    `settings_name` opens the message and `field_names` renames fields in it (the command line's flags).
+    """
+    names = field_names or {}
     try:
         return LaunchConfig(**kwargs)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {_strip_prefix(err['msg'])}" for err in exc.errors()
+            f"{names.get(field, field)}: {_strip_prefix(err['msg'])}"
+            for err in exc.errors()
+            for field in [".".join(str(p) for p in err["loc"]) or "config"]
         )
-        raise ConfigurationError(f"invalid TGIServer settings: {problems}") from exc
+        raise ConfigurationError(f"{settings_name}: {problems}") from exc
 
 
 def _strip_prefix(message: str) -> str:
@@ -316,8 +324,13 @@ def config_hash(config: LaunchConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def labels(config: LaunchConfig, *, version: str, creator: str | None = None) -> dict[str, str]:
-    """Docker labels that identify our containers (package, variant, config hash) without any secret."""
+def labels(
+    config: LaunchConfig, *, version: str, creator: str | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Docker labels that identify our containers (package, variant, config hash) without any secret.
+
+    `extra` adds more (the owner labels of `ownership.owner_labels`).
+    """
     has_key = config.api_key is not None and bool(config.api_key.get_secret_value())
     found = {
         LABEL_PACKAGE: PACKAGE_LABEL_VALUE,
@@ -329,6 +342,7 @@ def labels(config: LaunchConfig, *, version: str, creator: str | None = None) ->
     }
     if creator is not None:
         found[LABEL_CREATOR] = creator
+    found.update(extra or {})
     return found
 
 
@@ -338,14 +352,19 @@ def current_creator() -> str:
 
 
 def container_create_kwargs(
-    config: LaunchConfig, *, version: str, name: str | None, creator: str | None = None
+    config: LaunchConfig,
+    *,
+    version: str,
+    name: str | None,
+    creator: str | None = None,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `docker.containers.create` (the environment holds secrets: never log this)."""
     kwargs: dict[str, Any] = {
         "image": config.image,
         "command": build_launcher_args(config),
         "environment": build_environment(config),
-        "labels": labels(config, version=version, creator=creator),
+        "labels": labels(config, version=version, creator=creator, extra=extra_labels),
         # The host port is None for an ephemeral one chosen by docker and read back after start.
         "ports": {f"{CONTAINER_PORT}/tcp": (config.host, config.port)},
         "shm_size": config.shm_size,

@@ -118,20 +118,33 @@ def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(strip_ansi(text).rstrip("\n").split("\n")[-lines:])
 
 
-# (pattern on the logs, hint). Several can apply; they are reported in this order.
-_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
+@dataclass(frozen=True, slots=True)
+class _Hint:
+    """A likely cause recognised in a crashed container's logs, said for a Python caller and for the CLI."""
+
+    pattern: re.Pattern[str]
+    python: str
+    cli: str
+
+
+_NO_GPU = (
+    "no usable GPU in the container: install the NVIDIA driver and the NVIDIA Container Toolkit on the "
+    "Docker host (`nvidia-ctk runtime configure --runtime=docker`, restart dockerd), check "
+    "`docker run --rm --gpus all ubuntu nvidia-smi`, and {gpus} (see docs/launcher.md)"
+)
+# Several can apply; they are reported in this order.
+_HINTS: tuple[_Hint, ...] = (
+    _Hint(
         re.compile(
             r"Found no NVIDIA driver|No CUDA GPUs are available|CUDA driver version is insufficient|"
             r"NVIDIA driver on your system is too old|libcuda\.so|Torch not compiled with CUDA|"
             r"could not select device driver",
             re.I,
         ),
-        "no usable GPU in the container: install the NVIDIA driver and the NVIDIA Container Toolkit on the "
-        "Docker host (`nvidia-ctk runtime configure --runtime=docker`, restart dockerd), check "
-        "`docker run --rm --gpus all ubuntu nvidia-smi`, and pass gpus='all' (see docs/launcher.md)",
+        _NO_GPU.format(gpus="pass gpus='all'"),
+        _NO_GPU.format(gpus="use --gpus all"),
     ),
-    (
+    _Hint(
         re.compile(
             r"CUDA out of memory|OutOfMemoryError|Not enough memory to handle|CUBLAS_STATUS_ALLOC_FAILED",
             re.I,
@@ -139,13 +152,18 @@ _HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
         "the GPU ran out of memory (usually at warmup): lower max_batch_prefill_tokens / max_total_tokens, "
         "pick a 4-bit variant (main needs ~4.7 GB + overhead), free the GPU from other processes, or pass "
         "extra_args=('--cuda-memory-fraction', '0.9')",
+        "the GPU ran out of memory (usually at warmup): pick a 4-bit --variant (`zephyr-tgi variants`; main needs "
+        "~4.7 GB + overhead), give it a GPU of its own with --gpus, or free the GPU from other processes "
+        "(smaller token budgets: TGIServer(max_batch_prefill_tokens=..., max_total_tokens=...) in Python)",
     ),
-    (
+    _Hint(
         re.compile(r"RevisionNotFound|Revision Not Found|Invalid rev id|unknown revision", re.I),
         "the revision (variant branch) does not exist in that repository: use one of the GPTQVariant names, "
         "or a model_id whose branches match",
+        "the revision (variant branch) does not exist in that repository: pass a --variant that "
+        "`zephyr-tgi variants` lists",
     ),
-    (
+    _Hint(
         re.compile(
             r"GatedRepoError|Cannot access gated repo|401 Client Error|Unauthorized for url|"
             r"Invalid (user )?token|Access to model .* is restricted",
@@ -153,22 +171,30 @@ _HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         "the Hub refused access (gated or private repo): accept the model's terms on huggingface.co and set "
         "HF_TOKEN (or hf_token=) to a token with read access",
+        "the Hub refused access (gated or private repo): accept the model's terms on huggingface.co and export "
+        "HF_TOKEN with a token that has read access before `zephyr-tgi serve`",
     ),
-    (
+    _Hint(
         re.compile(r"RepositoryNotFound|Repository Not Found|404 Client Error", re.I),
         "the model repository or a file was not found (404): check model_id and variant; a private repo "
         "also answers 404 without a token (set HF_TOKEN)",
+        "the model repository or a file was not found (404): check --variant; a private repo also answers 404 "
+        "without a token (export HF_TOKEN)",
     ),
-    (
+    _Hint(
         re.compile(r"no kernel image is available for execution on the device", re.I),
         "the GPU is too old for this image's kernels (e.g. Turing/T4 sm75 has no Marlin): use an Ampere or "
         "newer GPU, or an older TGI image built for your architecture",
+        "the GPU is too old for this image's kernels (e.g. Turing/T4 sm75 has no Marlin): use an Ampere or "
+        "newer GPU, or pass --image with a TGI image built for your architecture",
     ),
-    (
+    _Hint(
         re.compile(r"sliding_window.*None|None.*sliding_window", re.I),
         "a Mistral config problem (TGI #1342, 8-bit GPTQ branches on old TGI): use the pinned TGI 3.x image",
+        "a Mistral config problem (TGI #1342, 8-bit GPTQ branches on old TGI): leave --image out to use the "
+        "pinned TGI 3.x image",
     ),
-    (
+    _Hint(
         re.compile(
             r"couldn't connect to 'https://huggingface\.co'|LocalEntryNotFoundError|"
             r"Max retries exceeded with url|Temporary failure in name resolution",
@@ -176,22 +202,31 @@ _HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         "the container cannot reach huggingface.co: check the network/proxy, or pre-fill the cache mounted at "
         "/data and pass env={'HF_HUB_OFFLINE': '1'}",
+        "the container cannot reach huggingface.co: check the network/proxy, or pre-fill the cache ($HF_HOME, "
+        "mounted at /data) and start offline from Python with TGIServer(env={'HF_HUB_OFFLINE': '1'})",
     ),
-    (
+    _Hint(
         re.compile(r"unexpected argument|Invalid argument:|ArgumentValidation|invalid value .* for", re.I),
         "TGI rejected a launcher flag: check extra_args against this image's `--help`",
+        "TGI rejected a launcher flag: this --image may be a TGI release that does not know the flags "
+        "zephyr-tgi passes; leave --image out for the pinned release",
     ),
-    (
+    _Hint(
         re.compile(r"Bus error|NCCL error|/dev/shm", re.I),
         "shared memory problem between shards: raise shm_size (e.g. '2g') or reduce num_shard",
+        "shared memory problem between shards: serve on fewer GPUs (--gpus 1), or raise shm_size from Python "
+        "(TGIServer(shm_size='2g'))",
     ),
 )
 
 
-def failure_hints(logs: str) -> list[str]:
-    """What probably went wrong, judged from a crashed container's logs; empty when nothing matched."""
+def failure_hints(logs: str, *, for_cli: bool = False) -> list[str]:
+    """What probably went wrong, judged from a crashed container's logs; empty when nothing matched.
+
+    `for_cli` words the hints in `zephyr-tgi serve` flags instead of `TGIServer` arguments.
+    """
     clean = strip_ansi(logs)
-    return [hint for pattern, hint in _HINTS if pattern.search(clean)]
+    return [hint.cli if for_cli else hint.python for hint in _HINTS if hint.pattern.search(clean)]
 
 
 class ProbeOutcome(Enum):

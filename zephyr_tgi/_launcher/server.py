@@ -46,6 +46,7 @@ from .args import (
     tokenizer_config_archive,
     url_host,
 )
+from .ownership import Owner, describe_containers, find_containers, owner_labels
 from .readiness import (
     LOG_TAIL_LINES,
     LineSplitter,
@@ -63,7 +64,9 @@ from .readiness import (
     tail,
     wait_for_ready,
 )
+from .reaper import Reaper
 from .variants import GPTQVariant, VariantInfo, get_variant
+from .wording import PYTHON, Audience, Wording, wording_for
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -102,12 +105,22 @@ class TGIServer:
             `--tokenizer-config-path`, so that `/v1/chat/completions` works with TheBloke's repo.
         extra_args: more TGI launcher flags (flags that have a parameter here are refused).
         reuse: attach to a running container with the same config (labels) instead of starting another.
-        keep: leave the container running when the `with` block ends (for a later `reuse=True`).
+            It never takes ownership: the container stays its owner's (or, if kept, stays up). Orphans are
+            removed before looking, so `reuse=True` never attaches to one (it starts a fresh container).
+        keep: leave the container running when the `with` block ends (for a later `reuse=True`); the
+            container is labelled as kept, so neither the reaper nor the orphan sweep removes it after a
+            successful start (`zephyr-tgi down NAME` does).
         pull: "missing" (default), "always" or "never".
         startup_timeout: seconds for the container to become ready, not counting the image pull.
         progress: True prints stages on stderr, False is silent, or a callable receiving `ProgressEvent`s.
         docker_client: a `docker.DockerClient` (or a factory of one); default `docker.from_env()` at start.
         check_gpu_runtime: refuse to start when GPUs are requested and `docker info` lists no NVIDIA runtime.
+        messages_for: "python" (default) names these arguments in error messages; "cli" names the flags of
+            `zephyr-tgi serve` instead.
+
+    Ownership: the container is labelled with this process (host, pid, start time) and when it was created.
+    A reaper process watches this process and removes the container within seconds after it exits by any
+    path, SIGKILL included; `start()` also removes this host's orphans left by owners that are gone.
     """
 
     def __init__(
@@ -140,11 +153,15 @@ class TGIServer:
         progress: bool | ProgressCallback = True,
         docker_client: DockerClient | Callable[[], DockerClient] | None = None,
         check_gpu_runtime: bool = True,
+        messages_for: Audience = "python",
     ) -> None:
+        self._wording: Wording = wording_for(messages_for)
         from_environment = environment_defaults(os.environ)
         if hf_token is None:
             hf_token = from_environment.get("hf_token")
         self._config: LaunchConfig = make_config(
+            settings_name=self._wording.settings,
+            field_names=self._wording.field_names,
             variant=variant,
             model_id=model_id,
             image=image,
@@ -166,13 +183,13 @@ class TGIServer:
             env=dict(env or {}),
         )
         if startup_timeout <= 0:
-            raise ConfigurationError(f"startup_timeout must be > 0 seconds, got {startup_timeout}")
+            raise ConfigurationError(f"{self._wording.startup_timeout} must be > 0 seconds, got {startup_timeout}")
         if pull not in ("missing", "always", "never"):
             raise ConfigurationError(f"pull must be 'missing', 'always' or 'never', got {pull!r}")
         if not self._config.is_loopback and self._config.api_key is None:
+            exposed = self._wording.exposed.format(host=self._config.host)
             warnings.warn(
-                f"TGIServer publishes TGI on {self._config.host} without an api_key: anyone who can reach this "
-                "address can use the model. Pass api_key=... or keep host='127.0.0.1'.",
+                f"{exposed}: anyone who can reach this address can use the model. {self._wording.exposure_advice}.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -192,6 +209,7 @@ class TGIServer:
         self._ready = False
         self._url: str | None = None
         self._log_lines_seen = 0
+        self._reaper: Reaper | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
@@ -260,6 +278,7 @@ class TGIServer:
             return self
         client = self._connect()
         self._preflight(client)
+        self._remove_orphans(client)
         try:
             if not (self._reuse and self._attach(client)):
                 self._ensure_image(client)
@@ -268,6 +287,8 @@ class TGIServer:
         except BaseException as exc:  # Ctrl-C included: never leave a half-started container behind
             self._discard_after_failure(exc)
             raise
+        if self._keep:  # ready: from now on it is meant to outlive this process
+            self._release_reaper()
         return self
 
     def wait_until_ready(self, timeout: float | None = None) -> None:
@@ -300,12 +321,13 @@ class TGIServer:
         if outcome is WaitOutcome.UNAUTHORIZED:
             raise ConfigurationError(
                 f"the TGI container {container.short_id} answers 401 to our api key: it was started with "
-                "another --api-key; pass the same api_key, or stop that container"
+                f"another --api-key; {self._wording.same_api_key}, or stop that container"
             )
         logs = self._log_tail(container)
         raise ServerNotReadyError(
-            f"TGI was not ready after {limit:.0f}s (container {container.short_id} still running; raise "
-            f"startup_timeout if it is still downloading or loading). Last {LOG_TAIL_LINES} log lines:\n{logs}",
+            f"TGI was not ready after {limit:.0f}s (container {container.short_id} still running; "
+            f"{self._wording.longer_startup} if it is still downloading or loading). "
+            f"Last {LOG_TAIL_LINES} log lines:\n{logs}",
             logs=logs,
         )
 
@@ -319,6 +341,7 @@ class TGIServer:
                 container.stop(timeout=_STOP_TIMEOUT)
             with _docker_errors("remove the container", missing_ok=True):
                 container.remove(force=True, v=True)
+        self._release_reaper()
         if self._docker is not None and self._docker_source is None:
             self._docker.close()  # ours (docker.from_env()): release its connection pool
             self._docker = None
@@ -331,6 +354,7 @@ class TGIServer:
     ) -> None:
         if self._keep:  # detach and leave it running for a later reuse=True
             self._container, self._url, self._ready, self._owned = None, None, False, False
+            self._release_reaper()
         else:
             self.stop()
 
@@ -395,11 +419,11 @@ class TGIServer:
         runtimes = [str(name) for name in (info.get("Runtimes") or {})] + [str(info.get("DefaultRuntime", ""))]
         if not any("nvidia" in name for name in runtimes):
             raise GPUUnavailableError(
-                f"gpus={self._config.gpus!r} was requested, but the Docker daemon has no NVIDIA runtime (its "
+                f"{self._gpus_setting()} was requested, but the Docker daemon has no NVIDIA runtime (its "
                 f"runtimes: {', '.join(sorted(set(filter(None, runtimes))))}). Install the NVIDIA driver and the "
                 "NVIDIA Container Toolkit, run `sudo nvidia-ctk runtime configure --runtime=docker` and restart "
-                "dockerd (docs/launcher.md). For a CPU-only image such as the emulator pass gpus=None; if "
-                "`docker run --gpus all` works here anyway, pass check_gpu_runtime=False."
+                f"dockerd (docs/launcher.md). For a CPU-only image such as the emulator {self._wording.no_gpu}; "
+                f"if `docker run --gpus all` works here anyway, {self._wording.skip_gpu_check}."
             )
 
     def _attach(self, client: DockerClient) -> bool:
@@ -407,7 +431,7 @@ class TGIServer:
         wanted = [f"{LABEL_PACKAGE}={PACKAGE_LABEL_VALUE}", f"{LABEL_CONFIG_HASH}={self.config_hash}"]
         filters: dict[str, str | list[str] | bool] = {"label": wanted}
         with _docker_errors("list containers"):
-            found = client.containers.list(all=True, filters=filters)
+            found = client.containers.list(all=True, filters=filters, ignore_removed=True)
         for container in found:
             if container.status in ("running", "restarting"):
                 self._container, self._owned = container, False
@@ -433,11 +457,13 @@ class TGIServer:
         repository, tag = docker.utils.parse_repository_tag(image)
         tracker = PullProgress(image)
         self._progress(ProgressEvent(Stage.PULL, f"pulling {image}"))
-        with _docker_errors(f"pull the image {image!r}", pulling=image):
+        with _docker_errors(f"pull the image {image!r}", pulling=image, wording=self._wording):
             for event in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
                 if event.get("error"):
                     raise ContainerStartError(
-                        f"could not pull the image {image!r}: {event['error']}", exit_code=None, logs=""
+                        f"could not pull the image {image!r}: {event['error']}. {_pull_advice(self._wording)}",
+                        exit_code=None,
+                        logs="",
                     )
                 update = tracker.update(event)
                 if update is not None:
@@ -448,18 +474,71 @@ class TGIServer:
         if config.cache_dir and os.path.isabs(config.cache_dir) and is_local_daemon(client.api.base_url):
             # Docker would create a missing bind source itself, owned by root.
             Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
-        kwargs = container_create_kwargs(config, version=_package_version(), name=self._name, creator=current_creator())
-        with _docker_errors(f"create a container from {config.image!r}"):
+        owner = Owner.current()
+        kwargs = container_create_kwargs(
+            config,
+            version=_package_version(),
+            name=self._name,
+            creator=current_creator(),
+            extra_labels=owner_labels(owner, keep=self._keep),
+        )
+        with _docker_errors(f"create a container from {config.image!r}", wording=self._wording):
             container = client.containers.create(**kwargs)
         self._container, self._owned = container, True
         self._log_lines_seen = 0
+        self._watch_owner(client, container, owner)
         if config.chat_template:
             # put_archive into the created container instead of a bind mount: works with remote daemons too.
             with _docker_errors("copy the tokenizer config into the container"):
                 container.put_archive("/", tokenizer_config_archive())
-        with _docker_errors("start the container"):
+        with _docker_errors("start the container", wording=self._wording):
             container.start()
         self._progress(ProgressEvent(Stage.START, f"container {container.short_id} started from {config.image}"))
+
+    def _watch_owner(self, client: DockerClient, container: Container, owner: Owner) -> None:
+        """Start the reaper that removes `container` once this process is gone (real Docker only)."""
+        try:
+            from docker import DockerClient as RealDockerClient
+        except ImportError:  # pragma: no cover - a container was just created through the SDK
+            return
+        if not isinstance(client, RealDockerClient):
+            return  # a stand-in client: the reaper could not reach whatever it stands for
+        docker_host = None if self._docker_source is None else _docker_host_of(client.api.base_url)
+        try:
+            self._reaper = Reaper.spawn(str(container.id), owner, docker_host=docker_host)
+        except OSError as exc:  # no reaper: the orphan sweep of the next start still removes it
+            warnings.warn(
+                f"zephyr_tgi could not start the reaper for container {container.short_id} ({exc}); if this "
+                "process is killed, the next TGIServer start or `zephyr-tgi down --orphans` removes it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _release_reaper(self) -> None:
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.release()
+
+    def _remove_orphans(self, client: DockerClient) -> None:
+        """Remove this host's containers whose owner is gone (and that were not kept on purpose)."""
+        with _docker_errors("list containers"):
+            found = find_containers(client)
+        by_id = {str(container.id): container for container in found}
+        for record in describe_containers(found):
+            if not record.is_orphan:
+                continue
+            with _docker_errors("remove an orphaned container", missing_ok=True):
+                by_id[record.id].remove(force=True, v=True)
+                self._progress(
+                    ProgressEvent(Stage.START, f"removed orphaned container {record.name} (owner {record.owner} gone)")
+                )
+
+    def _gpus_setting(self) -> str:
+        gpus = self._config.gpus
+        if not self._wording.for_cli:
+            return f"gpus={gpus!r}"
+        shown = gpus if isinstance(gpus, str | int) else ",".join(gpus or ())
+        return f"--gpus {shown}"
 
     def _resolve_url(self, container: Container) -> str | None:
         """Read the published port back from docker; None until docker has assigned it."""
@@ -500,7 +579,8 @@ class TGIServer:
             exit_code: int | None = container.attrs.get("State", {}).get("ExitCode")
             full_logs = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
             logs = redact(tail(full_logs), self._secrets())
-            hint_text = "".join(f"\n  hint: {hint}" for hint in failure_hints(full_logs)) or (
+            hints = failure_hints(full_logs, for_cli=self._wording.for_cli)
+            hint_text = "".join(f"\n  hint: {hint}" for hint in hints) or (
                 "\n  hint: read the log lines below; common causes are no GPU runtime, CUDA out of memory at "
                 "warmup, a bad revision, or a gated/private repo without HF_TOKEN (docs/launcher.md)"
             )
@@ -588,7 +668,7 @@ def _import_docker() -> Any:
     try:
         import docker
     except ImportError as exc:
-        raise DockerUnavailableError(f"TGIServer needs the docker SDK: {_INSTALL_HINT}") from exc
+        raise DockerUnavailableError(f"starting and listing containers needs the docker SDK: {_INSTALL_HINT}") from exc
     return docker
 
 
@@ -600,17 +680,20 @@ def _image_present(client: DockerClient, image: str) -> bool:
 
 
 @contextmanager
-def _docker_errors(action: str, *, missing_ok: bool = False, pulling: str | None = None) -> Iterator[None]:
+def _docker_errors(
+    action: str, *, missing_ok: bool = False, pulling: str | None = None, wording: Wording = PYTHON
+) -> Iterator[None]:
     """Translate docker SDK / requests errors raised in the block; `missing_ok` swallows "not found".
 
     `pulling` names the image being pulled: the registry's refusals then mean "image unavailable".
+    `wording` names the settings in the hints (Python arguments or command-line flags).
     """
     try:
         yield
     except ZephyrTGIError:
         raise
     except Exception as exc:
-        translated = _translate_docker_error(exc, action, pulling=pulling)
+        translated = _translate_docker_error(exc, action, pulling=pulling, wording=wording)
         if translated is None:
             raise
         if missing_ok and _is_not_found(exc):
@@ -624,7 +707,27 @@ def _is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, docker.errors.NotFound)
 
 
-def _translate_docker_error(exc: BaseException, action: str, *, pulling: str | None = None) -> ServerError | None:
+def _pull_advice(wording: Wording) -> str:
+    """What to try when an image cannot be pulled: registry access first; the emulator only for tests."""
+    return (
+        f"Check the image name and that this host reaches its registry (`docker login` for a private one, "
+        f"a registry mirror behind a firewall), `docker pull` it yourself, or {wording.other_image}. "
+        "Only for tests without a GPU: the emulator image (docker/emulator/build.sh)"
+    )
+
+
+def _docker_host_of(base_url: str) -> str | None:
+    """A DOCKER_HOST value for the daemon behind `base_url`; None when the environment's must do.
+
+    docker-py keeps no usable address for sockets, named pipes and ssh (`http+docker://...`).
+    """
+    scheme, _, rest = base_url.partition("://")
+    return f"tcp://{rest}" if scheme in ("http", "https", "tcp") and rest else None
+
+
+def _translate_docker_error(
+    exc: BaseException, action: str, *, pulling: str | None = None, wording: Wording = PYTHON
+) -> ServerError | None:
     """Our error for an exception of the docker SDK or requests; None for anything else (a bug: re-raise)."""
     try:
         import docker.errors
@@ -633,8 +736,7 @@ def _translate_docker_error(exc: BaseException, action: str, *, pulling: str | N
         return None
     if isinstance(exc, docker.errors.ImageNotFound):
         return ContainerStartError(
-            f"could not {action}: image not found ({_explain(exc)}). Build it (the emulator: "
-            "docker/emulator/build.sh) or check the name and your registry access",
+            f"could not {action}: image not found ({_explain(exc)}). {_pull_advice(wording)}",
             exit_code=None,
             logs="",
         )
@@ -642,25 +744,25 @@ def _translate_docker_error(exc: BaseException, action: str, *, pulling: str | N
         text = _explain(exc)
         if pulling is not None:
             return ContainerStartError(
-                f"the image {pulling!r} is not on the Docker host and could not be pulled: {text}. Build it "
-                "(the emulator: docker/emulator/build.sh), `docker pull` it, or check the name and registry access",
+                f"the image {pulling!r} is not on the Docker host and could not be pulled: {text}. "
+                f"{_pull_advice(wording)}",
                 exit_code=None,
                 logs="",
             )
         if "could not select device driver" in text or "nvidia-container-cli" in text:
             return GPUUnavailableError(
                 f"Docker cannot give the container a GPU ({text}): install the NVIDIA Container Toolkit and "
-                "configure the docker runtime (docs/launcher.md), or pass gpus=None for a CPU-only image"
+                f"configure the docker runtime (docs/launcher.md), or {wording.no_gpu} for a CPU-only image"
             )
         if "port is already allocated" in text or "address already in use" in text:
             return ContainerStartError(
-                f"could not {action}: the host port is taken ({text}); pass another port= or port=None",
+                f"could not {action}: the host port is taken ({text}); {wording.other_port}",
                 exit_code=None,
                 logs="",
             )
         if exc.status_code == 409 and "already in use" in text:
             return ContainerStartError(
-                f"could not {action}: {text}; remove that container or pass another name=",
+                f"could not {action}: {text}; {wording.remove_named}",
                 exit_code=None,
                 logs="",
             )
