@@ -35,9 +35,11 @@ def test_connection_refused_is_one_error_line_and_exit_1(zephyr: Cli) -> None:
 
     assert result.exit_code == 1
     assert result.stdout == ""
+    # Fails at once (no retry: nothing listens there), with the URL and what to do next.
     assert result.stderr.splitlines() == [
         f"error: GET /info to {url}: cannot connect ([Errno 111] Connection refused). "
-        "Is the server running and is this its URL?"
+        "Is the server running and is this its URL?",
+        "  check --url (or ZEPHYR_TGI_URL); `zephyr-tgi serve` starts a server, `zephyr-tgi ps` lists ours",
     ]
 
 
@@ -59,7 +61,7 @@ def test_debug_adds_the_traceback(zephyr: Cli, position: str) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith("Traceback (most recent call last):")
     assert "zephyr_tgi._errors.APIConnectionError" in result.stderr
-    assert result.stderr.splitlines()[-1].startswith("error: GET /info to")
+    assert result.stderr.splitlines()[-2].startswith("error: GET /info to")
 
 
 def test_usage_errors_exit_2(zephyr: Cli) -> None:

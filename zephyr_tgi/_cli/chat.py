@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from zephyr_tgi import Conversation, GenerationResult, SamplingParams, ServerInfo, ZephyrClient
 
+from .waiting import until_first
+
 __all__ = [
     "CONTINUATION_PROMPT",
     "HELP",
@@ -244,7 +246,7 @@ class ChatSession:
         result = None
         try:
             with _closing(stream):
-                for chunk in stream:
+                for chunk in until_first(stream, self.conversation.client.base_url, "the first token"):
                     if chunk.text:
                         self._write(chunk.text)
                         wrote = True

@@ -29,6 +29,7 @@ from .. import __version__
 from .chat import ChatSession, cut_note, dropped_note, fit_answer_length, merge_sampling, parse_assignments
 from .containers import down, ps
 from .target import BaseURL, Health, diagnose, is_emulator, split_route, wrong_path_hint
+from .waiting import notice_if_slow, until_first
 
 if TYPE_CHECKING:
     from zephyr_tgi import (
@@ -110,7 +111,7 @@ def _fail(ctx: click.Context, exc: BaseException) -> None:
         click.echo(f"error: {first}", err=True)
         for line in details:
             click.echo(f"  {line}", err=True)
-        hint = _not_found_hint(ctx, exc)
+        hint = _not_found_hint(ctx, exc) or _no_server_hint(exc)
         if hint is not None:
             click.echo(f"  {hint}", err=True)
     else:  # a bug in zephyr_tgi: say so instead of pretending it is the user's problem
@@ -119,6 +120,15 @@ def _fail(ctx: click.Context, exc: BaseException) -> None:
             f"error: unexpected {type(exc).__name__}: {exc} (a bug in zephyr-tgi, please report it{hint})", err=True
         )
     ctx.exit(1)
+
+
+def _no_server_hint(exc: BaseException) -> str | None:
+    """For a refused connection: how to get a server there."""
+    from zephyr_tgi import APIConnectionError
+
+    if isinstance(exc, APIConnectionError) and exc.connect_failed:
+        return "check --url (or ZEPHYR_TGI_URL); `zephyr-tgi serve` starts a server, `zephyr-tgi ps` lists ours"
+    return None
 
 
 def _not_found_hint(ctx: click.Context, exc: BaseException) -> str | None:
@@ -234,7 +244,8 @@ def _client(url: str | None, api_key: str | None) -> ZephyrClient:
 
     A URL that ends with a TGI route (`.../generate`, `.../v1`) is cut back to the server's base URL, with a note.
     """
-    from zephyr_tgi import ConfigurationError, ZephyrClient
+    from zephyr_tgi import ConfigurationError, RetryPolicy, ZephyrClient
+    from zephyr_tgi._client.core import settings_from_env
 
     if not url:
         raise ConfigurationError(
@@ -248,6 +259,9 @@ def _client(url: str | None, api_key: str | None) -> ZephyrClient:
     settings: dict[str, Any] = {"base_url": base.url}
     if api_key:
         settings["api_key"] = api_key
+    # At a terminal a refused connection means no server at that URL: say so at once instead of retrying.
+    retry = settings_from_env(os.environ).get("retry") or RetryPolicy()
+    settings["retry"] = retry.model_copy(update={"retry_refused": False})
     return ZephyrClient.from_env(**settings)
 
 
@@ -464,9 +478,12 @@ def chat(
                 click.echo(lowered, err=True)
             overrides: dict[str, Any] = {"max_new_tokens": fitted} if fitted is not None else {}
             if no_stream:
-                result: GenerationResult | None = _print_result(conversation.ask(prompt, **overrides), mode)
+                with notice_if_slow(client.base_url, "the answer"):
+                    answer = conversation.ask(prompt, **overrides)
+                result: GenerationResult | None = _print_result(answer, mode)
             else:
-                result = _print_stream(conversation.ask_stream(prompt, **overrides), mode)
+                stream = conversation.ask_stream(prompt, **overrides)
+                result = _print_stream(until_first(stream, client.base_url, "the first token"), mode)
             if conversation.dropped and mode == "text":
                 click.echo(f"({dropped_note(conversation.dropped)})", err=True)
             _say_if_cut(result)
@@ -565,9 +582,12 @@ def generate(
     )
     with _client(url, api_key) as client:
         if no_stream:
-            result: GenerationResult | None = _print_result(client.generate(prompt, params=params), mode)
+            with notice_if_slow(client.base_url, "the answer"):
+                answer = client.generate(prompt, params=params)
+            result: GenerationResult | None = _print_result(answer, mode)
         else:
-            result = _print_stream(client.generate_stream(prompt, params=params), mode)
+            stream = client.generate_stream(prompt, params=params)
+            result = _print_stream(until_first(stream, client.base_url, "the first token"), mode)
     _say_if_cut(result)
 
 
@@ -577,7 +597,7 @@ def generate(
 @_debug_option
 def info(as_json: bool, url: str | None, api_key: str | None) -> None:
     """Show the server's model, version and limits (TGI's /info)."""
-    with _client(url, api_key) as client:
+    with _client(url, api_key) as client, notice_if_slow(client.base_url, "GET /info"):
         data = {"url": client.base_url, **client.info().model_dump(mode="json")}
     if as_json:
         _echo_json(data)

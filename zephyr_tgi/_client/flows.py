@@ -184,20 +184,10 @@ def info_attempt(ctx: Context, times: CallTimes) -> Flow[ServerInfo]:
         info = parse_answer(ServerInfo, response.body, what="/info")
     except APIError as exc:
         if exc.status_code in _INFO_MISSING_STATUSES or isinstance(exc, MalformedResponseError):
-            _info_unavailable(ctx, exc)
+            ctx.endpoint.info_unavailable = True
         raise
     ctx.endpoint.remember(info)
     return info
-
-
-def _info_unavailable(ctx: Context, exc: APIError) -> None:
-    if not ctx.endpoint.info_unavailable:
-        ctx.endpoint.info_unavailable = True
-        logger.warning(
-            "%s has no usable /info (%s): TGI's default limits apply to this client's checks",
-            ctx.config.shown_url,
-            exc.message,
-        )
 
 
 def _settle_limits(ctx: Context, times: CallTimes) -> Flow[None]:
@@ -205,9 +195,15 @@ def _settle_limits(ctx: Context, times: CallTimes) -> Flow[None]:
         return
     try:
         yield from info_attempt(ctx, times)
-    except APIError:
+    except APIError as exc:
         if not ctx.endpoint.info_unavailable:
             raise  # the server is unreachable or failing: the attempt fails and the retry plan decides
+        # Said once: the endpoint is settled from now on and no later call asks again.
+        logger.warning(
+            "%s has no usable /info (%s): TGI's default limits apply to this client's checks",
+            ctx.config.shown_url,
+            exc.message,
+        )
 
 
 def ensure_limits(ctx: Context, times: CallTimes) -> Flow[None]:
