@@ -1,13 +1,14 @@
 """Raw HTTP/1.1 servers for the benchmarks, on 127.0.0.1 with an OS-assigned port, run as their own process.
 
-    python -m benchmarks.servers sse --events-per-write 1 --pace 0.0005
-    python -m benchmarks.servers sse --events-per-write 64 --pace 0.0005
+    python -m benchmarks.servers tgi --events-per-write 1 --pace 0.0005
+    python -m benchmarks.servers tgi --events-per-write 64 --pace 0.0005
     python -m benchmarks.servers hostile
 
-`sse` replays a canned TGI token-event stream for `POST /generate_stream` (framed as TGI frames it:
-`data: {json}\\n\\n` in chunked transfer encoding), writing `--events-per-write` events per write, `--pace`
+`tgi` answers like TGI, from canned answers and at no cost to speak of: `GET /info`, `POST /generate` (an
+answer of `max_new_tokens` tokens with details) and `POST /generate_stream`, a token-event stream framed as TGI
+frames it (`data: {json}\\n\\n` in chunked transfer encoding), `--events-per-write` events per write, `--pace`
 seconds apart; with 1 event per write each event is its own packet (as real TGI sends tokens), with many per
-write the client's cost is mostly parsing. `GET /info` answers TGI's /info, so every client sees a TGI.
+write the client's cost is mostly parsing.
 
 `hostile` serves what a misbehaving gateway or server can send: `POST /generate` answers a 50 MB HTML
 502 page, `POST /generate_stream` a 200 stream whose first `data:` line is 40 MB long.
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import sys
+from http import HTTPStatus
 from typing import Any
 
 INFO = {
@@ -98,6 +100,30 @@ def token_events(tokens: int) -> list[bytes]:
     return events
 
 
+def generate_answer(tokens: int) -> bytes:
+    """A `/generate` answer of `tokens` tokens with details, as TGI writes it."""
+    listed = [
+        {"id": 1000 + index % 3000, "text": _WORDS[(index - 1) % len(_WORDS)], "logprob": -0.1, "special": False}
+        for index in range(1, tokens + 1)
+    ]
+    answer = {
+        "generated_text": "".join(str(token["text"]) for token in listed),
+        "details": {
+            "finish_reason": "length",
+            "generated_tokens": tokens,
+            "seed": None,
+            "prefill": [],
+            "tokens": listed,
+        },
+    }
+    return json.dumps(answer, separators=(",", ":")).encode()
+
+
+def _tokens_asked(body: bytes) -> int:
+    tokens = int(json.loads(body).get("parameters", {}).get("max_new_tokens") or 20)
+    return max(1, min(tokens, 4096))
+
+
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
@@ -129,6 +155,7 @@ class Server:
         self.events_per_write = events_per_write
         self.pace = pace
         self._streams: dict[int, list[bytes]] = {}
+        self._answers: dict[int, bytes] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -136,8 +163,10 @@ class Server:
                 method, path, body = request
                 if method == "GET" and path == "/info":
                     await self._json(writer, 200, INFO)
-                elif method == "POST" and path == "/generate_stream" and self.kind == "sse":
+                elif method == "POST" and path == "/generate_stream" and self.kind == "tgi":
                     await self._stream(writer, body)
+                elif method == "POST" and path == "/generate" and self.kind == "tgi":
+                    await self._answer(writer, body)
                 elif method == "POST" and path == "/generate" and self.kind == "hostile":
                     await self._error_page(writer)
                     break
@@ -153,17 +182,26 @@ class Server:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
+    async def _answer(self, writer: asyncio.StreamWriter, body: bytes) -> None:
+        tokens = _tokens_asked(body)
+        answer = self._answers.get(tokens)
+        if answer is None:
+            answer = self._answers[tokens] = generate_answer(tokens)
+        await self._raw_json(writer, 200, answer)
+
     async def _json(self, writer: asyncio.StreamWriter, status: int, data: Any) -> None:
-        body = json.dumps(data).encode()
+        await self._raw_json(writer, status, json.dumps(data).encode())
+
+    async def _raw_json(self, writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
+        reason = HTTPStatus(status).phrase.encode()
         writer.write(
-            b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-            % (status, len(body), body)
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (status, reason, len(body), body)
         )
         await writer.drain()
 
     async def _stream(self, writer: asyncio.StreamWriter, body: bytes) -> None:
-        tokens = int(json.loads(body).get("parameters", {}).get("max_new_tokens") or 20)
-        tokens = max(1, min(tokens, 4096))
+        tokens = _tokens_asked(body)
         events = self._streams.get(tokens)
         if events is None:
             events = self._streams[tokens] = token_events(tokens)
@@ -219,7 +257,7 @@ async def serve(kind: str, events_per_write: int, pace: float, lifetime: float) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=("sse", "hostile"))
+    parser.add_argument("kind", choices=("tgi", "hostile"))
     parser.add_argument("--events-per-write", type=int, default=1)
     parser.add_argument("--pace", type=float, default=0.0005, help="seconds between writes of a stream")
     parser.add_argument("--lifetime", type=float, default=900.0, help="exit after this many seconds at the latest")
