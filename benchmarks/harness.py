@@ -7,6 +7,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,11 +23,26 @@ _LISTENING = re.compile(r"Listening on http://[^:]+:(\d+)")
 @contextmanager
 def emulator_process(*extra_args: str) -> Iterator[str]:
     """Start `python -m zephyr_tgi.testing` in a separate process (its CPU is not the client's) and yield its URL."""
+    with listening_process("-m", "zephyr_tgi.testing", "--hostname", "127.0.0.1", "--port", "0", *extra_args) as url:
+        yield url
+
+
+@contextmanager
+def raw_server(kind: str, *extra_args: str) -> Iterator[str]:
+    """Start one of benchmarks/servers.py's raw servers in a separate process and yield its URL."""
+    with listening_process("-m", "benchmarks.servers", kind, *extra_args) as url:
+        yield url
+
+
+@contextmanager
+def listening_process(*python_args: str) -> Iterator[str]:
+    """Run `python *python_args` until it prints `Listening on http://host:PORT`; yield that URL; stop it."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "zephyr_tgi.testing", "--hostname", "127.0.0.1", "--port", "0", *extra_args],
+        [sys.executable, *python_args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        cwd=Path(__file__).resolve().parents[1],
     )
     try:
         assert process.stdout is not None
@@ -35,15 +51,13 @@ def emulator_process(*extra_args: str) -> Iterator[str]:
         while url is None and time.monotonic() < deadline:
             line = process.stdout.readline()
             if not line:
-                raise RuntimeError(f"the emulator exited with {process.wait()} before listening")
+                raise RuntimeError(f"{python_args} exited with {process.wait()} before listening")
             match = _LISTENING.search(line)
             if match:
                 url = f"http://127.0.0.1:{match.group(1)}"
         if url is None:
-            raise RuntimeError("the emulator did not start within 30 s")
+            raise RuntimeError(f"{python_args} did not start within 30 s")
         # Drain its output in the background so a full pipe never blocks it.
-        import threading
-
         threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
         yield url
     finally:
@@ -52,6 +66,7 @@ def emulator_process(*extra_args: str) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait(timeout=10)
 
 
 def reset_stats(url: str) -> None:
@@ -106,13 +121,25 @@ def median_run(runs: list[Measurement]) -> dict[str, Any]:
     }
 
 
-def interleaved(contenders: dict[str, Callable[[], Measurement]], rounds: int) -> dict[str, dict[str, Any]]:
-    """Run the contenders in turn, `rounds` times, so drifting machine load hits them all alike."""
+def interleaved(
+    contenders: dict[str, Callable[[], Measurement]], rounds: int, *, budget_s: float = 120.0
+) -> dict[str, dict[str, Any]]:
+    """Run the contenders in turn, `rounds` times, so drifting machine load hits them all alike.
+
+    No new round starts once `budget_s` seconds have passed (one round always runs): a loaded machine makes
+    the run shorter, not endless. Each summary says how many rounds it is the median of.
+    """
     runs: dict[str, list[Measurement]] = {name: [] for name in contenders}
-    for _ in range(rounds):
+    deadline = time.monotonic() + budget_s
+    for index in range(rounds):
+        if index and time.monotonic() > deadline:
+            break
         for name, run in contenders.items():
             runs[name].append(run())
-    return {name: median_run(measured) for name, measured in runs.items()}
+    summaries = {name: median_run(measured) for name, measured in runs.items()}
+    for summary in summaries.values():
+        summary["rounds"] = len(runs[next(iter(runs))])
+    return summaries
 
 
 def rss_bytes() -> int:
@@ -121,3 +148,8 @@ def rss_bytes() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages: how busy the machine was (other processes skew CPU figures)."""
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]

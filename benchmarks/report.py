@@ -10,7 +10,8 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 CONTENDERS = ("zephyr_tgi", "huggingface_hub", "httpx2 floor")
 CPU_SCENARIOS = {
     "nonstream": "non-streaming chat (µs CPU / request)",
-    "stream": "streaming (µs CPU / token)",
+    "stream": "streaming, one event per write (µs CPU / token)",
+    "stream_batched": "streaming, many events per write (µs CPU / token)",
     "async_streams": "concurrent async streams (µs CPU / token)",
     "batch_chat": "batch_chat (µs CPU / request)",
 }
@@ -21,8 +22,10 @@ def markdown(report: dict[str, Any]) -> str:
     results, sizes = report["results"], report["sizes"]
     lines = [
         f"Run of {report['when']} on {report['machine']['platform']}, Python {report['machine']['python']}, "
-        f"{report['machine']['cpus']} CPUs{' (quick sizes)' if report['quick'] else ''}. Medians over "
-        f"{sizes['rounds']} interleaved rounds; the server runs in another process and its CPU is not counted.",
+        f"{report['machine']['cpus']} CPUs{' (quick sizes)' if report['quick'] else ''}, load average "
+        f"{_load(report)} (before / after; other processes share the CPUs, so absolute figures vary, the "
+        f"interleaved ratios much less). Medians over up to {sizes['rounds']} interleaved rounds; the servers "
+        f"run in other processes and their CPU is not counted. The whole run took {report['wall_seconds']:.0f} s.",
         "",
         "| target | limit | measured | met |",
         "| --- | --- | --- | --- |",
@@ -40,6 +43,41 @@ def markdown(report: dict[str, Any]) -> str:
         lat = row["zephyr_tgi"]["latency_ms"]
         latency = " / ".join("-" if lat[q] is None else f"{lat[q]:.1f}" for q in ("p50", "p95", "p99"))
         lines.append(f"| {label} | {cells} | {latency} |")
+    talk = results["conversation"]
+    turns = talk["turns"]
+    lines += [
+        "",
+        f"Conversation: {turns} turns of about 30 tokens ({talk['answer_tokens']}-token answers), window "
+        f"{talk['max_input_tokens']} / {talk['max_total_tokens']}; client CPU per `ask` (median of the runs at that "
+        "turn, and over the turns just before it).",
+        "",
+        "| tokenizer | CPU at turn 10 (ms) | median turns 6-10 | "
+        f"CPU at turn {turns} (ms) | median turns {turns - 9}-{turns} | wall per ask, turn {turns} (ms) | "
+        "/tokenize per ask (max, mean) | first turn dropping history |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for mode in ("local tokenizer", "server /tokenize"):
+        data = talk[mode]
+        early, late = data["cpu_ms_turn_10"], data[f"cpu_ms_turn_{turns}"]
+        calls = "-" if data["tokenize_per_ask_max"] is None else f"{data['tokenize_per_ask_max']}"
+        lines.append(
+            f"| {mode} | {early['at_turn']:.2f} | {early['window_median']:.2f} | {late['at_turn']:.2f} | "
+            f"{late['window_median']:.2f} | {data[f'wall_ms_turn_{turns}']['window_median']:.1f} | "
+            f"{calls}, {data['tokenize_per_ask_mean']:.2f} | {data['first_turn_dropping']} |"
+        )
+    hostile = results["hostile"]
+    lines += [
+        "",
+        "Hostile servers (a fresh client process each, peak RSS reset just before the call):",
+        "",
+        "| server sends | time to the error (s) | peak RSS growth (MB) | error |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {label} | {hostile[key]['seconds']:.2f} | {hostile[key]['peak_growth_mb']:.1f} | "
+            f"`{(hostile[key]['error'] or 'none')[:70]}` |"
+            for key, label in (("error_page", "a 50 MB 502 HTML page"), ("long_line", "a 40 MB SSE `data:` line"))
+        ),
+    ]
     memory = results["memory"]
     lines += [
         "",
@@ -57,6 +95,13 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _load(report: dict[str, Any]) -> str:
+    loads = report.get("load_average_before_after")
+    if not loads:
+        return "unknown"
+    return " / ".join(f"{pair[0]:.1f}" for pair in loads)
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
     """Bars of CPU per unit, relative to the httpx2 floor, per scenario."""
     import matplotlib
@@ -66,7 +111,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     results = report["results"]
     keys = list(CPU_SCENARIOS)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.26
     for offset, name in enumerate(CONTENDERS):
         values = [results[k][name]["cpu_us_per_unit"] / results[k]["httpx2 floor"]["cpu_us_per_unit"] for k in keys]
