@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._errors import StructuredOutputError
 
@@ -106,7 +106,8 @@ class StreamChunk(_Frozen):
     """
 
     index: int
-    text: str
+    # Given, or the token's own text: a TGI token event validates into a chunk in one pass.
+    text: str = Field(validation_alias=AliasChoices("text", AliasPath("token", "text")))
     token: Token
     top_tokens: tuple[Token, ...] = ()
     result: GenerationResult | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
 
@@ -31,40 +31,54 @@ _M = TypeVar("_M", bound=BaseModel)
 Outcome = GenerationResult | ZephyrTGIError
 
 
-class _Done(Generic[_T]):
-    """The result of a flow, as the last item of the async driver (async generators cannot return)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: _T) -> None:
-        self.value = value
-
-
 class AsyncStream(Generic[_I]):
     """A streamed answer: `async for` it; the request goes out on the first `__anext__()`.
 
     Use it in an `async with` block (or await `aclose()`) to free its connection when you stop early.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_client", "_flow", "_opened")
 
-    def __init__(self, items: AsyncGenerator[Any]) -> None:
-        self._items = items
+    def __init__(self, flow: Flow[Any], client: AsyncZephyrClient) -> None:
+        self._flow: Flow[Any] | None = flow
+        self._client = client
+        self._opened: list[AsyncStreamBody] = []
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> _I:
-        item = await anext(self._items)
-        if isinstance(item, _Done):
-            await self._items.aclose()  # let the driver's cleanup run now, not when the stream is collected
+        """Drive the flow to the next item it emits, performing its effects on the way."""
+        flow = self._flow
+        if flow is None:
             raise StopAsyncIteration
-        result: _I = item
-        return result
+        value: Any = None
+        error: ZephyrTGIError | None = None
+        try:
+            while True:
+                effect = flow.send(value) if error is None else flow.throw(error)
+                if effect.__class__ is Emit:
+                    item: _I = effect.item
+                    return item
+                error = None
+                try:
+                    value = await self._client._perform(effect, self._opened)
+                except ZephyrTGIError as exc:
+                    value, error = None, exc
+        except StopIteration:  # the flow ended: so does the stream (StopIteration cannot cross a coroutine)
+            await self.aclose()
+            raise StopAsyncIteration from None
+        except BaseException:
+            await self.aclose()
+            raise
 
     async def aclose(self) -> None:
         """Stop reading and free the connection."""
-        await self._items.aclose()
+        flow, self._flow = self._flow, None
+        if flow is not None:
+            flow.close()
+        while self._opened:
+            await self._opened.pop().close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -133,7 +147,7 @@ class AsyncZephyrClient(ClientSurface):
     ) -> AsyncStream[StreamChunk]:
         """Like `chat`, streaming (`async for chunk in client.chat_stream(...)`)."""
         return AsyncStream(
-            self._iterate(flows.generate_stream(self._ctx, self._chat_request(messages, system, params, overrides)))
+            flows.generate_stream(self._ctx, self._chat_request(messages, system, params, overrides)), self
         )
 
     async def generate(
@@ -146,9 +160,7 @@ class AsyncZephyrClient(ClientSurface):
         self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
     ) -> AsyncStream[StreamChunk]:
         """Stream from a raw prompt (no chat template)."""
-        return AsyncStream(
-            self._iterate(flows.generate_stream(self._ctx, self._raw_request(prompt, params, overrides)))
-        )
+        return AsyncStream(flows.generate_stream(self._ctx, self._raw_request(prompt, params, overrides)), self)
 
     @overload
     async def chat_completion(
@@ -166,7 +178,7 @@ class AsyncZephyrClient(ClientSurface):
         """TGI's OpenAI-compatible `/v1/chat/completions`; with `stream=True` await it, then iterate."""
         body = self._chat_completion_body(messages, stream, options)
         if stream:
-            return AsyncStream(self._iterate(flows.chat_completion_stream(self._ctx, body)))
+            return AsyncStream(flows.chat_completion_stream(self._ctx, body), self)
         return await self._run(flows.chat_completion(self._ctx, body, options.get("max_tokens")))
 
     @overload
@@ -315,36 +327,22 @@ class AsyncZephyrClient(ClientSurface):
     # -- the driver -----------------------------------------------------------------------------------
 
     async def _run(self, flow: Flow[_T]) -> _T:
-        """Drive a flow that emits nothing to its result."""
-        items = self._iterate(flow)
-        try:
-            async for item in items:
-                if isinstance(item, _Done):
-                    value: _T = item.value
-                    return value
-        finally:
-            await items.aclose()
-        raise AssertionError("a flow's driver ended without its result")
-
-    async def _iterate(self, flow: Flow[Any]) -> AsyncGenerator[Any]:
-        """Drive a flow: perform its effects, yield what it emits and then its result (as `_Done`); close what it
-        left open."""
+        """Drive a flow that emits nothing to its result: perform its effects, throw their errors back in,
+        close what it left open."""
         opened: list[AsyncStreamBody] = []
+        value: Any = None
+        error: ZephyrTGIError | None = None
         try:
-            effect = next(flow)
             while True:
-                if isinstance(effect, Emit):
-                    yield effect.item
-                    effect = flow.send(None)
-                    continue
+                effect = flow.send(value) if error is None else flow.throw(error)
+                error = None
                 try:
-                    outcome = await self._perform(effect, opened)
+                    value = await self._perform(effect, opened)
                 except ZephyrTGIError as exc:
-                    effect = flow.throw(exc)
-                else:
-                    effect = flow.send(outcome)
+                    value, error = None, exc
         except StopIteration as stop:
-            yield _Done(stop.value)
+            result: _T = stop.value
+            return result
         finally:
             flow.close()
             for body in opened:

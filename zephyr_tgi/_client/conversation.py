@@ -23,7 +23,14 @@ from .budget import token_upper_bound
 from .core import chat_prompt, native_request
 from .flows import Context, Flow
 from .params import Limits, SamplingParams, merge_params
-from .templates import EOS_TOKEN, GENERATION_PROMPT, Message, check_special_tokens, make_message
+from .templates import (
+    EOS_TOKEN,
+    GENERATION_PROMPT,
+    Message,
+    SpecialTokenPolicy,
+    check_special_tokens,
+    make_message,
+)
 
 if TYPE_CHECKING:
     from .async_client import AsyncZephyrClient
@@ -107,6 +114,8 @@ class _ConversationState(Generic[_Client]):
         self.messages: list[Message] = list(messages)
         self.dropped = 0  # messages left out of the last request to fit the window
         self._counts: dict[str, int] = {}  # token count of each prompt piece counted so far
+        self._pieces: dict[tuple[Message, SpecialTokenPolicy, bool], str] = {}  # each message's piece
+        self._bounds: dict[str, int] = {_TAIL: token_upper_bound(_TAIL) - 2}  # each piece's share of the bound
         self.client: _Client = client
 
     @classmethod
@@ -118,6 +127,7 @@ class _ConversationState(Generic[_Client]):
         """Forget every turn (the system prompt stays)."""
         self.messages.clear()
         self.dropped = 0
+        self._pieces.clear()
 
     def to_json(self) -> str:
         """The conversation as JSON, for saving."""
@@ -182,17 +192,21 @@ class _ConversationState(Generic[_Client]):
     def _fit(
         self, ctx: Context, user: Message, params: SamplingParams, limits: Limits
     ) -> Flow[tuple[list[Message], int | None]]:
-        """The longest history that fits, and its exact token count when it had to be counted."""
-        turns = [*self.messages, user]
+        """The longest history that fits, and its exact token count when it had to be counted.
+
+        Each message is checked and cut into its piece once, when first seen; after that an ask costs a few
+        integer additions per message, and the prompt is rendered only for the turns that are sent.
+        """
+        tokens_policy: SpecialTokenPolicy = ctx.config.special_tokens
+        turns: list[Message] = [*self.messages, user]
         limit = self._input_limit(limits, params)
         system = self.system if self.system is not None else ctx.config.system_prompt
-        system_message = check_special_tokens([make_message("system", system or "")], ctx.config.special_tokens)[0]
-        prompt = chat_prompt(ctx.config, turns, system=self.system)
-        if token_upper_bound(prompt) <= limit:  # surely fits: no count needed
+        head = self._piece_of(make_message("system", system or ""), tokens_policy, first=True)
+        pieces = [head, *(self._piece_of(m, tokens_policy, first=False) for m in turns), _TAIL]
+        # token_upper_bound adds up over pieces: their UTF-8 bytes and `<`s, plus 2 for the whole prompt.
+        if sum(self._bounds[p] for p in pieces) + 2 <= limit:  # surely fits: no count needed
             self.dropped = 0
             return turns, None
-        checked: list[Message] = check_special_tokens(turns, ctx.config.special_tokens)
-        pieces = [_piece(system_message, first=True), *(_piece(m, first=False) for m in checked), _TAIL]
         yield from self._count_new(ctx, pieces)
         costs = [self._counts[p] for p in pieces]
         fixed = 1 + costs[0] + costs[-1]  # BOS, the system message, the generation prompt
@@ -209,6 +223,16 @@ class _ConversationState(Generic[_Client]):
             if self.policy == "raise" and attempt == 0:
                 break
         raise self._too_long(fixed + suffix[0], limit, limits)
+
+    def _piece_of(self, message: Message, policy: SpecialTokenPolicy, *, first: bool) -> str:
+        """The message's piece of the prompt (checked under `policy`), cut and bounded once per message."""
+        key = (message, policy, first)
+        piece = self._pieces.get(key)
+        if piece is None:
+            checked = check_special_tokens([message], policy)[0]  # raises under "raise", as chat() would
+            piece = self._pieces[key] = _piece(checked, first=first)
+            self._bounds[piece] = token_upper_bound(piece) - 2
+        return piece
 
     def _count_new(self, ctx: Context, pieces: Sequence[str]) -> Flow[None]:
         new = [p for p in dict.fromkeys(pieces) if p not in self._counts]
@@ -257,7 +281,7 @@ class Conversation(_ConversationState["ZephyrClient"]):
         """Like `ask`, streaming; the turns join the history when the stream completes."""
         from .sync_client import Stream
 
-        return Stream(self.client._iterate(self._ask_flow(self.client._ctx, text, params, overrides, stream=True)))
+        return Stream(self._ask_flow(self.client._ctx, text, params, overrides, stream=True), self.client)
 
 
 class AsyncConversation(_ConversationState["AsyncZephyrClient"]):
@@ -275,4 +299,4 @@ class AsyncConversation(_ConversationState["AsyncZephyrClient"]):
         """Like `ask`, streaming; the turns join the history when the stream completes."""
         from .async_client import AsyncStream
 
-        return AsyncStream(self.client._iterate(self._ask_flow(self.client._ctx, text, params, overrides, stream=True)))
+        return AsyncStream(self._ask_flow(self.client._ctx, text, params, overrides, stream=True), self.client)

@@ -64,12 +64,15 @@ class Send:
     stream: bool = False
 
 
-@dataclass(frozen=True, slots=True)
 class Read:
     """The next bytes of an open stream body by `until` (b"" at its end)."""
 
-    body: Any
-    until: float | None
+    # A plain class, not a frozen dataclass: one is made per packet of a stream, and frozen init is slow.
+    __slots__ = ("body", "until")
+
+    def __init__(self, body: Any, until: float | None) -> None:
+        self.body = body
+        self.until = until
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +89,13 @@ class Sleep:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
 class Emit:
     """Hand one item of a stream to the caller."""
 
-    item: Any
+    __slots__ = ("item",)  # one per token: kept as light as a Python object gets
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,10 +157,25 @@ class StreamAssembler:
     so a stop sequence (and `</s>`) never reaches the caller, and the chunks' texts join to `result.text`.
     """
 
-    __slots__ = ("_buffer", "_emitted", "_prompt", "_redactor", "_stops", "_tokens", "_top_tokens", "done")
+    __slots__ = (
+        "_buffer",
+        "_emitted",
+        "_prompt",
+        "_reach",
+        "_redactor",
+        "_starts",
+        "_stops",
+        "_tokens",
+        "_top_tokens",
+        "done",
+    )
 
     def __init__(self, stops: Sequence[str], prompt: str | None, redactor: Redactor | None = None) -> None:
         self._stops = tuple(stops)
+        # Text can only be held back when one of the last `_reach` characters starts a stop sequence: checked
+        # first, so most tokens skip the full search.
+        self._starts = tuple({stop[0] for stop in self._stops if stop})
+        self._reach = max((len(stop) for stop in self._stops), default=0)
         self._prompt = prompt
         self._redactor = redactor
         self._buffer = ""
@@ -181,6 +196,21 @@ class StreamAssembler:
             APIStatusError: an in-band error event.
             MalformedResponseError: an event not in TGI's format.
         """
+        # The hot path, for TGI's own token events (`"generated_text":null` as its last such key: a token's
+        # text, which comes before it, cannot fake that): one validation straight into the chunk. Anything
+        # else, or anything that does not validate that way, takes the general path below.
+        at = data.rfind(b'"generated_text":')
+        if at != -1 and data.startswith(b"null", at + 17):
+            try:
+                chunk = StreamChunk.model_validate_json(data)
+            except ValidationError:
+                pass
+            else:
+                text = self._shown(chunk.token, chunk.top_tokens)
+                return chunk if text == chunk.text else chunk.model_copy(update={"text": text})
+        return self._feed_event(data)
+
+    def _feed_event(self, data: bytes) -> StreamChunk:
         try:
             event = _StreamEvent.model_validate_json(data)
         except ValidationError as exc:
@@ -190,22 +220,32 @@ class StreamAssembler:
         token = event.token
         if token is None:
             raise MalformedResponseError("the server's stream event has no token")
-        self._tokens.append(token)
         top = event.top_tokens or ()
+        index = event.index if event.index is not None else len(self._tokens) + 1
+        if event.generated_text is None:
+            return StreamChunk(index=index, text=self._shown(token, top), token=token, top_tokens=top)
+        self._tokens.append(token)
         if top:
             self._top_tokens.append(top)
         if not token.special:
             self._buffer += token.text
-        index = event.index if event.index is not None else len(self._tokens)
-        if event.generated_text is None:
-            keep = _held_back(self._buffer, self._stops) if self._stops else 0
-            text = self._buffer[: len(self._buffer) - keep]
-            self._buffer = self._buffer[len(text) :]
-            if text:
-                self._emitted.append(text)
-            # Plain construction: pydantic's validator is faster than model_construct's Python loop here.
-            return StreamChunk(index=index, text=text, token=token, top_tokens=top)
         return self._finish(event, index, token, top, event.generated_text)
+
+    def _shown(self, token: Token, top: tuple[Token, ...]) -> str:
+        """Record a token that is not the last; the text to show now (held-back text released or kept)."""
+        self._tokens.append(token)
+        if top:
+            self._top_tokens.append(top)
+        buffer = self._buffer + token.text if not token.special else self._buffer
+        tail = buffer[-self._reach :] if self._reach else ""
+        if any(start in tail for start in self._starts):
+            keep = _held_back(buffer, self._stops)
+            text, self._buffer = buffer[: len(buffer) - keep], buffer[len(buffer) - keep :]
+        else:
+            text, self._buffer = buffer, ""
+        if text:
+            self._emitted.append(text)
+        return text
 
     def _in_band_error(self, event: _StreamEvent, data: bytes) -> Exception:
         raw = data.decode("utf-8", "replace")

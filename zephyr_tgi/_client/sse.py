@@ -32,6 +32,29 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume a chunk; return the data of the events it completed (UTF-8 bytes)."""
+        if self._partial or self._parts or b"\r" in chunk:
+            return self._feed_lines(chunk)
+        # Between events, with `\n` framing (TGI's): whole events are the blocks between blank lines, and
+        # the common one, a single `data: ` line, is taken as it is; what follows the last blank line is an
+        # event still arriving, left to the line reader.
+        blocks = chunk.split(b"\n\n")
+        rest = blocks.pop()
+        events: list[bytes] = []
+        for block in blocks:
+            if len(block) > self._max_line:
+                raise self._too_long()
+            if block.startswith(b"data: ") and b"\n" not in block:
+                events.append(block[6:])
+            elif block:
+                data = _block_data(block)
+                if data is not None:
+                    events.append(data)
+        if rest:
+            events.extend(self._feed_lines(rest))
+        return events
+
+    def _feed_lines(self, chunk: bytes) -> list[bytes]:
+        """The general reader: line by line, any framing, any state."""
         if b"\n" not in chunk:
             self._keep(chunk)
             return []
@@ -69,3 +92,11 @@ class SSEDecoder:
         return MalformedResponseError(
             f"the server sent a stream line longer than {self._max_line // (1024 * 1024)} MiB; the stream was ended"
         )
+
+
+def _block_data(block: bytes) -> bytes | None:
+    """The data of one whole event (its lines without the blank line that ended it), or None if it has none."""
+    parts = [line[6:] if line[5:6] == b" " else line[5:] for line in block.split(b"\n") if line.startswith(b"data:")]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else b"\n".join(parts)

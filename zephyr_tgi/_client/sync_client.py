@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
@@ -38,20 +38,45 @@ class Stream(Generic[_I]):
     Use it in a `with` block (or call `close()`) to free its connection when you stop early.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_client", "_flow", "_opened")
 
-    def __init__(self, items: Generator[_I]) -> None:
-        self._items = items
+    def __init__(self, flow: Flow[Any], client: ZephyrClient) -> None:
+        self._flow: Flow[Any] | None = flow
+        self._client = client
+        self._opened: list[StreamBody] = []
 
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> _I:
-        return next(self._items)
+        """Drive the flow to the next item it emits, performing its effects on the way."""
+        flow = self._flow
+        if flow is None:
+            raise StopIteration
+        value: Any = None
+        error: ZephyrTGIError | None = None
+        try:
+            while True:
+                effect = flow.send(value) if error is None else flow.throw(error)
+                if effect.__class__ is Emit:
+                    item: _I = effect.item
+                    return item
+                error = None
+                try:
+                    value = self._client._perform(effect, self._opened)
+                except ZephyrTGIError as exc:
+                    value, error = None, exc
+        except BaseException:  # the flow ended (StopIteration) or failed: either way the stream is over
+            self.close()
+            raise
 
     def close(self) -> None:
         """Stop reading and free the connection."""
-        self._items.close()
+        flow, self._flow = self._flow, None
+        if flow is not None:
+            flow.close()
+        while self._opened:
+            self._opened.pop().close()
 
     def __enter__(self) -> Self:
         return self
@@ -120,9 +145,7 @@ class ZephyrClient(ClientSurface):
         **overrides: Any,
     ) -> Stream[StreamChunk]:
         """Like `chat`, streaming: text deltas as they come, the whole result on the last chunk."""
-        return Stream(
-            self._iterate(flows.generate_stream(self._ctx, self._chat_request(messages, system, params, overrides)))
-        )
+        return Stream(flows.generate_stream(self._ctx, self._chat_request(messages, system, params, overrides)), self)
 
     def generate(self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
         """Generate from a raw prompt (no chat template)."""
@@ -132,7 +155,7 @@ class ZephyrClient(ClientSurface):
         self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
     ) -> Stream[StreamChunk]:
         """Stream from a raw prompt (no chat template)."""
-        return Stream(self._iterate(flows.generate_stream(self._ctx, self._raw_request(prompt, params, overrides))))
+        return Stream(flows.generate_stream(self._ctx, self._raw_request(prompt, params, overrides)), self)
 
     @overload
     def chat_completion(
@@ -154,7 +177,7 @@ class ZephyrClient(ClientSurface):
         """
         body = self._chat_completion_body(messages, stream, options)
         if stream:
-            return Stream(self._iterate(flows.chat_completion_stream(self._ctx, body)))
+            return Stream(flows.chat_completion_stream(self._ctx, body), self)
         return self._run(flows.chat_completion(self._ctx, body, options.get("max_tokens")))
 
     @overload
@@ -294,33 +317,22 @@ class ZephyrClient(ClientSurface):
     # -- the driver -----------------------------------------------------------------------------------
 
     def _run(self, flow: Flow[_T]) -> _T:
-        """Drive a flow that emits nothing to its result."""
-        items = self._iterate(flow)
-        while True:
-            try:
-                next(items)
-            except StopIteration as stop:
-                result: _T = stop.value
-                return result
-
-    def _iterate(self, flow: Flow[Any]) -> Generator[Any, None, Any]:
-        """Drive a flow: perform its effects, yield what it emits, return its result; close what it left open."""
+        """Drive a flow that emits nothing to its result: perform its effects, throw their errors back in,
+        close what it left open."""
         opened: list[StreamBody] = []
+        value: Any = None
+        error: ZephyrTGIError | None = None
         try:
-            effect = next(flow)
             while True:
-                if isinstance(effect, Emit):
-                    yield effect.item
-                    effect = flow.send(None)
-                    continue
+                effect = flow.send(value) if error is None else flow.throw(error)
+                error = None
                 try:
-                    outcome = self._perform(effect, opened)
+                    value = self._perform(effect, opened)
                 except ZephyrTGIError as exc:
-                    effect = flow.throw(exc)
-                else:
-                    effect = flow.send(outcome)
+                    value, error = None, exc
         except StopIteration as stop:
-            return stop.value
+            result: _T = stop.value
+            return result
         finally:
             flow.close()
             for body in opened:

@@ -181,7 +181,7 @@ class _BodyStream(httpx2.SyncByteStream):
         self._response = response
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self._inner
+        return iter(self._inner)  # no generator of our own in the per-packet path
 
     def close(self) -> None:
         self._response.close()
