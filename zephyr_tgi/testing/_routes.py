@@ -12,6 +12,7 @@ from typing import Any, Literal
 from ._faults import FaultState, error_for_type, faults_changes_from_json
 from ._generation import Generation, GenToken, generate
 from ._http import HTTPConnection, HTTPRequest
+from ._performance import BatchScheduler, PerformanceModel
 from ._replies import render_zephyr_prompt
 from ._requests import (
     BodyError,
@@ -77,6 +78,7 @@ class AppConfig:
     seed_salt: int | None = None
     payload_limit: int = 2_000_000
     compute_type: str = "gpu+optimized"
+    performance: PerformanceModel | None = None
 
 
 class _HTTPError(Exception):
@@ -114,6 +116,8 @@ class EmulatorApp:
         self._faults = faults
         self._recorder = recorder
         self._on_reset = on_reset
+        # With a performance model, every generation goes through one emulated GPU batch (see _performance).
+        self._scheduler = BatchScheduler(config.performance) if config.performance is not None else None
         self._model_sha = hashlib.sha1(f"{config.model_id}@{config.revision}".encode()).hexdigest()
         self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self._health, "POST": self._compat_generate},
@@ -240,9 +244,21 @@ class EmulatorApp:
         error_type = self._faults.faults.stream_error_type
         return error_for_type(error_type)[1], error_type
 
-    async def _sleep_for_tokens(self, n_tokens: int) -> None:
+    async def aclose(self) -> None:
+        """Stop background work (the performance model's engine task)."""
+        if self._scheduler is not None:
+            await self._scheduler.aclose()
+
+    async def _sleep_for_tokens(self, n_tokens: int, valid: ValidRequest | None = None) -> None:
         """Non-streaming latency: the first-token delay plus one token delay per token."""
         token_latency, first = self._latencies()
+        if self._scheduler is not None and valid is not None and n_tokens:
+            if first > 0:
+                await asyncio.sleep(first)
+            async with self._scheduler.sequence(valid.input_length, n_tokens, valid.max_new_tokens) as ticket:
+                for _ in range(n_tokens):
+                    await ticket.next_token()
+            return
         delay = first + (token_latency * n_tokens if token_latency > 0 else 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
@@ -339,7 +355,7 @@ class EmulatorApp:
                 await self._sleep_for_tokens(0)
                 self._recorder.tgi_failure(failure[1])
                 raise _HTTPError(error_for_type(failure[1])[0], *failure)
-            await self._sleep_for_tokens(len(plan.generations[0].tokens))
+            await self._sleep_for_tokens(len(plan.generations[0].tokens), plan.valid)
             return plan
         finally:
             self._recorder.release()
@@ -436,7 +452,7 @@ class EmulatorApp:
                     def encode(index: int) -> bytes:
                         return encode_token(index, tokens[index], tops[index] if tops else None, index == last)
 
-                    outcome = await self._emit(conn, len(tokens), encode, encode_error)
+                    outcome = await self._emit(conn, len(tokens), encode, encode_error, plan.valid)
                     if outcome == "dropped":
                         return
                     if outcome == "complete":
@@ -449,11 +465,30 @@ class EmulatorApp:
         await conn.end_stream()
 
     async def _emit(
-        self, conn: HTTPConnection, count: int, encode: Callable[[int], bytes], encode_error: EncodeError
+        self,
+        conn: HTTPConnection,
+        count: int,
+        encode: Callable[[int], bytes],
+        encode_error: EncodeError,
+        valid: ValidRequest | None = None,
     ) -> _Outcome:
         """Send `count` events with latency and stream faults."""
         if count == 0:
             return "complete"
+        if self._scheduler is not None and valid is not None:
+            async with self._scheduler.sequence(valid.input_length, count, valid.max_new_tokens) as ticket:
+                return await self._emit_events(conn, count, encode, encode_error, ticket.next_token)
+        return await self._emit_events(conn, count, encode, encode_error, None)
+
+    async def _emit_events(
+        self,
+        conn: HTTPConnection,
+        count: int,
+        encode: Callable[[int], bytes],
+        encode_error: EncodeError,
+        next_token: Callable[[], Awaitable[None]] | None,
+    ) -> _Outcome:
+        """The event loop of `_emit`: `next_token` (the performance model) replaces `token_latency`."""
         drop_at = error_at = None
         failure: tuple[str, str] | None = None
         if self._faults.take("drop_mid_stream_next"):
@@ -472,8 +507,12 @@ class EmulatorApp:
                 self._recorder.tgi_failure(failure[1])
                 await conn.send_chunk(encode_error(*failure))
                 return "failed"
-            delay = token_latency + (first_latency if index == 0 else 0.0)
-            if delay > 0:
+            delay = (0.0 if next_token is not None else token_latency) + (first_latency if index == 0 else 0.0)
+            if next_token is not None:
+                if delay > 0:
+                    await self._stream_sleep(conn, delay)
+                await next_token()
+            elif delay > 0:
                 await self._stream_sleep(conn, delay)
             elif index % _YIELD_EVERY == 0:
                 # Let other streams progress now and then even without latency.
