@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 
 from .. import __version__
+from .bench import bench as bench_command
 from .chat import ChatSession, dropped_note, merge_sampling, parse_assignments
 
 if TYPE_CHECKING:
@@ -856,6 +857,9 @@ def _load_replies(path: Path) -> dict[str, str]:
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise click.BadParameter(f"{path} must hold a JSON object of strings", param_hint="--replies")
     return data
+
+
+cli.add_command(bench_command)
 
 
 def main(argv: list[str] | None = None) -> int:
