@@ -158,7 +158,9 @@ def _single(options: dict[str, Any], profile: Any, bounds: Any, slo: Any, source
     latest: list[LoadResult] = []
 
     async def run(url: str) -> LoadResult:
-        async with AsyncZephyrClient(url, api_key=options["api_key"], retry=RetryPolicy.never()) as client:
+        async with AsyncZephyrClient(
+            url, api_key=options["api_key"], retry=RetryPolicy.never(), budget="off"
+        ) as client:
             status.event(f"building prompts against {url}")
             prompts = await source(client)
             status.event(f"{len(prompts)} prompts; running the {profile.kind} profile")

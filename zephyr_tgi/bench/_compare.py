@@ -131,7 +131,7 @@ async def compare_variants(
         try:
             from .._client.shells import AsyncZephyrClient
 
-            async with AsyncZephyrClient(url, api_key=api_key, retry=RetryPolicy.never()) as client:
+            async with AsyncZephyrClient(url, api_key=api_key, retry=RetryPolicy.never(), budget="off") as client:
                 chosen = await prompts(client)
                 say(f"{where}: warming up at {url}")
                 await _warm_up(client, chosen)

@@ -226,6 +226,8 @@ async def run_step(
         raise ConfigurationError("a load test needs at least one prompt")
     bounds = bounds or Bounds()
     slo = slo or SLO()
+    # The client reads /info once before its first generation; doing it here keeps it off the first TTFT.
+    await client.info()
     level = _Level(prompts, bounds, time.perf_counter)
     if records is not None:
         level.records = records
@@ -250,8 +252,9 @@ def saturated(previous: StepResult, current: StepResult, sweep: Sweep) -> bool:
     if previous.ttft is None or current.ttft is None:
         return current.successful == 0
     gain = current.output_tokens_per_second / max(previous.output_tokens_per_second, 1e-9) - 1
+    load_growth = (current.users or 1) / (previous.users or 1) - 1
     growth = current.ttft.median / max(previous.ttft.median, 1e-9)
-    return gain < sweep.min_throughput_gain and growth > sweep.latency_growth
+    return gain < sweep.min_throughput_gain * load_growth and growth > sweep.latency_growth
 
 
 async def run_load(
