@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+from typing import Any
 
 import pytest
 
@@ -39,8 +39,9 @@ def test_the_defaults_are_shaped_like_a_7b_4bit_model_on_a_mid_range_gpu() -> No
 
 @pytest.mark.parametrize("field", ["prefill_base", "prefill_per_token", "decode_step_base", "decode_step_per_sequence"])
 def test_negative_times_are_refused(field: str) -> None:
+    negative: dict[str, Any] = {field: -0.1}
     with pytest.raises(ValueError, match=field):
-        dataclasses.replace(PerformanceModel(), **{field: -0.1})
+        PerformanceModel(**negative)
 
 
 def test_a_budget_smaller_than_one_request_is_refused_like_tgi_does() -> None:
