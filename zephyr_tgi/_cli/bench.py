@@ -92,7 +92,7 @@ def _prompt_source(
 def _interrupted_exit(written: list[Path], status: _Status) -> None:
     status.event("interrupted: the results measured so far are saved")
     for path in written:
-        status.event(f"wrote {path}")
+        click.echo(f"wrote {path}", err=True)
     click.get_current_context().exit(130)
 
 
@@ -127,7 +127,7 @@ def _interrupted_exit(written: list[Path], status: _Status) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"))
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (no matplotlib needed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a markdown table.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (the files written are still listed).")
 def bench(**options: Any) -> None:
     """Measure how many concurrent users a server (or each GPTQ branch) serves within a latency SLO.
 
@@ -193,7 +193,7 @@ def _single(options: dict[str, Any], profile: Any, bounds: Any, slo: Any, source
     else:
         click.echo(load_markdown(result), nl=False)
     for path in written:
-        status.event(f"wrote {path}")
+        click.echo(f"wrote {path}", err=True)
 
 
 def _gpus(text: str) -> Any:
@@ -263,4 +263,4 @@ def _compare(options: dict[str, Any], profile: Any, bounds: Any, slo: Any, sourc
     else:
         click.echo(comparison_markdown(comparison), nl=False)
     for path in written:
-        status.event(f"wrote {path}")
+        click.echo(f"wrote {path}", err=True)
