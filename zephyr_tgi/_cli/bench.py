@@ -105,6 +105,13 @@ def _interrupted_exit(written: list[Path], status: _Status) -> None:
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Requests/s for constant and poisson.")
 @click.option("--max-users", type=click.IntRange(1, 4096), default=64, show_default=True, help="Sweep ceiling.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the poisson arrivals.")
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing each load level, for loads one process cannot generate.",
+)
 @click.option("--max-requests", type=click.IntRange(1), default=100, show_default=True, help="Per load level.")
 @click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True)
 @click.option("--input-tokens", type=click.IntRange(1), default=256, show_default=True, help="Synthetic prompts.")
@@ -165,7 +172,15 @@ def _single(options: dict[str, Any], profile: Any, bounds: Any, slo: Any, source
             prompts = await source(client)
             status.event(f"{len(prompts)} prompts; running the {profile.kind} profile")
             return await run_load(
-                client, prompts, profile, bounds=bounds, slo=slo, on_progress=status.progress, on_step=latest.append
+                client,
+                prompts,
+                profile,
+                bounds=bounds,
+                slo=slo,
+                on_progress=status.progress,
+                on_step=latest.append,
+                processes=options["processes"],
+                api_key=options["api_key"],
             )
 
     emulator = None
@@ -246,6 +261,7 @@ def _compare(options: dict[str, Any], profile: Any, bounds: Any, slo: Any, sourc
             api_key=options["api_key"],
             on_progress=status.progress,
             on_event=event,
+            processes=options["processes"],
         )
 
     from zephyr_tgi.bench._compare import load_comparison

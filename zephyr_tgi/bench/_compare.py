@@ -83,11 +83,13 @@ async def compare_variants(
     api_key: str | None = None,
     on_progress: ProgressCallback | None = None,
     on_event: Callable[[str], None] | None = None,
+    processes: int = 1,
 ) -> VariantComparison:
     """Measure each branch that fits the GPU's free memory; skipped ones keep their reason.
 
     With `results_path`, the comparison is saved after every step and branches already measured there are
-    not run again (resume an interrupted run by calling again with the same path).
+    not run again (resume an interrupted run by calling again with the same path). `processes` shares each
+    load level among worker processes (see `run_load`).
     """
     say = on_event or (lambda _text: None)
     path = Path(results_path) if results_path is not None else None
@@ -140,7 +142,17 @@ async def compare_variants(
                 def saved(partial: LoadResult, plan: Any = plan) -> None:
                     record(VariantOutcome(plan=plan, result=partial))
 
-                await run_load(client, chosen, profile, bounds=bounds, slo=slo, on_progress=on_progress, on_step=saved)
+                await run_load(
+                    client,
+                    chosen,
+                    profile,
+                    bounds=bounds,
+                    slo=slo,
+                    on_progress=on_progress,
+                    on_step=saved,
+                    processes=processes,
+                    api_key=api_key,
+                )
         except ZephyrTGIError as exc:
             say(f"{where}: failed: {exc}")
             record(VariantOutcome(plan=plan, error=f"{type(exc).__name__}: {exc}"))

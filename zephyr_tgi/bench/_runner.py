@@ -70,8 +70,15 @@ class LoadResult(BaseModel):
 class _Level:
     """The shared state of one load level: records, the prompt cycle, the bounds and the live counters."""
 
-    def __init__(self, prompts: Sequence[BenchPrompt], bounds: Bounds, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        prompts: Sequence[BenchPrompt],
+        bounds: Bounds,
+        clock: Callable[[], float],
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         self.records: list[RequestRecord] = []
+        self._stop = stop
         self._prompts = itertools.cycle(prompts)
         self._bounds = bounds
         self._clock = clock
@@ -81,6 +88,8 @@ class _Level:
         self.in_flight = 0
 
     def may_start(self) -> bool:
+        if self._stop is not None and self._stop():
+            return False
         limit = self._bounds.max_requests
         if limit is not None and len(self.records) >= limit:
             return False
@@ -201,6 +210,19 @@ async def _with_progress(
             await task
 
 
+def _work(
+    client: AsyncZephyrClient, level: _Level, profile: Concurrent | Constant | Poisson, bounds: Bounds
+) -> Awaitable[None]:
+    """The coroutine sending one level's requests at the profile's pace."""
+    if isinstance(profile, Concurrent):
+        return _closed_loop(client, level, profile.users)
+    rate = profile.rate
+    if isinstance(profile, Constant):
+        return _open_loop(client, level, lambda: 1.0 / rate, bounds.max_in_flight)
+    rng = random.Random(profile.seed)
+    return _open_loop(client, level, lambda: rng.expovariate(rate), bounds.max_in_flight)
+
+
 def _label(profile: Concurrent | Constant | Poisson) -> str:
     if isinstance(profile, Concurrent):
         return f"{profile.users} user{'s' if profile.users != 1 else ''}"
@@ -232,16 +254,7 @@ async def run_step(
     if records is not None:
         level.records = records
     label = _label(profile)
-    if isinstance(profile, Concurrent):
-        work = _closed_loop(client, level, profile.users)
-    elif isinstance(profile, Constant):
-        rate = profile.rate
-        work = _open_loop(client, level, lambda: 1.0 / rate, bounds.max_in_flight)
-    else:
-        rng = random.Random(profile.seed)
-        rate = profile.rate
-        work = _open_loop(client, level, lambda: rng.expovariate(rate), bounds.max_in_flight)
-    await _with_progress(level, label, work, on_progress)
+    await _with_progress(level, label, _work(client, level, profile, bounds), on_progress)
     users = profile.users if isinstance(profile, Concurrent) else None
     rate_value = None if isinstance(profile, Concurrent) else profile.rate
     return summarize(level.records, slo, label=label, users=users, rate=rate_value)
@@ -266,8 +279,13 @@ async def run_load(
     slo: SLO | None = None,
     on_progress: ProgressCallback | None = None,
     on_step: Callable[[LoadResult], None] | None = None,
+    processes: int = 1,
+    api_key: str | None = None,
 ) -> LoadResult:
     """Run a profile against the client's server; a sweep runs one step per user count.
+
+    With `processes` > 1 each step is shared by that many worker processes, each with its own client for
+    `client.base_url` (and `api_key`), for loads one process cannot generate alone (see docs/bench.md).
 
     `on_step` receives the result so far after every step (to save it: an interrupted run keeps what it
     measured). On cancellation (Ctrl-C) the step under way is summarised from what it measured, marked
@@ -296,9 +314,18 @@ async def run_load(
     for level in levels:
         records: list[RequestRecord] = []
         try:
-            step = await run_step(
-                client, prompts, level, bounds=bounds, slo=slo, on_progress=on_progress, records=records
-            )
+            if processes > 1:
+                from ._workers import run_step_in_processes
+
+                await client.info()  # fail here, in the parent, when the server is not there
+                step = await run_step_in_processes(
+                    client.base_url, prompts, level, processes=processes, api_key=api_key, bounds=bounds, slo=slo,
+                    on_progress=on_progress, records=records,
+                )  # fmt: skip
+            else:
+                step = await run_step(
+                    client, prompts, level, bounds=bounds, slo=slo, on_progress=on_progress, records=records
+                )
         except asyncio.CancelledError:
             label = _label(level)
             users = level.users if isinstance(level, Concurrent) else None
