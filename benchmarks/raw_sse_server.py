@@ -16,7 +16,10 @@ import json
 import socket
 import sys
 
-_EVENT = b'data:{"index":%d,"token":{"id":%d,"text":" tok","logprob":-0.5,"special":false},"generated_text":null,"details":null}\n\n'
+_EVENT = (
+    b'data:{"index":%d,"token":{"id":%d,"text":" tok","logprob":-0.5,"special":false},'
+    b'"generated_text":null,"details":null}\n\n'
+)
 _LAST = (
     b'data:{"index":%d,"token":{"id":2,"text":"</s>","logprob":-0.1,"special":true},"generated_text":%b,'
     b'"details":{"finish_reason":"eos_token","generated_tokens":%d,"seed":null,"input_length":%d}}\n\n'

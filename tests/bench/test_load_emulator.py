@@ -163,3 +163,12 @@ async def test_cancelling_keeps_what_was_measured(fixed_client: AsyncZephyrClien
     step = saved[-1].steps[-1]
     assert step.interrupted
     assert step.successful >= 2
+
+
+async def test_each_step_states_what_the_generator_itself_spent(fixed_client: AsyncZephyrClient) -> None:
+    step = await run_step(fixed_client, PROMPTS, Concurrent(users=1), bounds=Bounds(max_requests=2))
+
+    assert step.client_cpu_seconds is not None
+    assert step.client_cpu_seconds > 0
+    assert step.client_cpu_share is not None
+    assert step.client_cpu_share < 1.0  # mostly waiting for a 20 ms-per-token server

@@ -90,3 +90,12 @@ def test_saturation_is_latency_climbing_while_throughput_stalls() -> None:
 def test_a_level_must_be_bounded() -> None:
     with pytest.raises(ValidationError, match="max_requests or max_seconds"):
         Bounds(max_requests=None, max_seconds=None)
+
+
+def test_the_generators_own_cpu_is_stated_as_a_share_of_its_time() -> None:
+    records = [record(0.0, 0.1, 0.02, 46)]  # a one-second step
+    step = summarize(records, SLO(), label="1 user", processes=2, client_cpu_seconds=1.5)
+
+    assert step.duration == pytest.approx(1.0)
+    assert step.client_cpu_share == pytest.approx(0.75)
+    assert summarize(records, SLO(), label="1 user").client_cpu_share is None

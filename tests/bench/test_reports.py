@@ -101,3 +101,12 @@ def test_an_interrupted_run_says_so() -> None:
     result = _result("http://x", [0.05]).model_copy(update={"interrupted": True})
 
     assert "interrupted" in load_markdown(result)
+
+
+def test_a_busy_load_generator_is_flagged() -> None:
+    result = _result("http://x", [0.05, 0.06])
+    busy = result.steps[1].model_copy(update={"client_cpu_seconds": 0.95 * result.steps[1].duration})
+    flagged = result.model_copy(update={"steps": [result.steps[0], busy]})
+
+    assert "Warning: the load generator used 95% of its CPU at 2 users" in load_markdown(flagged)
+    assert "Warning" not in load_markdown(result)

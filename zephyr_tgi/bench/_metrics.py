@@ -143,10 +143,21 @@ class StepResult(BaseModel):
     tokens_per_second_per_user: Distribution | None
     meets_slo: bool
     interrupted: bool = False
+    processes: int = 1
+    client_cpu_seconds: float | None = Field(
+        default=None, description="CPU time the load generator itself used during the step (all its processes)"
+    )
 
     @property
     def error_rate(self) -> float:
         return (self.requests - self.successful) / self.requests if self.requests else 0.0
+
+    @property
+    def client_cpu_share(self) -> float | None:
+        """The generator's CPU use as a share of its processes' time (near 1.0: it may be the bottleneck)."""
+        if self.client_cpu_seconds is None or not self.duration:
+            return None
+        return self.client_cpu_seconds / (self.duration * self.processes)
 
 
 def summarize(
@@ -157,6 +168,8 @@ def summarize(
     users: int | None = None,
     rate: float | None = None,
     interrupted: bool = False,
+    processes: int = 1,
+    client_cpu_seconds: float | None = None,
 ) -> StepResult:
     """Turn the records of one load level into its metrics (unfinished records are left out)."""
     finished = [r for r in records if r.ended is not None]
@@ -202,4 +215,6 @@ def summarize(
         tokens_per_second_per_user=Distribution.of([1 / t for t in tpots if t > 0]),
         meets_slo=meets,
         interrupted=interrupted,
+        processes=processes,
+        client_cpu_seconds=client_cpu_seconds,
     )

@@ -22,8 +22,8 @@ def step_table(steps: Sequence[StepResult]) -> str:
     """One markdown row per load level."""
     header = (
         "| load | requests | errors | out tok/s | tok/s/user | req/s | goodput req/s | TTFT p50 ms | TTFT p99 ms "
-        "| ITL p50 ms | ITL p99 ms | TPOT p50 ms | latency p50 s | SLO |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| ITL p50 ms | ITL p99 ms | TPOT p50 ms | latency p50 s | client CPU | SLO |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = []
     for step in steps:
@@ -35,9 +35,30 @@ def step_table(steps: Sequence[StepResult]) -> str:
             f"| {'-' if per_user is None else f'{per_user.median:.1f}'} | {step.requests_per_second:.2f} "
             f"| {step.goodput:.2f} | {_ms(step.ttft, 'median')} | {_ms(step.ttft, 'p99')} | {_ms(step.itl, 'median')} "
             f"| {_ms(step.itl, 'p99')} | {_ms(step.tpot, 'median')} "
-            f"| {'-' if latency is None else f'{latency.median:.2f}'} | {'yes' if step.meets_slo else 'no'} |"
+            f"| {'-' if latency is None else f'{latency.median:.2f}'} | {_share(step)} "
+            f"| {'yes' if step.meets_slo else 'no'} |"
         )
     return header + "\n".join(rows) + "\n"
+
+
+def _share(step: StepResult) -> str:
+    share = step.client_cpu_share
+    return "-" if share is None else f"{share:.0%}"
+
+
+# Above this share of its CPU the generator's own work may be what limits the numbers.
+CLIENT_BOUND_SHARE = 0.8
+
+
+def _client_bound_note(steps: Sequence[StepResult]) -> str | None:
+    busy = [s for s in steps if (s.client_cpu_share or 0) > CLIENT_BOUND_SHARE]
+    if not busy:
+        return None
+    worst = max(busy, key=lambda s: s.client_cpu_share or 0)
+    return (
+        f"Warning: the load generator used {worst.client_cpu_share:.0%} of its CPU at {worst.label}: at that load "
+        "the numbers may measure the client, not the server; share the load with more processes (--processes)."
+    )
 
 
 def _slo_text(result: LoadResult) -> str:
@@ -57,6 +78,9 @@ def load_markdown(result: LoadResult, *, title: str | None = None) -> str:
         lines.append(f"Saturation: throughput stopped growing beyond {result.saturation_users} users.")
     if result.interrupted:
         lines.append("The run was interrupted; the last level holds what was measured until then.")
+    note = _client_bound_note(result.steps)
+    if note is not None:
+        lines.append(note)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -254,10 +254,13 @@ async def run_step(
     if records is not None:
         level.records = records
     label = _label(profile)
+    # CPU of this whole process: an in-process emulator (as in tests) counts too, so it is an upper bound.
+    cpu = time.process_time()
     await _with_progress(level, label, _work(client, level, profile, bounds), on_progress)
+    cpu = time.process_time() - cpu
     users = profile.users if isinstance(profile, Concurrent) else None
     rate_value = None if isinstance(profile, Concurrent) else profile.rate
-    return summarize(level.records, slo, label=label, users=users, rate=rate_value)
+    return summarize(level.records, slo, label=label, users=users, rate=rate_value, client_cpu_seconds=cpu)
 
 
 def saturated(previous: StepResult, current: StepResult, sweep: Sweep) -> bool:

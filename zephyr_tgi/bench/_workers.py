@@ -70,10 +70,11 @@ def _worker(
     # Ctrl-C reaches the whole process group; the parent decides, and tells the workers through `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        records = asyncio.run(_worker_main(index, url, api_key, prompts, profile, bounds, start, stop, counters))
-        results.put((index, [(r.started, r.input_tokens, r.token_times, r.ended, r.error) for r in records], None))
+        records, cpu = asyncio.run(_worker_main(index, url, api_key, prompts, profile, bounds, start, stop, counters))
+        rows = [(r.started, r.input_tokens, r.token_times, r.ended, r.error) for r in records]
+        results.put((index, rows, cpu, None))
     except BaseException as exc:  # reported to the parent, which raises it there
-        results.put((index, [], f"{type(exc).__name__}: {exc}"))
+        results.put((index, [], 0.0, f"{type(exc).__name__}: {exc}"))
 
 
 async def _worker_main(
@@ -86,7 +87,8 @@ async def _worker_main(
     start: Any,
     stop: Any,
     counters: Any,
-) -> list[RequestRecord]:
+) -> tuple[list[RequestRecord], float]:
+    """The records of this worker's share, and the CPU seconds it spent generating it."""
     from pydantic import TypeAdapter
 
     from .._client.shells import AsyncZephyrClient
@@ -109,8 +111,9 @@ async def _worker_main(
             counters[base + 2] = update.errors
             counters[base + 3] = update.in_flight
 
+        cpu = time.process_time()
         await _with_progress(level, "", _work(client, level, profile, bounds), publish)
-        return level.records
+        return level.records, time.process_time() - cpu
 
 
 async def run_step_in_processes(
@@ -168,7 +171,7 @@ async def run_step_in_processes(
     ]
     for worker in workers:
         worker.start()
-    collected: dict[int, tuple[list[tuple[Any, ...]], str | None]] = {}
+    collected: dict[int, tuple[list[tuple[Any, ...]], float, str | None]] = {}
     try:
         try:
             await asyncio.to_thread(start.wait, _START_TIMEOUT)
@@ -183,8 +186,8 @@ async def run_step_in_processes(
         last_tokens, last_time = 0, started
         while len(collected) < processes:
             try:
-                index, rows, error = await asyncio.to_thread(results.get, True, _PROGRESS_EVERY)
-                collected[index] = (rows, error)
+                index, rows, cpu, error = await asyncio.to_thread(results.get, True, _PROGRESS_EVERY)
+                collected[index] = (rows, cpu, error)
             except queue.Empty:
                 pass
             if not any(w.is_alive() for w in workers) and results.empty() and len(collected) < processes:
@@ -209,8 +212,8 @@ async def run_step_in_processes(
         deadline = time.monotonic() + bounds.drain_seconds + 10
         while len(collected) < processes and time.monotonic() < deadline:
             with contextlib.suppress(queue.Empty):
-                index, rows, error = await asyncio.shield(asyncio.to_thread(results.get, True, 1.0))
-                collected[index] = (rows, error)
+                index, rows, cpu, error = await asyncio.shield(asyncio.to_thread(results.get, True, 1.0))
+                collected[index] = (rows, cpu, error)
         if records is not None:
             records.extend(_records(collected))
         raise
@@ -220,19 +223,27 @@ async def run_step_in_processes(
             worker.join(timeout=5)
             if worker.is_alive():
                 worker.terminate()
-    errors = [error for _rows, error in collected.values() if error is not None]
+    errors = [error for _rows, _cpu, error in collected.values() if error is not None]
     if errors:
         raise ConfigurationError(f"a bench worker process failed: {errors[0]}")
     merged = _records(collected)
     if records is not None:
         records.extend(merged)
-    return summarize(merged, slo, label=_label(profile), users=_users(profile), rate=_rate(profile))
+    return summarize(
+        merged,
+        slo,
+        label=_label(profile),
+        users=_users(profile),
+        rate=_rate(profile),
+        processes=processes,
+        client_cpu_seconds=sum(cpu for _rows, cpu, _error in collected.values()),
+    )
 
 
-def _records(collected: dict[int, tuple[list[tuple[Any, ...]], str | None]]) -> list[RequestRecord]:
+def _records(collected: dict[int, tuple[list[tuple[Any, ...]], float, str | None]]) -> list[RequestRecord]:
     return [
         RequestRecord(started=row[0], input_tokens=row[1], token_times=list(row[2]), ended=row[3], error=row[4])
-        for rows, _error in collected.values()
+        for rows, _cpu, _error in collected.values()
         for row in rows
     ]
 
