@@ -34,7 +34,7 @@ from typing import Any
 
 from benchmarks.harness import emulator_process
 from zephyr_tgi import AsyncZephyrClient, RetryPolicy
-from zephyr_tgi.bench import BenchPrompt, Bounds, Concurrent, StepResult, run_step
+from zephyr_tgi.bench import BenchPrompt, Bounds, Concurrent, StepResult, open_clients, run_step
 from zephyr_tgi.bench._workers import run_step_in_processes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +70,8 @@ async def _measure(url: str, prompts: list[BenchPrompt], users: int, requests: i
     """One load level; the client's CPU is what the generator measured of itself during the step."""
     bounds = Bounds(max_requests=requests, max_seconds=120)
     if processes == 1:
-        async with AsyncZephyrClient(url, retry=RetryPolicy.never(), budget="off") as client:
-            step = await run_step(client, prompts, Concurrent(users=users), bounds=bounds)
+        async with open_clients(url, users) as clients:
+            step = await run_step(clients, prompts, Concurrent(users=users), bounds=bounds)
     else:
         step = await run_step_in_processes(url, prompts, Concurrent(users=users), processes=processes, bounds=bounds)
     return _row(step, processes)

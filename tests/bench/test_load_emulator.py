@@ -20,6 +20,7 @@ from zephyr_tgi.bench import (
     Progress,
     RequestRecord,
     Sweep,
+    open_clients,
     run_load,
     run_step,
     synthetic_prompts,
@@ -172,3 +173,14 @@ async def test_each_step_states_what_the_generator_itself_spent(fixed_client: As
     assert step.client_cpu_seconds > 0
     assert step.client_cpu_share is not None
     assert step.client_cpu_share < 1.0  # mostly waiting for a 20 ms-per-token server
+
+
+async def test_more_users_than_one_client_pools_all_reach_the_server() -> None:
+    # One client's pool holds 100 connections; open_clients spreads 128 users so none queue inside it.
+    model = PerformanceModel(prefill_base=0.01, prefill_per_token=0, decode_step_base=0.05)
+    async with TGIEmulator(performance=model) as emulator, open_clients(emulator.url, 128) as clients:
+        step = await run_step(clients, PROMPTS[:1], Concurrent(users=128), bounds=Bounds(max_requests=128))
+
+    assert len(clients) == 2
+    assert step.successful == 128
+    assert emulator.stats.max_in_flight == 128

@@ -158,21 +158,21 @@ def bench(**options: Any) -> None:
 
 
 def _single(options: dict[str, Any], profile: Any, bounds: Any, slo: Any, source: Any, status: _Status) -> None:
-    from zephyr_tgi import AsyncZephyrClient, ConfigurationError, RetryPolicy
+    from zephyr_tgi import ConfigurationError
     from zephyr_tgi.bench import load_markdown, run_load, write_reports
+    from zephyr_tgi.bench._runner import open_clients, peak_users
 
     out: Path = options["out"]
     latest: list[LoadResult] = []
 
     async def run(url: str) -> LoadResult:
-        async with AsyncZephyrClient(
-            url, api_key=options["api_key"], retry=RetryPolicy.never(), budget="off"
-        ) as client:
+        users = 1 if options["processes"] > 1 else peak_users(profile, bounds)
+        async with open_clients(url, users, api_key=options["api_key"]) as clients:
             status.event(f"building prompts against {url}")
-            prompts = await source(client)
+            prompts = await source(clients[0])
             status.event(f"{len(prompts)} prompts; running the {profile.kind} profile")
             return await run_load(
-                client,
+                clients,
                 prompts,
                 profile,
                 bounds=bounds,

@@ -24,7 +24,7 @@ from ._metrics import SLO, Distribution, RequestRecord, StepResult, summarize
 from ._profiles import Bounds, Concurrent, Constant, Poisson, Profile, Sweep
 from ._prompts import BenchPrompt, load_jsonl_prompts, synthetic_prompts
 from ._report import advice, comparison_markdown, load_markdown, write_reports
-from ._runner import LoadResult, Progress, ProgressCallback, run_load, run_step
+from ._runner import USERS_PER_CLIENT, Clients, LoadResult, Progress, ProgressCallback, open_clients, run_load, run_step
 from ._variants import (
     FreeMemoryProbe,
     ServerFactory,
@@ -38,8 +38,10 @@ from ._variants import (
 
 __all__ = [
     "SLO",
+    "USERS_PER_CLIENT",
     "BenchPrompt",
     "Bounds",
+    "Clients",
     "Concurrent",
     "Constant",
     "Distribution",
@@ -63,6 +65,7 @@ __all__ = [
     "load_jsonl_prompts",
     "load_markdown",
     "nvidia_smi_free_memory_gb",
+    "open_clients",
     "plan_variants",
     "resolve_variants",
     "run_load",

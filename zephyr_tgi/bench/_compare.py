@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ZephyrTGIError
 from .._launcher.variants import VariantInfo
-from .._retry import RetryPolicy
 from ._metrics import SLO
 from ._profiles import Bounds, Profile
 from ._prompts import BenchPrompt
-from ._runner import LoadResult, ProgressCallback, run_load
+from ._runner import LoadResult, ProgressCallback, open_clients, peak_users, run_load
 from ._variants import (
     FreeMemoryProbe,
     ServerFactory,
@@ -131,9 +130,9 @@ async def compare_variants(
             record(VariantOutcome(plan=plan, error=f"{type(exc).__name__}: {exc}"))
             continue
         try:
-            from .._client.shells import AsyncZephyrClient
-
-            async with AsyncZephyrClient(url, api_key=api_key, retry=RetryPolicy.never(), budget="off") as client:
+            users = 1 if processes > 1 else peak_users(profile, bounds or Bounds())
+            async with open_clients(url, users, api_key=api_key) as clients:
+                client = clients[0]
                 chosen = await prompts(client)
                 say(f"{where}: warming up at {url}")
                 await _warm_up(client, chosen)
@@ -143,7 +142,7 @@ async def compare_variants(
                     record(VariantOutcome(plan=plan, result=partial))
 
                 await run_load(
-                    client,
+                    clients,
                     chosen,
                     profile,
                     bounds=bounds,

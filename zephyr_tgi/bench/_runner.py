@@ -7,9 +7,9 @@ import contextlib
 import itertools
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,9 +21,62 @@ from ._prompts import BenchPrompt
 if TYPE_CHECKING:
     from .._client.shells import AsyncZephyrClient
 
-__all__ = ["LoadResult", "Progress", "ProgressCallback", "run_load", "run_step"]
+__all__ = [
+    "USERS_PER_CLIENT",
+    "Clients",
+    "LoadResult",
+    "Progress",
+    "ProgressCallback",
+    "open_clients",
+    "peak_users",
+    "run_load",
+    "run_step",
+]
 
 _PROGRESS_EVERY = 0.5
+# httpx2's pool holds at most 100 connections per client: more concurrent streams on one client would queue
+# inside it, unseen, and read as server latency. Users are spread so that no client carries more than this.
+USERS_PER_CLIENT = 64
+
+Clients = Union["AsyncZephyrClient", Sequence["AsyncZephyrClient"]]
+"""One client, or several for the same server that the users are spread over (see `open_clients`)."""
+
+
+def peak_users(profile: Profile, bounds: Bounds) -> int:
+    """The most requests a profile has under way at once (what `open_clients` should be sized for)."""
+    if isinstance(profile, Concurrent):
+        return profile.users
+    if isinstance(profile, Sweep):
+        return profile.max_users
+    return bounds.max_in_flight
+
+
+def _as_list(clients: Clients) -> list[AsyncZephyrClient]:
+    chosen = [clients] if not isinstance(clients, Sequence) else list(clients)
+    if not chosen:
+        raise ConfigurationError("a load test needs at least one client")
+    return chosen
+
+
+@contextlib.asynccontextmanager
+async def open_clients(url: str, users: int, *, api_key: str | None = None) -> AsyncIterator[list[AsyncZephyrClient]]:
+    """Enough clients for `users` concurrent users (at most `USERS_PER_CLIENT` each), closed on exit.
+
+    They make one attempt per request (a retry would hide an error and add its wait to the latency) and do
+    not count prompts against the context window first (that would add a request to each measured one).
+    """
+    from .._client.shells import AsyncZephyrClient
+    from .._retry import RetryPolicy
+
+    count = max(-(-users // USERS_PER_CLIENT), 1)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                AsyncZephyrClient(url, api_key=api_key, retry=RetryPolicy.never(), budget="off")
+            )
+            for _ in range(count)
+        ]
+        yield clients
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +178,17 @@ async def _request(client: AsyncZephyrClient, prompt: BenchPrompt, record: Reque
         level.in_flight -= 1
 
 
-async def _closed_loop(client: AsyncZephyrClient, level: _Level, users: int) -> None:
-    async def user() -> None:
+async def _closed_loop(clients: list[AsyncZephyrClient], level: _Level, users: int) -> None:
+    async def user(client: AsyncZephyrClient) -> None:
         while level.may_start():
             prompt, record = level.next_record()
             await _request(client, prompt, record, level)
 
-    await _gather_with_drain([asyncio.ensure_future(user()) for _ in range(users)], level)
+    tasks = [asyncio.ensure_future(user(clients[i % len(clients)])) for i in range(users)]
+    await _gather_with_drain(tasks, level)
 
 
-async def _open_loop(client: AsyncZephyrClient, level: _Level, gaps: Callable[[], float], cap: int) -> None:
+async def _open_loop(clients: list[AsyncZephyrClient], level: _Level, gaps: Callable[[], float], cap: int) -> None:
     tasks: set[asyncio.Future[None]] = set()
     slots = asyncio.Semaphore(cap)
     next_at = level.started
@@ -142,7 +196,7 @@ async def _open_loop(client: AsyncZephyrClient, level: _Level, gaps: Callable[[]
 
     async def one(prompt: BenchPrompt, record: RequestRecord) -> None:
         try:
-            await _request(client, prompt, record, level)
+            await _request(clients[len(level.records) % len(clients)], prompt, record, level)
         finally:
             slots.release()
 
@@ -162,7 +216,7 @@ async def _open_loop(client: AsyncZephyrClient, level: _Level, gaps: Callable[[]
     await _gather_with_drain(list(tasks), level)
 
 
-async def _gather_with_drain(tasks: list[asyncio.Future[None]], level: _Level) -> None:
+async def _gather_with_drain(tasks: Sequence[asyncio.Future[None]], level: _Level) -> None:
     """Wait for the tasks; past the level's deadline allow `drain_seconds` more, then cancel the rest."""
     if not tasks:
         return
@@ -211,16 +265,16 @@ async def _with_progress(
 
 
 def _work(
-    client: AsyncZephyrClient, level: _Level, profile: Concurrent | Constant | Poisson, bounds: Bounds
+    clients: list[AsyncZephyrClient], level: _Level, profile: Concurrent | Constant | Poisson, bounds: Bounds
 ) -> Awaitable[None]:
     """The coroutine sending one level's requests at the profile's pace."""
     if isinstance(profile, Concurrent):
-        return _closed_loop(client, level, profile.users)
+        return _closed_loop(clients, level, profile.users)
     rate = profile.rate
     if isinstance(profile, Constant):
-        return _open_loop(client, level, lambda: 1.0 / rate, bounds.max_in_flight)
+        return _open_loop(clients, level, lambda: 1.0 / rate, bounds.max_in_flight)
     rng = random.Random(profile.seed)
-    return _open_loop(client, level, lambda: rng.expovariate(rate), bounds.max_in_flight)
+    return _open_loop(clients, level, lambda: rng.expovariate(rate), bounds.max_in_flight)
 
 
 def _label(profile: Concurrent | Constant | Poisson) -> str:
@@ -230,7 +284,7 @@ def _label(profile: Concurrent | Constant | Poisson) -> str:
 
 
 async def run_step(
-    client: AsyncZephyrClient,
+    client: Clients,
     prompts: Sequence[BenchPrompt],
     profile: Concurrent | Constant | Poisson,
     *,
@@ -241,6 +295,8 @@ async def run_step(
 ) -> StepResult:
     """Run one load level and summarise it.
 
+    Pass several clients for the same server (`open_clients`) above `USERS_PER_CLIENT` concurrent requests.
+
     Pass `records` (an empty list) to keep the raw records; when the task is cancelled (Ctrl-C) they hold
     what was measured until then.
     """
@@ -248,15 +304,17 @@ async def run_step(
         raise ConfigurationError("a load test needs at least one prompt")
     bounds = bounds or Bounds()
     slo = slo or SLO()
-    # The client reads /info once before its first generation; doing it here keeps it off the first TTFT.
-    await client.info()
+    clients = _as_list(client)
+    # A client reads /info once before its first generation; doing it here keeps it off the first TTFT.
+    for each in clients:
+        await each.info()
     level = _Level(prompts, bounds, time.perf_counter)
     if records is not None:
         level.records = records
     label = _label(profile)
     # CPU of this whole process: an in-process emulator (as in tests) counts too, so it is an upper bound.
     cpu = time.process_time()
-    await _with_progress(level, label, _work(client, level, profile, bounds), on_progress)
+    await _with_progress(level, label, _work(clients, level, profile, bounds), on_progress)
     cpu = time.process_time() - cpu
     users = profile.users if isinstance(profile, Concurrent) else None
     rate_value = None if isinstance(profile, Concurrent) else profile.rate
@@ -274,7 +332,7 @@ def saturated(previous: StepResult, current: StepResult, sweep: Sweep) -> bool:
 
 
 async def run_load(
-    client: AsyncZephyrClient,
+    client: Clients,
     prompts: Sequence[BenchPrompt],
     profile: Profile,
     *,
@@ -296,6 +354,7 @@ async def run_load(
     """
     bounds = bounds or Bounds()
     slo = slo or SLO()
+    clients = _as_list(client)
     levels: list[Concurrent | Constant | Poisson]
     levels = [Concurrent(users=n) for n in profile.levels()] if isinstance(profile, Sweep) else [profile]
     steps: list[StepResult] = []
@@ -304,7 +363,7 @@ async def run_load(
     def result(interrupted: bool = False) -> LoadResult:
         meeting = [s.users for s in steps if s.meets_slo and s.users is not None]
         return LoadResult(
-            url=client.base_url,
+            url=clients[0].base_url,
             profile=profile,
             bounds=bounds,
             slo=slo,
@@ -320,14 +379,14 @@ async def run_load(
             if processes > 1:
                 from ._workers import run_step_in_processes
 
-                await client.info()  # fail here, in the parent, when the server is not there
+                await clients[0].info()  # fail here, in the parent, when the server is not there
                 step = await run_step_in_processes(
-                    client.base_url, prompts, level, processes=processes, api_key=api_key, bounds=bounds, slo=slo,
+                    clients[0].base_url, prompts, level, processes=processes, api_key=api_key, bounds=bounds, slo=slo,
                     on_progress=on_progress, records=records,
                 )  # fmt: skip
             else:
                 step = await run_step(
-                    client, prompts, level, bounds=bounds, slo=slo, on_progress=on_progress, records=records
+                    clients, prompts, level, bounds=bounds, slo=slo, on_progress=on_progress, records=records
                 )
         except asyncio.CancelledError:
             label = _label(level)

@@ -91,16 +91,17 @@ async def _worker_main(
     """The records of this worker's share, and the CPU seconds it spent generating it."""
     from pydantic import TypeAdapter
 
-    from .._client.shells import AsyncZephyrClient
-    from .._retry import RetryPolicy
+    from ._runner import open_clients
 
     prompts = [BenchPrompt.model_validate(p) for p in prompts_data]
     profile: Concurrent | Constant | Poisson = TypeAdapter(Concurrent | Constant | Poisson).validate_python(
         profile_data
     )
     bounds = Bounds.model_validate(bounds_data)
-    async with AsyncZephyrClient(url, api_key=api_key, retry=RetryPolicy.never(), budget="off") as client:
-        await client.info()
+    users = profile.users if isinstance(profile, Concurrent) else bounds.max_in_flight
+    async with open_clients(url, users, api_key=api_key) as clients:
+        for client in clients:
+            await client.info()
         await asyncio.to_thread(start.wait, _START_TIMEOUT)
         level = _Level(prompts, bounds, time.perf_counter, stop=stop.is_set)
         base = index * _COUNTERS
@@ -112,7 +113,7 @@ async def _worker_main(
             counters[base + 3] = update.in_flight
 
         cpu = time.process_time()
-        await _with_progress(level, "", _work(client, level, profile, bounds), publish)
+        await _with_progress(level, "", _work(clients, level, profile, bounds), publish)
         return level.records, time.process_time() - cpu
 
 
