@@ -127,3 +127,14 @@ def test_ctrl_c_stops_and_keeps_what_was_measured(tmp_path: Path) -> None:
     assert saved.interrupted
     assert saved.steps[-1].interrupted
     assert saved.steps[-1].successful >= 1
+
+
+def test_worker_processes_share_the_load(emulator: TGIEmulator, tmp_path: Path) -> None:
+    result = bench("--url", emulator.url, "--profile", "concurrent", "--users", "2", "--processes", "2", *SMALL,
+                   "--out", str(tmp_path), "--json", "--no-plots")  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    step = json.loads(result.stdout)["steps"][0]
+    assert step["processes"] == 2
+    assert step["successful"] == 4
+    assert step["client_cpu_seconds"] > 0

@@ -110,3 +110,14 @@ def test_a_busy_load_generator_is_flagged() -> None:
 
     assert "Warning: the load generator used 95% of its CPU at 2 users" in load_markdown(flagged)
     assert "Warning" not in load_markdown(result)
+
+
+def test_among_equally_good_branches_the_higher_quality_one_is_advised() -> None:
+    comparison = _comparison()
+    same = comparison.outcomes[0].result
+    assert same is not None
+    slightly_faster_small = comparison.outcomes[0]
+    larger = comparison.outcomes[1].model_copy(update={"result": same})
+    tied = comparison.model_copy(update={"outcomes": [slightly_faster_small, larger]})
+
+    assert advice(tied).startswith("Use gptq-4bit-32g-actorder_True:")

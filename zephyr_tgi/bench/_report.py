@@ -84,18 +84,25 @@ def load_markdown(result: LoadResult, *, title: str | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+# Branches whose peak throughput is within this share of the best one's count as equally fast.
+SAME_SPEED = 0.05
+
+
 def advice(comparison: VariantComparison) -> str:
-    """One line: the branch that serves the most users within the SLO (ties: the higher-quality branch)."""
+    """One line: the branch that serves the most users within the SLO.
+
+    Among branches serving as many users at about the same speed (peak throughput within 5%), the larger one
+    wins: more bits and smaller groups are the model card's higher-quality branches.
+    """
     measured = [(o, o.result) for o in comparison.outcomes if o.result is not None]
     if not measured:
         return "No branch was measured: see the reasons above."
-    # A larger branch (more bits, smaller groups) is the higher-quality one; among equals prefer it.
-    best = max(
-        measured,
-        key=lambda pair: (pair[1].users_meeting_slo or 0, _peak(pair[1]), pair[0].plan.needs_gb),
-    )
-    outcome, result = best
-    if not result.users_meeting_slo:
+    most_users = max(result.users_meeting_slo or 0 for _, result in measured)
+    serving = [(o, r) for o, r in measured if (r.users_meeting_slo or 0) == most_users]
+    fastest = max(_peak(r) for _, r in serving)
+    close = [(o, r) for o, r in serving if _peak(r) >= (1 - SAME_SPEED) * fastest]
+    outcome, result = max(close, key=lambda pair: (pair[0].plan.needs_gb, _peak(pair[1])))
+    if not most_users:
         return f"No branch met the SLO at any load; {outcome.plan.variant} came closest ({_peak(result):.0f} tok/s)."
     return (
         f"Use {outcome.plan.variant}: it serves {result.users_meeting_slo} concurrent users within the SLO "
