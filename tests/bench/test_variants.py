@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import stat
@@ -15,6 +16,8 @@ from zephyr_tgi.bench import (
     BenchPrompt,
     Bounds,
     Concurrent,
+    Progress,
+    VariantComparison,
     compare_variants,
     nvidia_smi_free_memory_gb,
     plan_variants,
@@ -187,3 +190,38 @@ async def test_a_branch_that_cannot_start_is_recorded_and_the_rest_still_run(tmp
     assert failed.error is not None
     assert failed.error.startswith("ContainerStartError")
     assert measured.result is not None
+
+
+async def test_an_interrupted_comparison_keeps_what_it_measured_and_stops_the_server(tmp_path: Path) -> None:
+    servers = EmulatorServers()
+    measuring = asyncio.Event()
+
+    def progress(update: Progress) -> None:
+        if update.requests_done >= 2:
+            measuring.set()
+
+    task = asyncio.ensure_future(
+        compare_variants(
+            resolve_variants("main,gptq-4bit-64g-actorder_True"),
+            fixed_prompts,
+            Concurrent(users=2),
+            server_factory=servers,
+            free_memory=lambda: None,
+            bounds=Bounds(max_requests=100_000),
+            results_path=tmp_path / "results.json",
+            on_progress=progress,
+        )
+    )
+    await asyncio.wait_for(measuring.wait(), 60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert servers.launched == ["main"]
+    assert servers.running == 0
+    saved = VariantComparison.model_validate_json((tmp_path / "results.json").read_text())
+    main = saved.outcomes[0].result
+    assert main is not None
+    assert main.interrupted
+    assert main.steps[-1].successful >= 2
+    assert not saved.completed("main")  # so --resume measures it again
