@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench soak docs clean
+.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench guidellm-setup soak docs clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +43,16 @@ test: lint typecheck tools-setup docker-setup emulator-image
 	$(PY) -m pytest -q -rs -m "not docker"
 	ZEPHYR_TGI_REQUIRE_DOCKER=1 $(PY) -m pytest -v -rs -m docker
 
-# Client overhead against bare huggingface_hub and raw httpx2 (writes benchmarks/results/ and docs/benchmarks.md).
+# Client overhead against bare huggingface_hub and raw httpx2 (writes benchmarks/results/ and docs/benchmarks.md),
+# then what the load generator of `zephyr-tgi bench` can generate, beside GuideLLM when `make guidellm-setup` ran.
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.generator
+
+# GuideLLM in a venv of its own (it brings torch and transformers, about 6 GB), for the comparison in `make bench`.
+guidellm-setup:
+	$(PYTHON) -m venv .venv-guidellm
+	.venv-guidellm/bin/python -m pip install --quiet guidellm
 
 # The full fault-injection soak: 1,000 requests per scenario, in process and in the emulator container.
 soak: emulator-image
@@ -56,4 +63,4 @@ docs: $(INSTALLED)
 	$(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) .venv-guidellm .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

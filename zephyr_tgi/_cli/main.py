@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 
 from .. import __version__
+from .bench import bench as bench_command
 from .chat import ChatSession, cut_note, dropped_note, fit_answer_length, merge_sampling, parse_assignments
 from .containers import down, ps
 from .target import BaseURL, Health, diagnose, is_emulator, split_route, wrong_path_hint
@@ -1005,6 +1006,9 @@ def _load_replies(path: Path) -> dict[str, str]:
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise click.BadParameter(f"{path} must hold a JSON object of strings", param_hint="--replies")
     return data
+
+
+cli.add_command(bench_command)
 
 
 def main(argv: list[str] | None = None) -> int:

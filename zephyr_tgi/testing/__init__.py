@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._emulator import TGIEmulator
     from ._faults import Faults, ScriptedResponse
     from ._logs import LOG_LINES, STAGE_MARKERS
+    from ._performance import PerformanceModel
     from ._replies import expected_reply, render_zephyr_prompt
     from ._stats import EmulatorStats, RecordedRequest
     from ._tokenizer import BuiltinTokenizer, EmulatorTokenizer, SentencePieceTokenizer, TokenSpan
@@ -31,6 +32,7 @@ __all__ = [
     "EmulatorStats",
     "EmulatorTokenizer",
     "Faults",
+    "PerformanceModel",
     "RecordedRequest",
     "ScriptedResponse",
     "SentencePieceTokenizer",
@@ -47,6 +49,7 @@ _SOURCES = {
     "EmulatorStats": "._stats",
     "EmulatorTokenizer": "._tokenizer",
     "Faults": "._faults",
+    "PerformanceModel": "._performance",
     "RecordedRequest": "._stats",
     "ScriptedResponse": "._faults",
     "SentencePieceTokenizer": "._tokenizer",

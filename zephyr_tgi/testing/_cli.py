@@ -37,6 +37,7 @@ from ._logs import (
     WARMUP_LINE,
     WEBSERVER_LINE,
 )
+from ._performance import PerformanceModel
 from ._tokenizer import EmulatorTokenizer, SentencePieceTokenizer
 
 __all__ = ["main", "parse_arguments"]
@@ -141,7 +142,27 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("emulator_replies", ("--emulator-replies",), _emulator_env("REPLIES"), str),
     _Option("emulator_seed", ("--emulator-seed",), _emulator_env("SEED"), int),
     _Option("tokenizer_model", ("--tokenizer-model",), _emulator_env("TOKENIZER_MODEL"), str),
+    # The performance model (_performance.py): on with --emulator-performance or any of its knobs.
+    _Option("emulator_performance", ("--emulator-performance",), _emulator_env("PERFORMANCE"), _bool, False, True),
+    _Option("max_batch_total_tokens", ("--max-batch-total-tokens",), "MAX_BATCH_TOTAL_TOKENS", int),
+    _Option("emulator_prefill_base", ("--emulator-prefill-base",), _emulator_env("PREFILL_BASE"), float),
+    _Option("emulator_prefill_per_token", ("--emulator-prefill-per-token",), _emulator_env("PREFILL_PER_TOKEN"), float),
+    _Option("emulator_decode_step", ("--emulator-decode-step",), _emulator_env("DECODE_STEP"), float),
+    _Option(
+        "emulator_decode_step_per_sequence",
+        ("--emulator-decode-step-per-sequence",),
+        _emulator_env("DECODE_STEP_PER_SEQUENCE"),
+        float,
+    ),
 )
+
+_PERFORMANCE_KNOBS = {
+    "max_batch_total_tokens": "max_batch_total_tokens",
+    "emulator_prefill_base": "prefill_base",
+    "emulator_prefill_per_token": "prefill_per_token",
+    "emulator_decode_step": "decode_step_base",
+    "emulator_decode_step_per_sequence": "decode_step_per_sequence",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -214,6 +235,17 @@ def _resolve_limits(values: Mapping[str, Any]) -> tuple[int, int]:
             f"`max_batch_prefill_tokens` must be >= `max_input_tokens`. Given: {prefill} and {max_input}"
         )
     return max_input, max_total
+
+
+def _performance_model(values: Mapping[str, Any]) -> PerformanceModel | None:
+    """The performance model the flags ask for, or None when none of them is given."""
+    knobs = {field: values[dest] for dest, field in _PERFORMANCE_KNOBS.items() if values[dest] is not None}
+    if not knobs and not values["emulator_performance"]:
+        return None
+    try:
+        return PerformanceModel(**knobs)
+    except ValueError as exc:
+        raise ArgumentValidationError(str(exc)) from None
 
 
 def _load_replies(path: str | None) -> dict[str, str] | None:
@@ -379,6 +411,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         _check_tokenizer_config(values["tokenizer_config_path"])
         replies = _load_replies(values["emulator_replies"])
         tokenizer = _load_tokenizer(values["tokenizer_model"])
+        performance = _performance_model(values)
     except ArgumentValidationError as exc:
         log.raw_error(f"Error: ArgumentValidation({json.dumps(str(exc))})")
         return 1
@@ -428,6 +461,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 tokenizer=tokenizer,
                 faults=faults,
                 sampling_seed=values["emulator_seed"],
+                performance=performance,
             )
         except ValueError as exc:
             log.raw_error(f"Error: ArgumentValidation({json.dumps(str(exc))})")

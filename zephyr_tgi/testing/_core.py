@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from ._faults import FaultState, error_for_type
 from ._generation import Generation, GenToken, generate
+from ._performance import BatchScheduler, PerformanceModel
 from ._http import HTTPConnection, HTTPRequest
 from ._requests import GenerateRequest, read_json_body
 from ._sse import KEEP_ALIVE, dumps, native_error
@@ -70,6 +71,7 @@ class AppConfig:
     payload_limit: int = 2_000_000
     # The launcher sets COMPUTE_TYPE from nvidia-smi as `<gpu count>-<gpu name>` (TGI.md §9).
     compute_type: str = "1-nvidia-a10g"
+    performance: PerformanceModel | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -100,6 +102,8 @@ class RouterCore:
     """The machinery behind TGI's generate_internal / generate_stream_internal, used by every route family."""
 
     def __init__(self, config: AppConfig, tokenizer: EmulatorTokenizer, faults: FaultState, recorder: Recorder) -> None:
+        # With a performance model, every generation goes through one emulated GPU batch (see _performance).
+        self._scheduler = BatchScheduler(config.performance) if config.performance is not None else None
         self.config = config
         self.tokenizer = tokenizer
         self.faults = faults
@@ -205,9 +209,22 @@ class RouterCore:
         error_type = self.faults.faults.stream_error_type
         return error_for_type(error_type)[1], error_type
 
-    async def _sleep_for_tokens(self, n_tokens: int) -> None:
-        """Non-streaming latency: the first-token delay plus one token delay per token."""
+    async def aclose(self) -> None:
+        """Stop background work (the performance model's engine task)."""
+        if self._scheduler is not None:
+            await self._scheduler.aclose()
+
+    async def _sleep_for_tokens(self, n_tokens: int, valid: ValidRequest | None = None) -> None:
+        """Non-streaming latency: the first-token delay plus one token delay per token (or the performance
+        model's batch, when there is one)."""
         token_latency, first = self.latencies()
+        if self._scheduler is not None and valid is not None and n_tokens:
+            if first > 0:
+                await asyncio.sleep(first)
+            async with self._scheduler.sequence(valid.input_length, n_tokens, valid.max_new_tokens) as ticket:
+                for _ in range(n_tokens):
+                    await ticket.next_token()
+            return
         delay = first + (token_latency * n_tokens if token_latency > 0 else 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
@@ -234,7 +251,7 @@ class RouterCore:
                 await self._sleep_for_tokens(0)
                 self.recorder.tgi_failure(failure[1])
                 raise RouteError(error_for_type(failure[1])[0], *failure)
-            await self._sleep_for_tokens(len(plan.generations[0].tokens))
+            await self._sleep_for_tokens(len(plan.generations[0].tokens), plan.valid)
             return plan
         finally:
             self.recorder.release()
@@ -281,7 +298,7 @@ class RouterCore:
             def encode(index: int) -> bytes:
                 return encode_token(index, tokens[index], tops[index] if tops else None, index == last)
 
-            outcome = await self.emit(conn, len(tokens), encode, encode_error)
+            outcome = await self.emit(conn, len(tokens), encode, encode_error, plan.valid)
             if outcome == "complete":
                 self.recorder.tgi_success(plan.valid.input_length, len(tokens), time.monotonic() - started)
             return outcome
@@ -297,11 +314,30 @@ class RouterCore:
         await asyncio.sleep(seconds)
 
     async def emit(
-        self, conn: HTTPConnection, count: int, encode: Callable[[int], bytes], encode_error: EncodeError
+        self,
+        conn: HTTPConnection,
+        count: int,
+        encode: Callable[[int], bytes],
+        encode_error: EncodeError,
+        valid: ValidRequest | None = None,
     ) -> Outcome:
         """Send `count` token events with latency and stream faults: the one place generated tokens leave."""
         if count == 0:
             return "complete"
+        if self._scheduler is not None and valid is not None:
+            async with self._scheduler.sequence(valid.input_length, count, valid.max_new_tokens) as ticket:
+                return await self._emit_events(conn, count, encode, encode_error, ticket.next_token)
+        return await self._emit_events(conn, count, encode, encode_error, None)
+
+    async def _emit_events(
+        self,
+        conn: HTTPConnection,
+        count: int,
+        encode: Callable[[int], bytes],
+        encode_error: EncodeError,
+        next_token: Callable[[], Awaitable[None]] | None,
+    ) -> Outcome:
+        """The event loop of `emit`: `next_token` (the performance model) replaces `token_latency`."""
         drop_at = error_at = None
         failure: tuple[str, str] | None = None
         if self.faults.take("drop_mid_stream_next"):
@@ -320,8 +356,12 @@ class RouterCore:
                 self.recorder.tgi_failure(failure[1])
                 await conn.send_chunk(encode_error(*failure))
                 return "failed"
-            delay = token_latency + (first_latency if index == 0 else 0.0)
-            if delay > 0:
+            delay = (0.0 if next_token is not None else token_latency) + (first_latency if index == 0 else 0.0)
+            if next_token is not None:
+                if delay > 0:
+                    await self._stream_sleep(conn, delay)
+                await next_token()
+            elif delay > 0:
                 await self._stream_sleep(conn, delay)
             elif index % _YIELD_EVERY == 0:
                 # Let other streams progress now and then even without latency.

@@ -14,6 +14,7 @@ import h11
 
 from ._faults import Faults, FaultState
 from ._http import ClientGone, HTTPConnection, TooLarge
+from ._performance import PerformanceModel
 from ._routes import CORS_HEADERS, AppConfig, EmulatorApp
 from ._stats import EmulatorStats, Recorder
 from ._tokenizer import BuiltinTokenizer, EmulatorTokenizer
@@ -34,6 +35,8 @@ class TGIEmulator:
     when it samples with an explicit one; a json grammar (or response_format) yields a minimal valid
     instance of the schema and a regex grammar a matching string ("example" if the regex is beyond
     the emulator). `sampling_seed` salts the seed reported for sampling requests that send none.
+    `performance` (a `PerformanceModel`) makes generations take the time an emulated GPU batch would, queueing
+    beyond its token budget; it replaces `token_latency`.
     """
 
     def __init__(
@@ -59,9 +62,16 @@ class TGIEmulator:
         tokenizer: EmulatorTokenizer | None = None,
         faults: Faults | None = None,
         sampling_seed: int | None = None,
+        performance: PerformanceModel | None = None,
     ) -> None:
         if max_input_tokens >= max_total_tokens:
             raise ValueError(f"max_input_tokens ({max_input_tokens}) must be < max_total_tokens ({max_total_tokens})")
+        if performance is not None and performance.max_batch_total_tokens < max_total_tokens:
+            # TGI's launcher refuses the same: one request must always fit in a batch.
+            raise ValueError(
+                f"max_batch_total_tokens ({performance.max_batch_total_tokens}) must be >= "
+                f"max_total_tokens ({max_total_tokens})"
+            )
         self._host = host
         self._port = port
         limits = Limits(
@@ -84,6 +94,7 @@ class TGIEmulator:
             chat_template=chat_template,
             grammar_support=grammar_support,
             seed_salt=sampling_seed,
+            performance=performance,
         )
         self._faults = FaultState(faults if faults is not None else Faults())
         self._recorder = Recorder(max_concurrent_requests, max_input_tokens, max_total_tokens)
@@ -274,6 +285,7 @@ class TGIEmulator:
             tasks = [task for task, _conn in self._connections]
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            await self._app.aclose()
             await server.wait_closed()
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -49,6 +49,10 @@ class EmulatorApp:
         self._routes: dict[str, dict[str, Handler]] = {**self._native.routes(), **OpenAIRoutes(core).routes()}
         self._admin_routes = AdminRoutes(core, on_reset).routes()
 
+    async def aclose(self) -> None:
+        """Stop background work (the performance model's engine task)."""
+        await self._core.aclose()
+
     def info(self) -> dict[str, Any]:
         """The document GET /info serves."""
         return self._native.info()
