@@ -298,6 +298,25 @@ def _too_large(request: WireRequest) -> MalformedResponseError:
     )
 
 
+def _encoded(response: httpx2.Response) -> bool:
+    return response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+
+
+def _body_chunks(response: httpx2.Response) -> Iterator[bytes]:
+    """The body's chunks: straight from the pool's stream when nothing needs decoding (TGI's SSE), which spares
+    two generator layers per packet; through httpx2's decoders otherwise."""
+    if _encoded(response) or not isinstance(response.stream, httpx2.SyncByteStream):
+        return response.iter_bytes()
+    return iter(response.stream)
+
+
+def _abody_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """The async twin of `_body_chunks`."""
+    if _encoded(response) or not isinstance(response.stream, httpx2.AsyncByteStream):
+        return response.aiter_bytes()
+    return aiter(response.stream)
+
+
 class StreamBody:
     """The body of an open streamed response, read chunk by chunk under a deadline."""
 
@@ -305,7 +324,7 @@ class StreamBody:
 
     def __init__(self, response: httpx2.Response, request: WireRequest, display_url: str) -> None:
         self._response = response
-        self._chunks = response.iter_bytes()
+        self._chunks = _body_chunks(response)
         self._request = request
         self._display_url = display_url
 
@@ -332,7 +351,7 @@ class AsyncStreamBody:
 
     def __init__(self, response: httpx2.Response, request: WireRequest, display_url: str) -> None:
         self._response = response
-        self._chunks = response.aiter_bytes()
+        self._chunks = _abody_chunks(response)
         self._request = request
         self._display_url = display_url
 

@@ -24,7 +24,7 @@ from ._variants import (
 )
 
 if TYPE_CHECKING:
-    from .._client.shells import AsyncZephyrClient
+    from .. import AsyncZephyrClient
 
 __all__ = ["PromptSource", "compare_variants", "tgi_server_factory"]
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .._client.shells import AsyncZephyrClient
+    from .. import AsyncZephyrClient
 
 __all__ = ["BenchPrompt", "load_jsonl_prompts", "synthetic_prompts"]
 

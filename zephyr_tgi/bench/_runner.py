@@ -19,7 +19,7 @@ from ._profiles import Bounds, Concurrent, Constant, Poisson, Profile, Sweep
 from ._prompts import BenchPrompt
 
 if TYPE_CHECKING:
-    from .._client.shells import AsyncZephyrClient
+    from .. import AsyncZephyrClient
 
 __all__ = [
     "USERS_PER_CLIENT",
@@ -65,7 +65,7 @@ async def open_clients(url: str, users: int, *, api_key: str | None = None) -> A
     They make one attempt per request (a retry would hide an error and add its wait to the latency) and do
     not count prompts against the context window first (that would add a request to each measured one).
     """
-    from .._client.shells import AsyncZephyrClient
+    from .. import AsyncZephyrClient
     from .._retry import RetryPolicy
 
     count = max(-(-users // USERS_PER_CLIENT), 1)

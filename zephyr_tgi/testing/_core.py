@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from ._faults import FaultState, error_for_type
 from ._generation import Generation, GenToken, generate
-from ._performance import BatchScheduler, PerformanceModel
 from ._http import HTTPConnection, HTTPRequest
+from ._performance import BatchScheduler, PerformanceModel
 from ._requests import GenerateRequest, read_json_body
 from ._sse import KEEP_ALIVE, dumps, native_error
 from ._stats import Recorder
