@@ -13,7 +13,7 @@ from .._errors import ZephyrTGIError
 from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
 from . import flows
 from .batch import BatchProgress, check_concurrency, default_concurrency
-from .flows import Close, Emit, Exclusive, Flow, Read, Send, Sleep
+from .flows import EFFECTS, Close, Emit, Exclusive, Flow, Read, Send, Sleep
 from .params import Grammar, SamplingParams
 from .structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
 from .surface import ClientSurface
@@ -57,8 +57,8 @@ class AsyncStream(Generic[_I]):
         try:
             while True:
                 effect = flow.send(value) if error is None else flow.throw(error)
-                if effect.__class__ is Emit:
-                    item: _I = effect.item
+                if effect.__class__ not in EFFECTS:
+                    item: _I = effect.item if effect.__class__ is Emit else effect
                     return item
                 error = None
                 try:

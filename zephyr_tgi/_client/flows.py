@@ -106,7 +106,10 @@ class Exclusive:
 
 
 Effect = Send | Read | Close | Sleep | Emit | Exclusive
-Flow = Generator[Effect, Any, _T]
+Flow = Generator[Any, Any, _T]
+# What a driver performs; anything else a flow yields is an item for the caller (a stream's chunks are yielded
+# as they are, sparing an Emit per token; Emit says the same for items that could be mistaken for effects).
+EFFECTS = frozenset({Send, Read, Close, Sleep, Exclusive})
 
 
 @dataclass(slots=True)
@@ -130,8 +133,8 @@ def tap(flow: Flow[_T], on_item: Callable[[Any], None]) -> Flow[_T]:
                 result: _T = stop.value
                 return result
             failure = None
-            if isinstance(effect, Emit):
-                on_item(effect.item)
+            if effect.__class__ not in EFFECTS:
+                on_item(effect.item if effect.__class__ is Emit else effect)
             try:
                 outcome = yield effect
             except ZephyrTGIError as exc:
@@ -465,7 +468,7 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
     session, assembler, chunk = yield from retrying(ctx, "POST /generate_stream", times, first_chunk)
     pending = session.pending
     while chunk.result is None:
-        yield Emit(chunk)
+        yield chunk  # an item for the caller
         # The hot path, one pass per token: events already decoded are fed without another generator.
         data = pending.popleft() if pending else (yield from session.next_event())
         if data is None:
@@ -474,7 +477,7 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
     # Read the end of the body before handing out the last chunk, so the connection goes back to the pool
     # even when the caller stops iterating there.
     yield from session.drain()
-    yield Emit(chunk)
+    yield chunk
 
 
 def _next_chunk(session: _StreamSession, assembler: StreamAssembler) -> Flow[StreamChunk]:

@@ -150,6 +150,11 @@ def _held_back(buffer: str, stops: Sequence[str]) -> int:
     return longest
 
 
+# pydantic's own validator of StreamChunk, called directly: `model_validate_json` only wraps it, at a cost that
+# shows once per token.
+_validate_chunk = StreamChunk.__pydantic_validator__.validate_json
+
+
 class StreamAssembler:
     """Turns `/generate_stream` events into `StreamChunk`s and the final `GenerationResult`.
 
@@ -159,7 +164,6 @@ class StreamAssembler:
 
     __slots__ = (
         "_buffer",
-        "_emitted",
         "_prompt",
         "_reach",
         "_redactor",
@@ -179,7 +183,6 @@ class StreamAssembler:
         self._prompt = prompt
         self._redactor = redactor
         self._buffer = ""
-        self._emitted: list[str] = []
         self._tokens: list[Token] = []
         self._top_tokens: list[tuple[Token, ...]] = []
         self.done = False
@@ -202,13 +205,26 @@ class StreamAssembler:
         at = data.rfind(b'"generated_text":')
         if at != -1 and data.startswith(b"null", at + 17):
             try:
-                chunk = StreamChunk.model_validate_json(data)
+                chunk: StreamChunk = _validate_chunk(data)
             except ValidationError:
                 pass
             else:
-                text = self._shown(chunk.token, chunk.top_tokens)
-                return chunk if text == chunk.text else chunk.model_copy(update={"text": text})
+                token = chunk.token
+                if self._buffer or token.special or not self._plain(chunk.text):
+                    text = self._shown(token, chunk.top_tokens)
+                    return chunk if text == chunk.text else chunk.model_copy(update={"text": text})
+                # Nothing held back and nothing to hold: the token's text is shown as it is (most tokens).
+                self._tokens.append(token)
+                if chunk.top_tokens:
+                    self._top_tokens.append(chunk.top_tokens)
+                return chunk
         return self._feed_event(data)
+
+    def _plain(self, text: str) -> bool:
+        """Whether no stop sequence can start in the last characters of `text`."""
+        tail = text[-self._reach :] if self._reach else ""
+        starts = self._starts
+        return not (starts[0] in tail if len(starts) == 1 else any(start in tail for start in starts))
 
     def _feed_event(self, data: bytes) -> StreamChunk:
         try:
@@ -238,13 +254,12 @@ class StreamAssembler:
             self._top_tokens.append(top)
         buffer = self._buffer + token.text if not token.special else self._buffer
         tail = buffer[-self._reach :] if self._reach else ""
-        if any(start in tail for start in self._starts):
+        starts = self._starts
+        if starts[0] in tail if len(starts) == 1 else any(start in tail for start in starts):
             keep = _held_back(buffer, self._stops)
             text, self._buffer = buffer[: len(buffer) - keep], buffer[len(buffer) - keep :]
         else:
             text, self._buffer = buffer, ""
-        if text:
-            self._emitted.append(text)
         return text
 
     def _in_band_error(self, event: _StreamEvent, data: bytes) -> Exception:
@@ -257,7 +272,9 @@ class StreamAssembler:
         self.done = True
         details = event.details or _Details()
         final_text = strip_stop(generated_text, self._stops)
-        emitted = "".join(self._emitted)
+        # What was shown is every token's text but what is still held back (nothing is ever dropped before).
+        shown = "".join(token.text for token in self._tokens if not token.special)
+        emitted = shown[: len(shown) - len(self._buffer)]
         # Normally the tokens' texts join to generated_text; if the server decoded differently, the
         # final chunk still completes exactly what was shown so far.
         text = final_text[len(emitted) :] if final_text.startswith(emitted) else strip_stop(self._buffer, self._stops)

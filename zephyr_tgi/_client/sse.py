@@ -10,11 +10,15 @@ in one join when it ends, never re-joined per chunk, and a line longer than `max
 
 from __future__ import annotations
 
+import re
+
 from .._errors import MalformedResponseError
 
 __all__ = ["DONE", "MAX_LINE_BYTES", "SSEDecoder"]
 
 DONE = "[DONE]"
+_SIMPLE_EVENTS = re.compile(rb"(?:data: [^\n]*\n\n)+")
+_SIMPLE_DATA = re.compile(rb"data: ([^\n]*)\n\n")
 # A TGI event holds one token (with top tokens, at most a few KiB); the final one the whole text and details.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
@@ -34,12 +38,18 @@ class SSEDecoder:
         """Consume a chunk; return the data of the events it completed (UTF-8 bytes)."""
         if self._partial or self._parts or b"\r" in chunk:
             return self._feed_lines(chunk)
-        # Between events, with `\n` framing (TGI's): whole events are the blocks between blank lines, and
-        # the common one, a single `data: ` line, is taken as it is; what follows the last blank line is an
-        # event still arriving, left to the line reader.
+        # Between events, with `\n` framing (TGI's): whole events are the blocks between blank lines. When all
+        # of them are single `data: ` lines (TGI's token events), one regular-expression pass takes them all;
+        # what follows the last blank line is an event still arriving, left to the line reader.
+        end = chunk.rfind(b"\n\n") + 2
+        if end > 1 and end <= self._max_line and _SIMPLE_EVENTS.fullmatch(chunk, 0, end):
+            events = _SIMPLE_DATA.findall(chunk, 0, end)
+            if end < len(chunk):
+                events.extend(self._feed_lines(chunk[end:]))
+            return events
         blocks = chunk.split(b"\n\n")
         rest = blocks.pop()
-        events: list[bytes] = []
+        events = []
         for block in blocks:
             if len(block) > self._max_line:
                 raise self._too_long()
