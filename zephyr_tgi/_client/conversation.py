@@ -114,7 +114,8 @@ class _ConversationState(Generic[_Client]):
         self.messages: list[Message] = list(messages)
         self.dropped = 0  # messages left out of the last request to fit the window
         self._counts: dict[str, int] = {}  # token count of each prompt piece counted so far
-        self._pieces: dict[tuple[Message, SpecialTokenPolicy, bool], str] = {}  # each message's piece
+        self._pieces: dict[tuple[int, SpecialTokenPolicy, bool], tuple[Message, str]] = {}  # each message's piece
+        self._system_messages: dict[str, Message] = {}
         self._bounds: dict[str, int] = {_TAIL: token_upper_bound(_TAIL) - 2}  # each piece's share of the bound
         self.client: _Client = client
 
@@ -201,7 +202,7 @@ class _ConversationState(Generic[_Client]):
         turns: list[Message] = [*self.messages, user]
         limit = self._input_limit(limits, params)
         system = self.system if self.system is not None else ctx.config.system_prompt
-        head = self._piece_of(make_message("system", system or ""), tokens_policy, first=True)
+        head = self._system_piece(system or "", tokens_policy)
         pieces = [head, *(self._piece_of(m, tokens_policy, first=False) for m in turns), _TAIL]
         # token_upper_bound adds up over pieces: their UTF-8 bytes and `<`s, plus 2 for the whole prompt.
         if sum(self._bounds[p] for p in pieces) + 2 <= limit:  # surely fits: no count needed
@@ -224,14 +225,27 @@ class _ConversationState(Generic[_Client]):
                 break
         raise self._too_long(fixed + suffix[0], limit, limits)
 
+    def _system_piece(self, text: str, policy: SpecialTokenPolicy) -> str:
+        """The system message's piece, made once per system text (a new Message each ask would grow the cache)."""
+        message = self._system_messages.get(text)
+        if message is None:
+            message = self._system_messages[text] = make_message("system", text)
+        return self._piece_of(message, policy, first=True)
+
     def _piece_of(self, message: Message, policy: SpecialTokenPolicy, *, first: bool) -> str:
-        """The message's piece of the prompt (checked under `policy`), cut and bounded once per message."""
-        key = (message, policy, first)
-        piece = self._pieces.get(key)
-        if piece is None:
-            checked = check_special_tokens([message], policy)[0]  # raises under "raise", as chat() would
-            piece = self._pieces[key] = _piece(checked, first=first)
-            self._bounds[piece] = token_upper_bound(piece) - 2
+        """The message's piece of the prompt (checked under `policy`), cut and bounded once per message.
+
+        Keyed by the message object (kept in the entry, so its id cannot be reused meanwhile): hashing a
+        pydantic model per message per ask would cost more than everything else `_fit` does.
+        """
+        key = (id(message), policy, first)
+        entry = self._pieces.get(key)
+        if entry is not None and entry[0] is message:
+            return entry[1]
+        checked = check_special_tokens([message], policy)[0]  # raises under "raise", as chat() would
+        piece = _piece(checked, first=first)
+        self._pieces[key] = (message, piece)
+        self._bounds[piece] = token_upper_bound(piece) - 2
         return piece
 
     def _count_new(self, ctx: Context, pieces: Sequence[str]) -> Flow[None]:
