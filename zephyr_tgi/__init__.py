@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         render_prompt,
     )
     from ._client.tokenizer import ZephyrTokenizer
+    from ._engines import EngineName, EngineSetting, SGLangOptions, VLLMOptions
     from ._errors import (
         APIConnectionError,
         APIError,
@@ -114,6 +115,8 @@ __all__ = [
     "ContainerStartError",
     "Conversation",
     "DockerUnavailableError",
+    "EngineName",
+    "EngineSetting",
     "FinishReason",
     "GPTQVariant",
     "GPUUnavailableError",
@@ -136,6 +139,7 @@ __all__ = [
     "PromptInjectionError",
     "RetryPolicy",
     "Role",
+    "SGLangOptions",
     "SamplingParams",
     "ServerError",
     "ServerInfo",
@@ -154,6 +158,7 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "ToolCallFunction",
+    "VLLMOptions",
     "VariantInfo",
     "ZephyrClient",
     "ZephyrTGIError",
@@ -191,6 +196,8 @@ _LAZY: dict[str, str] = {
     "ContainerStartError": "zephyr_tgi._errors",
     "Conversation": "zephyr_tgi._client.conversation",
     "DockerUnavailableError": "zephyr_tgi._errors",
+    "EngineName": "zephyr_tgi._engines",
+    "EngineSetting": "zephyr_tgi._engines",
     "FinishReason": "zephyr_tgi._types",
     "GPTQVariant": "zephyr_tgi._launcher.variants",
     "GPUUnavailableError": "zephyr_tgi._errors",
@@ -212,6 +219,8 @@ _LAZY: dict[str, str] = {
     "PromptError": "zephyr_tgi._errors",
     "PromptInjectionError": "zephyr_tgi._errors",
     "RetryPolicy": "zephyr_tgi._retry",
+    "SGLangOptions": "zephyr_tgi._engines",
+    "VLLMOptions": "zephyr_tgi._engines",
     "Role": "zephyr_tgi._client.templates",
     "SamplingParams": "zephyr_tgi._client.params",
     "ServerError": "zephyr_tgi._errors",
