@@ -12,6 +12,7 @@ from typing import Any
 
 import h11
 
+from .._engines import ENGINE_NAMES
 from ._faults import Faults, FaultState
 from ._http import ClientGone, HTTPConnection, TooLarge
 from ._routes import CORS_HEADERS, AppConfig, EmulatorApp
@@ -34,6 +35,7 @@ class TGIEmulator:
     when it samples with an explicit one; a json grammar (or response_format) yields a minimal valid
     instance of the schema and a regex grammar a matching string ("example" if the regex is beyond
     the emulator). `sampling_seed` salts the seed reported for sampling requests that send none.
+    `engine="vllm"` or `"sglang"` speaks that engine's API instead of TGI's (routes, errors, streams).
     """
 
     def __init__(
@@ -59,7 +61,10 @@ class TGIEmulator:
         tokenizer: EmulatorTokenizer | None = None,
         faults: Faults | None = None,
         sampling_seed: int | None = None,
+        engine: str = "tgi",
     ) -> None:
+        if engine not in ENGINE_NAMES:
+            raise ValueError(f"engine must be one of {list(ENGINE_NAMES)}, got {engine!r}")
         if max_input_tokens >= max_total_tokens:
             raise ValueError(f"max_input_tokens ({max_input_tokens}) must be < max_total_tokens ({max_total_tokens})")
         self._host = host
@@ -84,6 +89,7 @@ class TGIEmulator:
             chat_template=chat_template,
             grammar_support=grammar_support,
             seed_salt=sampling_seed,
+            engine=engine,
         )
         self._faults = FaultState(faults if faults is not None else Faults())
         self._recorder = Recorder(max_concurrent_requests, max_input_tokens, max_total_tokens)
@@ -117,6 +123,11 @@ class TGIEmulator:
     def port(self) -> int:
         """The bound port (the requested one before start() binds)."""
         return self._port
+
+    @property
+    def engine(self) -> str:
+        """The engine whose API this emulator speaks."""
+        return self._config.engine
 
     @property
     def faults(self) -> Faults:
