@@ -887,6 +887,13 @@ class _StartProgress:
     help="Fail the next N generations with --stream-error-type.",
 )
 @click.option("--stream-error-type", default="generation", show_default=True, help="TGI error_type of those failures.")
+@click.option(
+    "--engine",
+    type=click.Choice(["tgi", "vllm", "sglang"]),
+    default="tgi",
+    show_default=True,
+    help="Whose API to speak: TGI's, vLLM's or SGLang's (routes, error bodies, streams).",
+)
 @_json_option
 @_debug_option
 def emulator(
@@ -907,6 +914,7 @@ def emulator(
     drop_mid_stream_next: int,
     stream_error_next: int,
     stream_error_type: str,
+    engine: str,
     as_json: bool,
 ) -> None:
     """Run zephyr_tgi's TGI emulator until Ctrl-C: TGI's API with deterministic stand-in answers, no GPU.
@@ -934,6 +942,7 @@ def emulator(
             "stream_error_next": stream_error_next,
             "stream_error_type": stream_error_type,
         },
+        engine=engine,
     )
     with _sigterm_as_interrupt():
         try:
@@ -944,11 +953,19 @@ def emulator(
             ) from exc
         try:
             if as_json:
-                _echo_json({"url": server.url, "port": server.port, "api_key_required": api_key is not None})
+                _echo_json(
+                    {
+                        "url": server.url,
+                        "port": server.port,
+                        "api_key_required": api_key is not None,
+                        "engine": engine,
+                    }
+                )
             else:
                 click.echo(f"export ZEPHYR_TGI_URL={server.url}")
+            speaks = {"tgi": "TGI", "vllm": "vLLM", "sglang": "SGLang"}[engine]
             click.echo(
-                f"TGI emulator serving at {server.url} (deterministic stand-in answers, not Zephyr's). "
+                f"{speaks} emulator serving at {server.url} (deterministic stand-in answers, not Zephyr's). "
                 "Ctrl-C stops it.",
                 err=True,
             )
@@ -970,6 +987,7 @@ def build_emulator(
     max_total_tokens: int,
     enable_prefill_logprobs: bool,
     faults: dict[str, Any],
+    engine: str = "tgi",
 ) -> TGIEmulator:
     """The emulator the `emulator` command runs (not started).
 
@@ -990,6 +1008,7 @@ def build_emulator(
             max_total_tokens=max_total_tokens,
             enable_prefill_logprobs=enable_prefill_logprobs,
             faults=Faults(),
+            engine=engine,
         )
         emu.set_faults(**{key: value for key, value in faults.items() if value is not None})
     except ValueError as exc:
