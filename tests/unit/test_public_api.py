@@ -88,6 +88,7 @@ _USER_FACING = {
     "tokenizer",
     "budget",
     "limits",
+    "engine",
     "inference_client",
     "chat_prompt",
     "with_options",
