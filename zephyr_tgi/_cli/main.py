@@ -722,6 +722,13 @@ def variants(as_json: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--engine",
+    type=click.Choice(["tgi", "vllm", "sglang"]),
+    envvar="ZEPHYR_TGI_ENGINE",
+    show_envvar=True,
+    help="Which server runs the model, in its pinned image  [default: tgi]",
+)
 @click.option("--variant", metavar="BRANCH", help="GPTQ branch (`zephyr-tgi variants`)  [default: main]")
 @click.option("--gpus", metavar="GPUS", help="all, none, a count, or device ids like 0,1  [default: all]")
 @click.option("--port", type=int, help="Host port  [default: a free one, chosen by Docker]")
@@ -738,6 +745,7 @@ def variants(as_json: bool) -> None:
 @_json_option
 @_debug_option
 def serve(
+    engine: str | None,
     variant: str | None,
     gpus: str | None,
     port: int | None,
@@ -759,7 +767,7 @@ def serve(
     NAME` removes it). Other settings come from the ZEPHYR_TGI_VARIANT, ZEPHYR_TGI_IMAGE, ZEPHYR_TGI_GPUS,
     HF_TOKEN and HF_HOME variables.
     """
-    chosen = {"variant": variant, "gpus": gpus, "port": port, "api_key": api_key, "image": image}
+    chosen = {"engine": engine, "variant": variant, "gpus": gpus, "port": port, "api_key": api_key, "image": image}
     settings: dict[str, Any] = {key: value for key, value in chosen.items() if value is not None}
     if startup_timeout is not None:
         settings["startup_timeout"] = startup_timeout
@@ -786,6 +794,8 @@ def serve(
             _echo_json({"url": server.url, "container_id": server.container_id, "detached": detach})
         else:
             click.echo(f"export ZEPHYR_TGI_URL={server.url}")
+            if server.config.engine != "tgi":
+                click.echo(f"export ZEPHYR_TGI_ENGINE={server.config.engine}")
         if server.config.api_key is not None:
             click.echo("The server requires the api key you gave: set ZEPHYR_TGI_API_KEY for clients too.", err=True)
         if detach:
