@@ -5,6 +5,7 @@ Each test runs for each engine and each client (sync and async) over real loopba
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,8 +15,10 @@ from pydantic import BaseModel
 
 from tests.http.conftest import Twin
 from zephyr_tgi import (
+    AsyncConversation,
     AsyncZephyrClient,
     ConfigurationError,
+    Conversation,
     GenerationError,
     InputValidationError,
     RetryPolicy,
@@ -259,3 +262,34 @@ def test_zephyr_tgi_engine_in_the_environment_picks_the_engine(monkeypatch: pyte
 def test_an_unknown_engine_setting_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="engine must be"):
         ZephyrClient("http://127.0.0.1:9", engine="llamacpp")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_conversation_drops_old_turns_counting_with_each_engines_tokenize_route(kind: str, engine: str) -> None:
+    questions = ["First question about GPTQ?", "Second one about VRAM?", "Fourth, with many words " * 14]
+    with TGIEmulator(engine=engine, max_input_tokens=120, max_total_tokens=160) as server:
+        twin = Twin(kind, server.url)
+        if isinstance(twin.client, ZephyrClient):
+            conversation = Conversation(twin.client, system="Be brief.", answer_reserve=20)
+            for question in questions:
+                await asyncio.to_thread(conversation.ask, question, max_new_tokens=12)
+            dropped = conversation.dropped
+        else:
+            async_conversation = AsyncConversation(twin.client, system="Be brief.", answer_reserve=20)
+            for question in questions:
+                await async_conversation.ask(question, max_new_tokens=12)
+            dropped = async_conversation.dropped
+        await twin.close()
+        requests = server.stats.requests
+    tokenize = {"tgi": "/tokenize", "vllm": "/tokenize", "sglang": "/v1/tokenize"}[engine]
+    assert any(r.path == tokenize for r in requests)
+    assert dropped >= 2
+    last = [r.json for r in requests if r.path in _GENERATION_PATHS[engine]][-1]
+    prompt = last["inputs"] if engine == "tgi" else last["prompt"]
+    assert "First question" not in prompt
+    assert prompt.startswith("<|system|>\nBe brief.</s>\n<|user|>\n")
+
+
+def test_options_that_ask_for_nothing_pass_on_every_engine() -> None:
+    with TGIEmulator(engine="sglang") as server, ZephyrClient(server.url, engine="sglang") as client:
+        assert client.chat("Hi", max_new_tokens=3, best_of=1, watermark=False, typical_p=1.0).text

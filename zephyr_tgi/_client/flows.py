@@ -392,6 +392,23 @@ def tokenize(ctx: Context, text: str) -> Flow[list[TokenSpan]]:
     return (yield from retrying(ctx, "POST /tokenize", times, lambda: tokenize_attempt(ctx, text, times)))
 
 
+def token_ids(ctx: Context, text: str) -> Flow[list[int]]:
+    """The server's token ids of `text` without BOS, retried: TGI's spans, or the engine's tokenize ids."""
+    times = call_times(ctx.config.timeout, "admin")
+    if ctx.endpoint.engine is None:
+        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
+    engine = ctx.engine
+    if engine.name == "tgi":
+        return [span.id for span in without_bos((yield from tokenize(ctx, text)))]
+    body = engine.tokenize_body(text, add_special_tokens=False)
+
+    def attempt() -> Flow[list[int]]:
+        response = yield from exchange(ctx, "POST", engine.tokenize_path, body, times)
+        return engine.parse_ids(response.body)
+
+    return (yield from retrying(ctx, f"POST {engine.tokenize_path}", times, attempt))
+
+
 def _tgi_only(ctx: Context, times: CallTimes, what: str, instead: str) -> Flow[None]:
     if ctx.endpoint.engine is None:
         yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))

@@ -75,12 +75,16 @@ class Engine(ABC):
         """What reads this engine's generation stream."""
 
     @abstractmethod
-    def tokenize_body(self, text: str) -> bytes:
-        """The body that counts `text`'s tokens, BOS included."""
+    def tokenize_body(self, text: str, *, add_special_tokens: bool = True) -> bytes:
+        """The body that tokenizes `text` (BOS included unless `add_special_tokens` is False)."""
 
     @abstractmethod
     def parse_count(self, body: bytes) -> int:
         """The token count of a tokenize answer."""
+
+    @abstractmethod
+    def parse_ids(self, body: bytes) -> list[int]:
+        """The token ids of a tokenize answer."""
 
     @abstractmethod
     def parse_info(self, body: bytes) -> ServerInfo:

@@ -78,6 +78,10 @@ class _Count(_Wire):
     count: int
 
 
+class _Ids(_Wire):
+    tokens: tuple[int, ...]
+
+
 class _StreamEvent(_Wire):
     choices: tuple[_Choice, ...] = ()
     error: Any = None
@@ -87,6 +91,13 @@ def _malformed(exc: ValidationError, engine: str, what: str) -> MalformedRespons
     first = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(map(str, first["loc"])) or "top level"
     return MalformedResponseError(f"the server's {what} is not in {engine}'s format: {first['msg']} at {where}")
+
+
+def _means_off(name: str, value: Any) -> bool:
+    """Whether an option's value asks for nothing (so an engine without it loses nothing)."""
+    if value is None or value is False:
+        return True
+    return name in ("best_of", "typical_p") and value == 1
 
 
 def finish_reason_of(choice_finish: str | None, matched: int | str | None) -> FinishReason | None:
@@ -150,7 +161,7 @@ class CompletionsEngine(Engine):
 
         for name in params.model_fields_set:
             value = getattr(params, name)
-            if name in self.refused and value not in (None, False, ()):
+            if name in self.refused and not _means_off(name, value):
                 raise self.refuse(f"{name}={value!r}", self.refused[name])
         fields: dict[str, Any] = {}
         if params.greedy:
@@ -197,8 +208,15 @@ class CompletionsEngine(Engine):
             del body["model"]  # "tgi" names TGI's only model; these engines check the name and default to theirs
         return body
 
-    def tokenize_body(self, text: str) -> bytes:
-        return json.dumps({"prompt": text, "add_special_tokens": True}, ensure_ascii=False).encode()
+    def tokenize_body(self, text: str, *, add_special_tokens: bool = True) -> bytes:
+        return json.dumps({"prompt": text, "add_special_tokens": add_special_tokens}, ensure_ascii=False).encode()
+
+    def parse_ids(self, body: bytes) -> list[int]:
+        """The token ids of a tokenize answer."""
+        try:
+            return list(_Ids.model_validate_json(body).tokens)
+        except ValidationError as exc:
+            raise _malformed(exc, self.title, "tokenize answer") from exc
 
     # --- answers --------------------------------------------------------------------------------------
 

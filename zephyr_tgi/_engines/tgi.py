@@ -52,7 +52,8 @@ class TGI(Engine):
 
         return StreamAssembler(request.stops, request.prompt, redactor)
 
-    def tokenize_body(self, text: str) -> bytes:
+    def tokenize_body(self, text: str, *, add_special_tokens: bool = True) -> bytes:
+        # TGI's /tokenize always adds BOS; callers that want it gone drop the first span.
         return json.dumps({"inputs": text}, ensure_ascii=False).encode()
 
     def parse_count(self, body: bytes) -> int:
@@ -60,6 +61,12 @@ class TGI(Engine):
         from .._types import TokenSpan
 
         return len(parse_answers(TokenSpan, body, what="/tokenize answer"))  # BOS included, as /generate counts
+
+    def parse_ids(self, body: bytes) -> list[int]:
+        from .._client.shaping import parse_answers
+        from .._types import TokenSpan
+
+        return [span.id for span in parse_answers(TokenSpan, body, what="/tokenize answer")]
 
     def parse_info(self, body: bytes) -> ServerInfo:
         from .._client.shaping import parse_answer

@@ -65,6 +65,9 @@ class TGIEmulator:
     ) -> None:
         if engine not in ENGINE_NAMES:
             raise ValueError(f"engine must be one of {list(ENGINE_NAMES)}, got {engine!r}")
+        if engine != "tgi":
+            # vLLM and SGLang have one limit, the context window: a prompt may take all of it but one token.
+            max_input_tokens = max_total_tokens - 1
         if max_input_tokens >= max_total_tokens:
             raise ValueError(f"max_input_tokens ({max_input_tokens}) must be < max_total_tokens ({max_total_tokens})")
         self._host = host
