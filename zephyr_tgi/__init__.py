@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         render_prompt,
     )
     from ._client.tokenizer import ZephyrTokenizer
-    from ._engines import EngineName, EngineSetting, SGLangOptions, VLLMOptions
+    from ._engines import EngineName, EngineSetting, MetricsSummary, SGLangOptions, VLLMOptions
     from ._errors import (
         APIConnectionError,
         APIError,
@@ -130,6 +130,7 @@ __all__ = [
     "MalformedResponseError",
     "Message",
     "MessagesInput",
+    "MetricsSummary",
     "OverflowPolicy",
     "OverloadedError",
     "PrefillToken",
@@ -198,6 +199,7 @@ _LAZY: dict[str, str] = {
     "DockerUnavailableError": "zephyr_tgi._errors",
     "EngineName": "zephyr_tgi._engines",
     "EngineSetting": "zephyr_tgi._engines",
+    "MetricsSummary": "zephyr_tgi._engines",
     "FinishReason": "zephyr_tgi._types",
     "GPTQVariant": "zephyr_tgi._launcher.variants",
     "GPUUnavailableError": "zephyr_tgi._errors",

@@ -293,3 +293,16 @@ async def test_a_conversation_drops_old_turns_counting_with_each_engines_tokeniz
 def test_options_that_ask_for_nothing_pass_on_every_engine() -> None:
     with TGIEmulator(engine="sglang") as server, ZephyrClient(server.url, engine="sglang") as client:
         assert client.chat("Hi", max_new_tokens=3, best_of=1, watermark=False, typical_p=1.0).text
+
+
+async def test_metrics_summary_reads_each_engines_names_into_one_view(client: Twin, dialect: TGIEmulator) -> None:
+    for _ in range(2):
+        await client.call("chat", "Hi", max_new_tokens=3)
+    summary = await client.call("metrics_summary")
+    assert summary.engine == dialect.engine
+    assert summary.requests_running == 0
+    assert summary.prompt_tokens is not None
+    assert summary.prompt_tokens > 0
+    assert summary.generated_tokens is not None
+    assert summary.generated_tokens > 0
+    assert summary.requests_succeeded == (None if dialect.engine == "sglang" else 2)

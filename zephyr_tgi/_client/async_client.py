@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
 
 from pydantic import BaseModel
 
+from .._engines import MetricsSummary
 from .._errors import ZephyrTGIError
 from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
 from . import flows
@@ -306,6 +307,10 @@ class AsyncZephyrClient(ClientSurface):
     async def metrics(self) -> dict[str, float]:
         """TGI's Prometheus metrics, as {"name{labels}": value}."""
         return await self._run(flows.metrics(self._ctx))
+
+    async def metrics_summary(self) -> MetricsSummary:
+        """The engine's metrics in one typed summary (running, waiting, succeeded, prompt and generated tokens)."""
+        return await self._run(flows.metrics_summary(self._ctx))
 
     async def count_tokens(self, text: MessagesInput, *, system: str | None = None) -> int:
         """Tokens TGI counts for a prompt, BOS included: a string as `generate()` sends it, messages as

@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .._engines import ENGINES, IDENTIFY_ORDER, ChunkAssembler, Engine
+from .._engines import ENGINES, IDENTIFY_ORDER, ChunkAssembler, Engine, MetricsSummary, summarize
 from .._errors import (
     APIError,
     APITimeoutError,
@@ -426,6 +426,15 @@ def metrics(ctx: Context) -> Flow[dict[str, float]]:
     """`GET /metrics`, parsed."""
     response = yield from unary(ctx, "admin", "GET", "/metrics")
     return parse_metrics(response.body.decode("utf-8", "replace"))
+
+
+def metrics_summary(ctx: Context) -> Flow[MetricsSummary]:
+    """`GET /metrics` as one typed summary in the serving engine's names."""
+    times = call_times(ctx.config.timeout, "admin")
+    if ctx.endpoint.engine is None:
+        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
+    engine = ctx.engine
+    return summarize(engine.name, engine.summary_names, (yield from metrics(ctx)))
 
 
 def health(ctx: Context) -> Flow[bool]:

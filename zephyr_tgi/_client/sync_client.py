@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
 
 from pydantic import BaseModel
 
+from .._engines import MetricsSummary
 from .._errors import ZephyrTGIError
 from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
 from . import flows
@@ -285,6 +286,10 @@ class ZephyrClient(ClientSurface):
     def metrics(self) -> dict[str, float]:
         """TGI's Prometheus metrics, as {"name{labels}": value}."""
         return self._run(flows.metrics(self._ctx))
+
+    def metrics_summary(self) -> MetricsSummary:
+        """The engine's metrics in one typed summary (running, waiting, succeeded, prompt and generated tokens)."""
+        return self._run(flows.metrics_summary(self._ctx))
 
     def count_tokens(self, text: MessagesInput, *, system: str | None = None) -> int:
         """Tokens TGI counts for a prompt, BOS included: a string as `generate()` sends it, messages as

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .._errors import ConfigurationError
 from .base import ENGINE_NAMES, ChunkAssembler, Engine, EngineName, EngineSetting
+from .metrics import MetricsSummary, summarize
 from .options import SGLangOptions, VLLMOptions
 from .sglang import SGLang
 from .tgi import TGI
@@ -20,10 +21,12 @@ __all__ = [
     "Engine",
     "EngineName",
     "EngineSetting",
+    "MetricsSummary",
     "SGLangOptions",
     "VLLMOptions",
     "check_engine_setting",
     "engine_named",
+    "summarize",
 ]
 
 ENGINES: dict[str, Engine] = {"tgi": TGI(), "vllm": VLLM(), "sglang": SGLang()}

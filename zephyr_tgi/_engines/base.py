@@ -44,6 +44,8 @@ class Engine(ABC):
     info_path: ClassVar[str]  # where the limits are read
     identify_path: ClassVar[str]  # a route only this engine answers with its own shape
     metrics_prefix: ClassVar[str]
+    # MetricsSummary field -> this engine's metric name.
+    summary_names: ClassVar[Mapping[str, str]]
     # Whether a generation must name its token budget (the engine's own default would be far too short).
     needs_max_tokens: ClassVar[bool] = False
 

@@ -26,6 +26,12 @@ class SGLang(CompletionsEngine):
     tokenize_path = "/v1/tokenize"
     identify_path = "/get_model_info"
     metrics_prefix = "sglang:"
+    summary_names: ClassVar[Mapping[str, str]] = {
+        "requests_running": "sglang:num_running_reqs",
+        "requests_waiting": "sglang:num_queue_reqs",
+        "prompt_tokens": "sglang:prompt_tokens_total",
+        "generated_tokens": "sglang:generation_tokens_total",
+    }
     needs_max_tokens = True  # max_tokens is an int defaulting to 16; null is refused
     max_top_n_tokens = 20
     max_concurrent_requests = 256

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._errors import Redactor
@@ -27,6 +28,13 @@ class TGI(Engine):
     info_path = "/info"
     identify_path = "/info"
     metrics_prefix: ClassVar[str] = "tgi_"
+    summary_names: ClassVar[Mapping[str, str]] = {
+        "requests_running": "tgi_batch_current_size",
+        "requests_waiting": "tgi_queue_size",
+        "requests_succeeded": "tgi_request_success",
+        "prompt_tokens": "tgi_request_input_length_sum",
+        "generated_tokens": "tgi_request_generated_tokens_sum",
+    }
 
     def generation_fields(self, params: SamplingParams, *, stream: bool) -> dict[str, Any]:
         from .._client.params import to_wire

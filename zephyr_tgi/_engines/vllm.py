@@ -26,6 +26,13 @@ class VLLM(CompletionsEngine):
     tokenize_path = "/tokenize"
     identify_path = "/version"
     metrics_prefix = "vllm:"
+    summary_names: ClassVar[Mapping[str, str]] = {
+        "requests_running": "vllm:num_requests_running",
+        "requests_waiting": "vllm:num_requests_waiting",
+        "requests_succeeded": "vllm:request_success_total",
+        "prompt_tokens": "vllm:prompt_tokens_total",
+        "generated_tokens": "vllm:generation_tokens_total",
+    }
     needs_max_tokens = True  # completions default max_tokens to 16
     max_top_n_tokens = 20  # --max-logprobs' default
     max_concurrent_requests = 256  # --max-num-seqs' default; more requests queue
