@@ -121,7 +121,8 @@ class AsyncZephyrClient(ClientSurface):
         params: SamplingParams | None = None,
         **overrides: Any,
     ) -> GenerationResult:
-        """Answer a conversation: render Zephyr's prompt here and generate with TGI's `/generate`."""
+        """Answer a conversation: render Zephyr's prompt here and send it to the engine's raw-prompt route (TGI's
+        `/generate`, vLLM's and SGLang's `/v1/completions`), so the model sees the same text on every engine."""
         return await self._run(flows.generate(self._ctx, self._chat_request(messages, system, params, overrides)))
 
     def chat_stream(

@@ -64,7 +64,8 @@ class Stream(Generic[_I]):
 
 
 class ZephyrClient(ClientSurface):
-    """A client for TGI serving Zephyr-7B-alpha: templated chat, typed options and results, retries.
+    """A client for Zephyr-7B-alpha served by TGI, vLLM or SGLang: templated chat, typed options and results,
+    retries. `engine="auto"` (the default) identifies the server on first use; name it to skip that.
 
     Use it as a context manager, or call `close()`: it owns one connection pool, which every call reuses.
     """
@@ -109,7 +110,8 @@ class ZephyrClient(ClientSurface):
         params: SamplingParams | None = None,
         **overrides: Any,
     ) -> GenerationResult:
-        """Answer a conversation: render Zephyr's prompt here and generate with TGI's `/generate`."""
+        """Answer a conversation: render Zephyr's prompt here and send it to the engine's raw-prompt route (TGI's
+        `/generate`, vLLM's and SGLang's `/v1/completions`), so the model sees the same text on every engine."""
         return self._run(flows.generate(self._ctx, self._chat_request(messages, system, params, overrides)))
 
     def chat_stream(
