@@ -280,6 +280,7 @@ class AsyncZephyrClient(ClientSurface):
 
         Raises:
             PrefillUnavailableError: TGI runs without `--enable-prefill-logprobs`.
+            ConfigurationError: the server is vLLM or SGLang (their prompt logprobs are not wired yet).
         """
         return await self._run(flows.perplexity(self._ctx, text, stride))
 
@@ -302,7 +303,11 @@ class AsyncZephyrClient(ClientSurface):
         return await self._run(flows.wait_until_ready(self._ctx, timeout, interval))
 
     async def tokenize(self, text: str) -> list[TokenSpan]:
-        """The server's tokenization of `text` (TGI's `/tokenize`)."""
+        """The server's tokenization of `text` (TGI's `/tokenize`, spans with offsets).
+
+        Raises:
+            ConfigurationError: the server is vLLM or SGLang, which give no offsets; `count_tokens()` works there.
+        """
         return await self._run(flows.tokenize(self._ctx, text))
 
     async def metrics(self) -> dict[str, float]:

@@ -260,6 +260,7 @@ class ZephyrClient(ClientSurface):
 
         Raises:
             PrefillUnavailableError: TGI runs without `--enable-prefill-logprobs`.
+            ConfigurationError: the server is vLLM or SGLang (their prompt logprobs are not wired yet).
         """
         return self._run(flows.perplexity(self._ctx, text, stride))
 
@@ -282,7 +283,11 @@ class ZephyrClient(ClientSurface):
         return self._run(flows.wait_until_ready(self._ctx, timeout, interval))
 
     def tokenize(self, text: str) -> list[TokenSpan]:
-        """The server's tokenization of `text` (TGI's `/tokenize`)."""
+        """The server's tokenization of `text` (TGI's `/tokenize`, spans with offsets).
+
+        Raises:
+            ConfigurationError: the server is vLLM or SGLang, which give no offsets; `count_tokens()` works there.
+        """
         return self._run(flows.tokenize(self._ctx, text))
 
     def metrics(self) -> dict[str, float]:
