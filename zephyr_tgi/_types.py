@@ -148,6 +148,8 @@ class ServerInfo(BaseModel):
     version: str | None = None
     sha: str | None = None
     docker_label: str | None = None
+    # Which engine answered: "tgi", "vllm" or "sglang" (vLLM and SGLang report their limits in /v1/models).
+    engine: str = "tgi"
 
 
 class ChatCompletionUsage(_Frozen):

@@ -52,6 +52,26 @@ def test_fault_options_become_the_emulators_faults() -> None:
     assert emulator.info()["max_total_tokens"] == 200
 
 
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_the_engine_option_makes_the_emulator_speak_that_engine(engine: str) -> None:
+    emulator = build_emulator(
+        host="127.0.0.1",
+        port=0,
+        api_key=None,
+        replies=None,
+        seed=None,
+        max_input_tokens=100,
+        max_total_tokens=200,
+        enable_prefill_logprobs=False,
+        faults={},
+        engine=engine,
+    )
+    with emulator, ZephyrClient(emulator.url) as client:
+        assert client.info().max_total_tokens == 200
+        assert client.engine == engine
+    assert Cli("http://unused")("emulator", "--engine", "llamacpp").exit_code == 2
+
+
 def test_limits_the_emulator_refuses_are_usage_errors() -> None:
     result = Cli("http://unused")("emulator", "--max-input-tokens", "500", "--max-total-tokens", "100")
 

@@ -36,6 +36,7 @@ class Event:
 @dataclass
 class Config:
     api_key: str | None
+    engine: str = "tgi"
 
 
 @dataclass
@@ -54,7 +55,7 @@ class FakeServer:
 
     @property
     def config(self) -> Config:
-        return Config(api_key=self.kwargs.get("api_key"))
+        return Config(api_key=self.kwargs.get("api_key"), engine=self.kwargs.get("engine", "tgi"))
 
     def start(self) -> FakeServer:
         progress = self.kwargs["progress"]
@@ -132,6 +133,20 @@ def test_options_reach_the_launcher(serve: Callable[..., Result], launcher: Laun
         "check_gpu_runtime": True,
         "messages_for": "cli",
     }
+
+
+def test_the_engine_reaches_the_launcher_and_its_variable_is_printed(
+    serve: Callable[..., Result], launcher: Launcher
+) -> None:
+    result = serve("--engine", "vllm")
+
+    assert launcher.server is not None
+    assert launcher.server.kwargs["engine"] == "vllm"
+    assert result.stdout == "export ZEPHYR_TGI_URL=http://127.0.0.1:32768\nexport ZEPHYR_TGI_ENGINE=vllm\n"
+    from_env = serve(env={"ZEPHYR_TGI_ENGINE": "sglang"})
+    assert from_env.exit_code == 0, from_env.output
+    assert launcher.server.kwargs["engine"] == "sglang"
+    assert serve("--engine", "llamacpp").exit_code == 2
 
 
 def test_unset_options_are_left_to_the_launchers_environment_defaults(

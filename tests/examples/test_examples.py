@@ -236,3 +236,30 @@ def test_tool_loop_script_prints_the_calls_and_the_answer() -> None:
     assert lines[1].startswith("tool call 0: get_weather(")
     assert any(line.startswith("answer -> ") for line in lines)
     assert lines[-1] == "streamed tool call -> {'city': 'example', 'unit': 'celsius'}"
+
+
+@pytest.fixture(scope="module", params=["vllm", "sglang"])
+def dialect_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An emulator speaking vLLM's or SGLang's API, for the examples to find through ZEPHYR_TGI_URL."""
+    with TGIEmulator(engine=request.param) as emulator:
+        yield emulator.url
+
+
+def _run_against(script: Path, url: str) -> subprocess.CompletedProcess[str]:
+    env = emulator_env() | {"ZEPHYR_TGI_URL": url}  # no ZEPHYR_TGI_ENGINE: the client identifies the engine
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False
+    )
+
+
+@pytest.mark.parametrize("script", [p for p in SCRIPTS if p.name != "perplexity.py"], ids=lambda p: p.name)
+def test_example_runs_unchanged_against_vllm_and_sglang(script: Path, dialect_url: str) -> None:
+    completed = _run_against(script, dialect_url)
+    assert completed.returncode == 0, completed.stderr
+    assert "(from ZEPHYR_TGI_URL)" in completed.stdout
+
+
+def test_the_perplexity_example_says_clearly_that_it_needs_tgi(dialect_url: str) -> None:
+    completed = _run_against(EXAMPLES / "perplexity.py", dialect_url)
+    assert completed.returncode == 1
+    assert "perplexity() is only available on TGI" in completed.stderr

@@ -185,8 +185,16 @@ async def test_a_number_as_timeout_bounds_a_whole_non_streaming_call(kind: str) 
 # -- 4. a missing /info is remembered ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("engine", "probes"),
+    [
+        ("tgi", ["/info"]),
+        # `auto` asks SGLang's and vLLM's identification routes once too, then settles on TGI.
+        ("auto", ["/info", "/get_model_info", "/version"]),
+    ],
+)
 async def test_an_info_route_that_answers_404_is_read_once_and_tgis_defaults_apply(
-    kind: str, caplog: pytest.LogCaptureFixture
+    kind: str, engine: str, probes: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     paths: list[str] = []
     answer = b'{"generated_text": "Hello", "details": {"finish_reason": "eos_token", "generated_tokens": 1}}'
@@ -196,12 +204,13 @@ async def test_an_info_route_that_answers_404_is_read_once_and_tgis_defaults_app
         conn.send(_http(404, b"") if conn.path == "/info" else _http(200, answer))
 
     with hostile_server(not_quite_tgi) as url, caplog.at_level(logging.WARNING, logger="zephyr_tgi"):
-        twin = Twin(kind, url)
+        twin = Twin(kind, url, engine=engine)
         for _ in range(3):
             assert (await twin.call("chat", "Hi", max_new_tokens=3)).text == "Hello"
         assert twin.client.limits.max_total_tokens == 4096  # TGI's default
+        assert twin.client.engine == "tgi"
         await twin.close()
-    assert paths == ["/info", "/generate", "/generate", "/generate"]
+    assert paths == [*probes, "/generate", "/generate", "/generate"]
     assert caplog.text.count("has no usable /info") == 1
     assert "retrying GET /info" not in caplog.text
 

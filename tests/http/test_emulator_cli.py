@@ -128,6 +128,19 @@ def test_serves_with_tgi_flags_and_logs_the_startup_stages(spawn: type[Emulator]
     emulator.wait_for(STAGE_MARKERS["shutdown"])
 
 
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_the_image_speaks_another_engine_when_told(spawn: type[Emulator], engine: str) -> None:
+    emulator = spawn(
+        ["--port", "0", "--max-total-tokens", "300", "--max-input-tokens", "200"],
+        {"ZEPHYR_TGI_EMULATOR_ENGINE": engine},
+    )
+    url = emulator.url()
+    models = httpx2.get(f"{url}/v1/models", trust_env=False).json()
+    assert models["data"][0]["max_model_len"] == 300
+    assert httpx2.get(f"{url}/info", trust_env=False).json() == {"detail": "Not Found"}  # FastAPI's 404
+    assert emulator.terminate() == 0
+
+
 def test_unknown_launcher_flags_are_ignored_with_a_warning(spawn: type[Emulator]) -> None:
     emulator = spawn(["--port", "0", "--cuda-graphs", "0", "--dtype", "float16", "--weird-flag"])
     warning = emulator.wait_for("Ignoring unknown launcher arguments")

@@ -103,6 +103,24 @@ def test_the_marker_configures_the_emulator_and_the_client_gets_its_key(pytester
     pytester.runpytest().assert_outcomes(passed=1)
 
 
+def test_the_marker_picks_the_engine_the_emulator_speaks(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("engine", ["tgi", "vllm", "sglang"])
+        def test_each_engine(engine, request):
+            request.applymarker(pytest.mark.tgi(engine=engine))
+            emulator = request.getfixturevalue("tgi_emulator")
+            client = request.getfixturevalue("zephyr_client")
+            assert emulator.engine == engine
+            assert client.chat("Hi", max_new_tokens=4).text
+            assert client.engine == engine
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=3)
+
+
 def test_the_async_client_fixture_works_with_pytest_asyncio(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

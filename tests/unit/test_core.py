@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -132,7 +131,7 @@ def test_a_value_json_cannot_carry_is_the_callers_error_before_sending() -> None
 
 def test_chat_completion_payload_smooths_top_p_and_refuses_unknown_options() -> None:
     config = make_config("http://h")
-    payload = json.loads(chat_completion_payload(config, "Hi", stream=False, options={"top_p": 1.0, "max_tokens": 5}))
+    payload = chat_completion_payload(config, "Hi", stream=False, options={"top_p": 1.0, "max_tokens": 5})
     assert "top_p" not in payload
     assert payload["model"] == "tgi"
     assert payload["messages"] == [{"role": "user", "content": "Hi"}]

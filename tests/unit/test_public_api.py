@@ -88,6 +88,8 @@ _USER_FACING = {
     "tokenizer",
     "budget",
     "limits",
+    "engine",
+    "metrics_summary",
     "inference_client",
     "chat_prompt",
     "with_options",

@@ -96,7 +96,8 @@ class FakeContainer:
         bindings = [{"HostIp": "127.0.0.1", "HostPort": str(self.host_port)}] if self.host_port else []
         return {
             "State": {"ExitCode": self.exit_code},
-            "NetworkSettings": {"Ports": {"80/tcp": bindings or None}},
+            # Published on the port the container listens on (TGI 80, vLLM 8000, SGLang 30000).
+            "NetworkSettings": {"Ports": {next(iter(self.kwargs.get("ports") or {"80/tcp": None})): bindings or None}},
             "Config": {"Labels": self.labels},
         }
 
@@ -187,11 +188,13 @@ def all_items_in(wanted: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in wanted.items())
 
 
-def serve(api_key: str | None = None, log: list[str] | None = None) -> Callable[[FakeContainer], None]:
-    """Container behaviour: a TGI that comes up and answers on its published port."""
+def serve(
+    api_key: str | None = None, log: list[str] | None = None, engine: str = "tgi"
+) -> Callable[[FakeContainer], None]:
+    """Container behaviour: a TGI (or the engine's server) that comes up and answers on its published port."""
 
     def behaviour(container: FakeContainer) -> None:
-        container.emulator = TGIEmulator(api_key=api_key).start()
+        container.emulator = TGIEmulator(api_key=api_key, engine=engine).start()
         container.host_port = container.emulator.port
         container.log_lines = list(TGI_START_LOG if log is None else log)
 
@@ -282,6 +285,21 @@ def test_start_creates_the_container_copies_the_template_then_starts_it(fake: Fa
         assert server.port == container.host_port
         assert server.container_id == container.id
         assert server.is_ready
+
+
+@pytest.mark.parametrize(("engine", "port"), [("vllm", 8000), ("sglang", 30000)])
+def test_the_same_lifecycle_serves_vllm_and_sglang(fake: FakeDocker, engine: str, port: int) -> None:
+    fake.behaviour = serve(api_key="k-1", engine=engine, log=[])
+    with make(fake, engine=engine, api_key="k-1") as server:
+        (container,) = fake.created
+        assert container.kwargs["image"] == server.config.image
+        assert container.kwargs["ports"] == {f"{port}/tcp": ("127.0.0.1", None)}
+        assert container.kwargs["command"] == build_launcher_args(server.config)
+        assert server.is_ready  # probed with a one-token /v1/completions
+        with server.client() as client:
+            assert client.engine == engine
+            assert client.chat("Hi", max_new_tokens=3).text
+    assert container.status == "removed"
 
 
 def test_the_template_archive_lands_at_the_tokenizer_config_path(fake: FakeDocker) -> None:

@@ -723,6 +723,13 @@ def variants(as_json: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--engine",
+    type=click.Choice(["tgi", "vllm", "sglang"]),
+    envvar="ZEPHYR_TGI_ENGINE",
+    show_envvar=True,
+    help="Which server runs the model, in its pinned image  [default: tgi]",
+)
 @click.option("--variant", metavar="BRANCH", help="GPTQ branch (`zephyr-tgi variants`)  [default: main]")
 @click.option("--gpus", metavar="GPUS", help="all, none, a count, or device ids like 0,1  [default: all]")
 @click.option("--port", type=int, help="Host port  [default: a free one, chosen by Docker]")
@@ -739,6 +746,7 @@ def variants(as_json: bool) -> None:
 @_json_option
 @_debug_option
 def serve(
+    engine: str | None,
     variant: str | None,
     gpus: str | None,
     port: int | None,
@@ -760,7 +768,7 @@ def serve(
     NAME` removes it). Other settings come from the ZEPHYR_TGI_VARIANT, ZEPHYR_TGI_IMAGE, ZEPHYR_TGI_GPUS,
     HF_TOKEN and HF_HOME variables.
     """
-    chosen = {"variant": variant, "gpus": gpus, "port": port, "api_key": api_key, "image": image}
+    chosen = {"engine": engine, "variant": variant, "gpus": gpus, "port": port, "api_key": api_key, "image": image}
     settings: dict[str, Any] = {key: value for key, value in chosen.items() if value is not None}
     if startup_timeout is not None:
         settings["startup_timeout"] = startup_timeout
@@ -787,6 +795,8 @@ def serve(
             _echo_json({"url": server.url, "container_id": server.container_id, "detached": detach})
         else:
             click.echo(f"export ZEPHYR_TGI_URL={server.url}")
+            if server.config.engine != "tgi":
+                click.echo(f"export ZEPHYR_TGI_ENGINE={server.config.engine}")
         if server.config.api_key is not None:
             click.echo("The server requires the api key you gave: set ZEPHYR_TGI_API_KEY for clients too.", err=True)
         if detach:
@@ -888,6 +898,13 @@ class _StartProgress:
     help="Fail the next N generations with --stream-error-type.",
 )
 @click.option("--stream-error-type", default="generation", show_default=True, help="TGI error_type of those failures.")
+@click.option(
+    "--engine",
+    type=click.Choice(["tgi", "vllm", "sglang"]),
+    default="tgi",
+    show_default=True,
+    help="Whose API to speak: TGI's, vLLM's or SGLang's (routes, error bodies, streams).",
+)
 @_json_option
 @_debug_option
 def emulator(
@@ -908,6 +925,7 @@ def emulator(
     drop_mid_stream_next: int,
     stream_error_next: int,
     stream_error_type: str,
+    engine: str,
     as_json: bool,
 ) -> None:
     """Run zephyr_tgi's TGI emulator until Ctrl-C: TGI's API with deterministic stand-in answers, no GPU.
@@ -935,6 +953,7 @@ def emulator(
             "stream_error_next": stream_error_next,
             "stream_error_type": stream_error_type,
         },
+        engine=engine,
     )
     with _sigterm_as_interrupt():
         try:
@@ -945,11 +964,19 @@ def emulator(
             ) from exc
         try:
             if as_json:
-                _echo_json({"url": server.url, "port": server.port, "api_key_required": api_key is not None})
+                _echo_json(
+                    {
+                        "url": server.url,
+                        "port": server.port,
+                        "api_key_required": api_key is not None,
+                        "engine": engine,
+                    }
+                )
             else:
                 click.echo(f"export ZEPHYR_TGI_URL={server.url}")
+            speaks = {"tgi": "TGI", "vllm": "vLLM", "sglang": "SGLang"}[engine]
             click.echo(
-                f"TGI emulator serving at {server.url} (deterministic stand-in answers, not Zephyr's). "
+                f"{speaks} emulator serving at {server.url} (deterministic stand-in answers, not Zephyr's). "
                 "Ctrl-C stops it.",
                 err=True,
             )
@@ -971,6 +998,7 @@ def build_emulator(
     max_total_tokens: int,
     enable_prefill_logprobs: bool,
     faults: dict[str, Any],
+    engine: str = "tgi",
 ) -> TGIEmulator:
     """The emulator the `emulator` command runs (not started).
 
@@ -991,6 +1019,7 @@ def build_emulator(
             max_total_tokens=max_total_tokens,
             enable_prefill_logprobs=enable_prefill_logprobs,
             faults=Faults(),
+            engine=engine,
         )
         emu.set_faults(**{key: value for key, value in faults.items() if value is not None})
     except ValueError as exc:

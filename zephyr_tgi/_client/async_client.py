@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
 
 from pydantic import BaseModel
 
+from .._engines import MetricsSummary
 from .._errors import ZephyrTGIError
 from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
 from . import flows
@@ -134,7 +135,8 @@ class AsyncZephyrClient(ClientSurface):
         params: SamplingParams | None = None,
         **overrides: Any,
     ) -> GenerationResult:
-        """Answer a conversation: render Zephyr's prompt here and generate with TGI's `/generate`."""
+        """Answer a conversation: render Zephyr's prompt here and send it to the engine's raw-prompt route (TGI's
+        `/generate`, vLLM's and SGLang's `/v1/completions`), so the model sees the same text on every engine."""
         return await self._run(flows.generate(self._ctx, self._chat_request(messages, system, params, overrides)))
 
     def chat_stream(
@@ -290,6 +292,7 @@ class AsyncZephyrClient(ClientSurface):
 
         Raises:
             PrefillUnavailableError: TGI runs without `--enable-prefill-logprobs`.
+            ConfigurationError: the server is vLLM or SGLang (their prompt logprobs are not wired yet).
         """
         return await self._run(flows.perplexity(self._ctx, text, stride))
 
@@ -312,12 +315,20 @@ class AsyncZephyrClient(ClientSurface):
         return await self._run(flows.wait_until_ready(self._ctx, timeout, interval))
 
     async def tokenize(self, text: str) -> list[TokenSpan]:
-        """The server's tokenization of `text` (TGI's `/tokenize`)."""
+        """The server's tokenization of `text` (TGI's `/tokenize`, spans with offsets).
+
+        Raises:
+            ConfigurationError: the server is vLLM or SGLang, which give no offsets; `count_tokens()` works there.
+        """
         return await self._run(flows.tokenize(self._ctx, text))
 
     async def metrics(self) -> dict[str, float]:
         """TGI's Prometheus metrics, as {"name{labels}": value}."""
         return await self._run(flows.metrics(self._ctx))
+
+    async def metrics_summary(self) -> MetricsSummary:
+        """The engine's metrics in one typed summary (running, waiting, succeeded, prompt and generated tokens)."""
+        return await self._run(flows.metrics_summary(self._ctx))
 
     async def count_tokens(self, text: MessagesInput, *, system: str | None = None) -> int:
         """Tokens TGI counts for a prompt, BOS included: a string as `generate()` sends it, messages as

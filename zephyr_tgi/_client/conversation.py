@@ -258,8 +258,8 @@ class _ConversationState(Generic[_Client]):
         else:
             # The new pieces (each ends with its `</s>`, the tail last) in one /tokenize call, split at `</s>`.
             new.sort(key=lambda p: p == _TAIL)
-            spans = yield from flows.tokenize(ctx, "".join(new))
-            counts = _split_counts(new, [span.id for span in flows.without_bos(spans)])
+            ids = yield from flows.token_ids(ctx, "".join(new))
+            counts = _split_counts(new, ids)
         self._counts.update(zip(new, counts, strict=True))
 
     def _input_limit(self, limits: Limits, params: SamplingParams) -> int:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import SecretStr
 
+from .._engines import Engine, EngineSetting, check_engine_setting, engine_named
 from .._errors import ConfigurationError, Redactor
 from .._retry import RetryPolicy
 from .._timeout import Timeout, TimeoutInput, as_timeout
@@ -156,8 +157,13 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Client settings from `ZEPHYR_TGI_*` variables (URL, API_KEY, TIMEOUT, MAX_ATTEMPTS, SYSTEM_PROMPT)."""
+    """Client settings from `ZEPHYR_TGI_*` variables (URL, API_KEY, TIMEOUT, MAX_ATTEMPTS, SYSTEM_PROMPT, ENGINE)."""
     settings: dict[str, Any] = {}
+    if engine := environ.get("ZEPHYR_TGI_ENGINE"):
+        try:
+            settings["engine"] = check_engine_setting(engine.strip().lower())
+        except ConfigurationError:
+            raise ConfigurationError(f"ZEPHYR_TGI_ENGINE={engine!r} is not 'auto', 'tgi', 'vllm' or 'sglang'") from None
     if url := environ.get("ZEPHYR_TGI_URL"):
         settings["base_url"] = url
     if api_key := environ.get("ZEPHYR_TGI_API_KEY"):
@@ -197,6 +203,7 @@ class ClientConfig:
     budget: BudgetPolicy
     headers: Mapping[str, str]
     redactor: Redactor
+    engine: EngineSetting = "auto"
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments that would make this configuration again."""
@@ -210,6 +217,7 @@ class ClientConfig:
             "special_tokens": self.special_tokens,
             "tokenizer": self.tokenizer,
             "budget": self.budget,
+            "engine": self.engine,
         }
 
 
@@ -224,6 +232,7 @@ def make_config(
     special_tokens: SpecialTokenPolicy = "raise",
     tokenizer: ZephyrTokenizer | None = None,
     budget: BudgetPolicy = "clamp",
+    engine: EngineSetting = "auto",
 ) -> ClientConfig:
     """Validate a client's settings.
 
@@ -231,6 +240,7 @@ def make_config(
         ConfigurationError: any setting is invalid.
     """
     url, password = normalize_base_url(base_url)
+    engine = check_engine_setting(engine)
     if budget not in _BUDGETS:
         raise ConfigurationError(f"budget must be 'clamp', 'raise' or 'off', got {budget!r}")
     if special_tokens not in _SPECIAL_TOKEN_POLICIES:
@@ -263,6 +273,7 @@ def make_config(
         budget=budget,
         headers=headers,
         redactor=Redactor([api_key, password]),
+        engine=engine,
     )
 
 
@@ -275,6 +286,7 @@ class Endpoint:
 
     limits: Limits | None = None
     info_unavailable: bool = False  # /info answered 404/501 or not in TGI's shape: TGI's defaults apply
+    engine: Engine | None = None  # known from the setting, or once `auto` has identified it
     lock: threading.Lock = field(default_factory=threading.Lock)
     options_cache: dict[Hashable, tuple[SamplingParams, dict[str, Any], tuple[str, ...]]] = field(default_factory=dict)
 
@@ -287,16 +299,15 @@ class Endpoint:
         """The server's limits, or TGI's defaults while they are not known."""
         return self.limits or Limits()
 
+    @classmethod
+    def for_setting(cls, setting: EngineSetting) -> Endpoint:
+        """An endpoint that knows its engine when the setting names one."""
+        return cls(engine=None if setting == "auto" else engine_named(setting))
+
     def remember(self, info: ServerInfo) -> None:
-        """Keep the limits of `/info` for checking later requests."""
-        self.limits = Limits(
-            max_input_tokens=info.max_input_tokens,
-            max_total_tokens=info.max_total_tokens,
-            max_stop_sequences=info.max_stop_sequences,
-            max_best_of=info.max_best_of,
-            max_top_n_tokens=info.max_top_n_tokens,
-            max_concurrent_requests=info.max_concurrent_requests,
-        )
+        """Keep the limits the engine reported for checking later requests."""
+        engine = self.engine or engine_named(info.engine)
+        self.limits = engine.limits_of(info)
 
 
 # --- requests ---------------------------------------------------------------------------------------------
@@ -358,7 +369,7 @@ def native_request(
 
 def chat_completion_payload(
     config: ClientConfig, messages: MessagesInput, *, stream: bool, options: Mapping[str, Any]
-) -> bytes:
+) -> dict[str, Any]:
     """The `/v1/chat/completions` body; TGI's `top_p` quirk smoothed like on the native routes."""
     unknown = set(options) - CHAT_COMPLETION_OPTIONS
     if unknown:
@@ -391,4 +402,5 @@ def chat_completion_payload(
             del payload["top_p"]
     if isinstance(payload.get("stop"), str):
         payload["stop"] = [payload["stop"]]
-    return encode_json(payload)
+    encode_json(payload)  # what JSON cannot carry is the caller's error now, before the engine is known
+    return payload

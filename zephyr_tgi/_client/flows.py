@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .._engines import ENGINES, IDENTIFY_ORDER, ChunkAssembler, Engine, MetricsSummary, summarize
 from .._errors import (
     APIError,
     APITimeoutError,
@@ -24,7 +25,6 @@ from .._errors import (
     MalformedResponseError,
     Redactor,
     ZephyrTGIError,
-    from_response,
 )
 from .._retry import log_retry, next_wait
 from .._timeout import CallTimes, RouteKind, call_times
@@ -33,7 +33,7 @@ from .budget import fit_budget, needs_count
 from .core import ClientConfig, Endpoint, NativeRequest, encode_json, native_request, parse_metrics
 from .params import check_limits
 from .perplexity import chunk_text, perplexity_of, plan_windows, scored_logprobs
-from .shaping import StreamAssembler, parse_answer, parse_answers, parse_chat_chunk, parse_generation
+from .shaping import parse_answer, parse_answers, parse_chat_chunk
 from .sse import SSEDecoder
 from .transport import WireRequest, WireResponse
 
@@ -120,6 +120,11 @@ class Context:
     endpoint: Endpoint
     rng: random.Random = field(default_factory=random.Random)
 
+    @property
+    def engine(self) -> Engine:
+        """The engine serving the endpoint (TGI until `auto` has identified one)."""
+        return self.endpoint.engine or ENGINES["tgi"]
+
 
 def tap(flow: Flow[_T], on_item: Callable[[Any], None]) -> Flow[_T]:
     """`flow`, with `on_item` called on each item it emits before the caller gets it."""
@@ -150,11 +155,19 @@ def exchange(
     ctx: Context, method: str, path: str, body: bytes | None, times: CallTimes, *, stream: bool = False
 ) -> Flow[WireResponse]:
     """One request; an error status becomes its exception."""
+    response = yield from probe(ctx, method, path, body, times, stream=stream)
+    if response.status >= 400:
+        raise ctx.engine.error_for(response.status, response.body, response.headers, ctx.config.redactor)
+    return response
+
+
+def probe(
+    ctx: Context, method: str, path: str, body: bytes | None, times: CallTimes, *, stream: bool = False
+) -> Flow[WireResponse]:
+    """One request, whatever status it is answered with."""
     description = f"{method} {path}"
     request = WireRequest(method, ctx.config.base_url + path, body, ctx.config.headers, times.httpx, description)
     response: WireResponse = yield Send(request, times.until(), stream)
-    if response.status >= 400:
-        raise from_response(response.status, response.body, response.headers, redactor=ctx.config.redactor)
     return response
 
 
@@ -186,10 +199,15 @@ _INFO_MISSING_STATUSES = (404, 405, 501)
 
 
 def info_attempt(ctx: Context, times: CallTimes) -> Flow[ServerInfo]:
-    """One `GET /info`; remembers the limits, or that there are none to read."""
+    """One read of the engine's limits (`/info`, `/v1/models`); remembers them, or that there are none to read."""
+    if ctx.endpoint.engine is None:
+        known: ServerInfo | None = yield Exclusive(_identify(ctx, times))
+        if known is not None:
+            return known
+    engine = ctx.engine
     try:
-        response = yield from exchange(ctx, "GET", "/info", None, times)
-        info = parse_answer(ServerInfo, response.body, what="/info")
+        response = yield from exchange(ctx, "GET", engine.info_path, None, times)
+        info = engine.parse_info(response.body)
     except APIError as exc:
         if exc.status_code in _INFO_MISSING_STATUSES or isinstance(exc, MalformedResponseError):
             ctx.endpoint.info_unavailable = True
@@ -198,20 +216,61 @@ def info_attempt(ctx: Context, times: CallTimes) -> Flow[ServerInfo]:
     return info
 
 
+def _identify(ctx: Context, times: CallTimes) -> Flow[ServerInfo | None]:
+    """`engine="auto"`: ask each engine's own route until one answers in its shape; TGI when none does.
+
+    TGI goes first: a TGI's `/info` both identifies it and gives its limits, so a TGI costs no extra request.
+    """
+    endpoint = ctx.endpoint
+    if endpoint.engine is not None:  # identified by another call while this one waited for the lock
+        return None
+    for engine in IDENTIFY_ORDER:
+        response = yield from probe(ctx, "GET", engine.identify_path, None, times)
+        if response.status >= 500 or response.status in (401, 403, 429):
+            # The server is failing, starting or refusing us: say so, rather than guess an engine.
+            raise engine.error_for(response.status, response.body, response.headers, ctx.config.redactor)
+        if engine.identifies(response.status, response.body):
+            endpoint.engine = engine
+            logger.debug("%s is served by %s", ctx.config.shown_url, engine.title)
+            if engine.identify_path != engine.info_path:
+                return None
+            try:
+                info = engine.parse_info(response.body)
+            except MalformedResponseError:
+                endpoint.info_unavailable = True
+                return None
+            endpoint.remember(info)
+            return info
+    endpoint.engine = ENGINES["tgi"]  # a TGI whose /info is missing or not in its shape: TGI's defaults apply
+    endpoint.info_unavailable = True
+    return None
+
+
 def _settle_limits(ctx: Context, times: CallTimes) -> Flow[None]:
     if ctx.endpoint.limits_settled:  # another call settled them while this one waited for the lock
         return
     try:
+        if ctx.endpoint.engine is None:
+            yield from _identify(ctx, times)
+            if ctx.endpoint.limits_settled:
+                if ctx.endpoint.info_unavailable:
+                    _warn_no_info(ctx, "no engine's identification route answered in that engine's shape")
+                return
         yield from info_attempt(ctx, times)
     except APIError as exc:
         if not ctx.endpoint.info_unavailable:
             raise  # the server is unreachable or failing: the attempt fails and the retry plan decides
-        # Said once: the endpoint is settled from now on and no later call asks again.
-        logger.warning(
-            "%s has no usable /info (%s): TGI's default limits apply to this client's checks",
-            ctx.config.shown_url,
-            exc.message,
-        )
+        _warn_no_info(ctx, exc.message)
+
+
+def _warn_no_info(ctx: Context, why: str) -> None:
+    # Said once: the endpoint is settled from now on and no later call asks again.
+    logger.warning(
+        "%s has no usable %s (%s): TGI's default limits apply to this client's checks",
+        ctx.config.shown_url,
+        ctx.engine.info_path,
+        why,
+    )
 
 
 def ensure_limits(ctx: Context, times: CallTimes) -> Flow[None]:
@@ -221,7 +280,7 @@ def ensure_limits(ctx: Context, times: CallTimes) -> Flow[None]:
 
 
 def tokenize_attempt(ctx: Context, text: str, times: CallTimes) -> Flow[list[TokenSpan]]:
-    """One `POST /tokenize`."""
+    """One `POST /tokenize` (TGI's spans)."""
     body = encode_json({"inputs": text})
     response = yield from exchange(ctx, "POST", "/tokenize", body, times)
     return parse_answers(TokenSpan, response.body, what="/tokenize answer")
@@ -232,15 +291,28 @@ def count_attempt(ctx: Context, prompt: str, times: CallTimes) -> Flow[int]:
     tokenizer = ctx.config.tokenizer
     if tokenizer is not None:
         return tokenizer.count(prompt)
-    return len((yield from tokenize_attempt(ctx, prompt, times)))  # /tokenize includes BOS, as /generate counts
+    yield from ensure_limits(ctx, times)  # which engine counts, and at which route
+    engine = ctx.engine
+    response = yield from exchange(ctx, "POST", engine.tokenize_path, engine.tokenize_body(prompt), times)
+    return engine.parse_count(response.body)  # BOS included, as a generation counts it
 
 
 def prepare(
     ctx: Context, request: NativeRequest, times: CallTimes, *, stream: bool, input_tokens: int | None = None
 ) -> Flow[NativeRequest]:
     """Limits known, the budget applied (counting only when a cheap bound cannot settle it), limits checked."""
+    if ctx.endpoint.engine is not None:
+        ctx.endpoint.engine.check_params(request.params)  # before anything is sent
     yield from ensure_limits(ctx, times)
+    engine = ctx.engine
+    engine.check_params(request.params)
     limits = ctx.endpoint.current_limits()
+    if engine.needs_max_tokens and request.params.max_new_tokens is None:
+        # The engine's own default is a handful of tokens; TGI's is the rest of the window: say it.
+        tokens = input_tokens if input_tokens is not None else (yield from count_attempt(ctx, request.prompt, times))
+        input_tokens = tokens
+        rest = max(1, limits.max_total_tokens - tokens)
+        request = request.with_params(request.params.model_copy(update={"max_new_tokens": rest}))
     policy = ctx.config.budget
     if policy != "off" and needs_count(request.prompt, request.params, limits):
         tokens = input_tokens if input_tokens is not None else (yield from count_attempt(ctx, request.prompt, times))
@@ -286,21 +358,31 @@ def generate(
 
     def attempt() -> Flow[GenerationResult]:
         ready = yield from prepared.get()
-        response = yield from exchange(ctx, "POST", "/generate", ready.payload(), times)
-        return parse_generation(response.body, stops=ready.stops, prompt=ready.prompt)
+        engine = ctx.engine
+        body = engine.generate_body(ready, stream=False)
+        response = yield from exchange(ctx, "POST", engine.generate_path, body, times)
+        return engine.parse_generation(response.body, ready)
 
-    return (yield from retrying(ctx, "POST /generate", times, attempt))
+    return (yield from retrying(ctx, f"POST {ctx.engine.generate_path}", times, attempt))
 
 
-def chat_completion(ctx: Context, payload: bytes, max_tokens: int | None) -> Flow[ChatCompletion]:
+def chat_completion(ctx: Context, payload: dict[str, Any], max_tokens: int | None) -> Flow[ChatCompletion]:
     """`POST /v1/chat/completions` without streaming."""
     times = call_times(ctx.config.timeout, "generate", max_new_tokens=max_tokens)
 
     def attempt() -> Flow[ChatCompletion]:
-        response = yield from exchange(ctx, "POST", "/v1/chat/completions", payload, times)
+        body = yield from _chat_body(ctx, payload, times)
+        response = yield from exchange(ctx, "POST", "/v1/chat/completions", body, times)
         return parse_answer(ChatCompletion, response.body, what="chat completion")
 
     return (yield from retrying(ctx, "POST /v1/chat/completions", times, attempt))
+
+
+def _chat_body(ctx: Context, payload: dict[str, Any], times: CallTimes) -> Flow[bytes]:
+    """The chat body for the engine serving the endpoint (identified first under `auto`)."""
+    if ctx.endpoint.engine is None:
+        yield Exclusive(_identify(ctx, times))
+    return encode_json(ctx.engine.chat_body(payload))
 
 
 def info(ctx: Context) -> Flow[ServerInfo]:
@@ -310,11 +392,36 @@ def info(ctx: Context) -> Flow[ServerInfo]:
 
 
 def tokenize(ctx: Context, text: str) -> Flow[list[TokenSpan]]:
-    """`POST /tokenize`, retried."""
+    """`POST /tokenize`, retried (TGI's token spans; other engines count with `count_tokens`)."""
     if not isinstance(text, str):
         raise ConfigurationError(f"text must be a string, got {type(text).__name__}")
     times = call_times(ctx.config.timeout, "admin")
+    yield from _tgi_only(ctx, times, "tokenize() (token spans with offsets)", "use count_tokens()")
     return (yield from retrying(ctx, "POST /tokenize", times, lambda: tokenize_attempt(ctx, text, times)))
+
+
+def token_ids(ctx: Context, text: str) -> Flow[list[int]]:
+    """The server's token ids of `text` without BOS, retried: TGI's spans, or the engine's tokenize ids."""
+    times = call_times(ctx.config.timeout, "admin")
+    if ctx.endpoint.engine is None:
+        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
+    engine = ctx.engine
+    if engine.name == "tgi":
+        return [span.id for span in without_bos((yield from tokenize(ctx, text)))]
+    body = engine.tokenize_body(text, add_special_tokens=False)
+
+    def attempt() -> Flow[list[int]]:
+        response = yield from exchange(ctx, "POST", engine.tokenize_path, body, times)
+        return engine.parse_ids(response.body)
+
+    return (yield from retrying(ctx, f"POST {engine.tokenize_path}", times, attempt))
+
+
+def _tgi_only(ctx: Context, times: CallTimes, what: str, instead: str) -> Flow[None]:
+    if ctx.endpoint.engine is None:
+        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
+    if ctx.engine.name != "tgi":
+        raise ConfigurationError(f"{what} is only available on TGI, not on {ctx.engine.title}; {instead}")
 
 
 def count_tokens(ctx: Context, prompt: str) -> Flow[int]:
@@ -327,6 +434,15 @@ def metrics(ctx: Context) -> Flow[dict[str, float]]:
     """`GET /metrics`, parsed."""
     response = yield from unary(ctx, "admin", "GET", "/metrics")
     return parse_metrics(response.body.decode("utf-8", "replace"))
+
+
+def metrics_summary(ctx: Context) -> Flow[MetricsSummary]:
+    """`GET /metrics` as one typed summary in the serving engine's names."""
+    times = call_times(ctx.config.timeout, "admin")
+    if ctx.endpoint.engine is None:
+        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
+    engine = ctx.engine
+    return summarize(engine.name, engine.summary_names, (yield from metrics(ctx)))
 
 
 def health(ctx: Context) -> Flow[bool]:
@@ -357,6 +473,9 @@ def perplexity(ctx: Context, text: str, stride: int | None) -> Flow[float]:
     if stride is not None and (not isinstance(stride, int) or stride < 1):
         raise ConfigurationError(f"stride must be a positive integer, got {stride!r}")
     yield from limits_known(ctx)
+    yield from _tgi_only(
+        ctx, call_times(ctx.config.timeout, "admin"), "perplexity()", "its prompt logprobs are not wired yet"
+    )
     tokenizer = ctx.config.tokenizer
     if tokenizer is not None:
         spans = tokenizer.encode_spans(text, add_bos=False)
@@ -454,10 +573,11 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
     times = call_times(ctx.config.timeout, "stream")
     prepared = _Prepared(ctx, request, times, stream=True, input_tokens=input_tokens)
 
-    def first_chunk() -> Flow[tuple[_StreamSession, StreamAssembler, StreamChunk]]:
+    def first_chunk() -> Flow[tuple[_StreamSession, ChunkAssembler, StreamChunk]]:
         ready = yield from prepared.get()
-        session = yield from _open_stream(ctx, "/generate_stream", ready.payload(), times)
-        assembler = StreamAssembler(ready.stops, ready.prompt, ctx.config.redactor)
+        engine = ctx.engine
+        session = yield from _open_stream(ctx, engine.stream_path, engine.generate_body(ready, stream=True), times)
+        assembler = engine.stream_assembler(ready, ctx.config.redactor)
         try:
             chunk = yield from _next_chunk(session, assembler)
         except ZephyrTGIError:
@@ -465,7 +585,7 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
             raise
         return session, assembler, chunk
 
-    session, assembler, chunk = yield from retrying(ctx, "POST /generate_stream", times, first_chunk)
+    session, assembler, chunk = yield from retrying(ctx, f"POST {ctx.engine.stream_path}", times, first_chunk)
     pending = session.pending
     while chunk.result is None:
         yield chunk  # an item for the caller
@@ -480,20 +600,21 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
     yield chunk
 
 
-def _next_chunk(session: _StreamSession, assembler: StreamAssembler) -> Flow[StreamChunk]:
+def _next_chunk(session: _StreamSession, assembler: ChunkAssembler) -> Flow[StreamChunk]:
     data = yield from session.next_event()
     if data is None:
         raise assembler.end_of_stream()
     return assembler.feed(data)
 
 
-def chat_completion_stream(ctx: Context, payload: bytes) -> Flow[None]:
+def chat_completion_stream(ctx: Context, payload: dict[str, Any]) -> Flow[None]:
     """`POST /v1/chat/completions` streamed: emits `ChatCompletionChunk`s; retried only before the first event."""
     times = call_times(ctx.config.timeout, "stream")
     redactor = ctx.config.redactor
 
     def first_event() -> Flow[tuple[_StreamSession, ChatCompletionChunk | None]]:
-        session = yield from _open_stream(ctx, "/v1/chat/completions", payload, times)
+        body = yield from _chat_body(ctx, payload, times)
+        session = yield from _open_stream(ctx, "/v1/chat/completions", body, times)
         try:
             data = yield from session.next_event()
             if data is None:

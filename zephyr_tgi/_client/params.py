@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._engines.options import SGLangOptions, VLLMOptions
 from .._errors import ConfigurationError
 from .._models import OptionsModel
 from .templates import EOS_TOKEN, check_unicode
@@ -104,6 +105,8 @@ class SamplingParams(OptionsModel):
     top_n_tokens: int | None = Field(default=None, ge=0, le=_U32_MAX)
     best_of: int | None = Field(default=None, gt=0, le=_U32_MAX)
     grammar: Grammar | None = None
+    # Options only one engine has (vLLM's min_p, session_id, ...): any other engine refuses them before sending.
+    engine_options: VLLMOptions | SGLangOptions | None = None
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
+from .._engines import EngineSetting
 from .._errors import ConfigurationError
 from .._retry import RetryPolicy
 from .._timeout import Timeout, TimeoutInput
@@ -61,21 +62,21 @@ class ClientSurface(ABC):
         special_tokens: SpecialTokenPolicy = "raise",
         tokenizer: ZephyrTokenizer | None = None,
         budget: BudgetPolicy = "clamp",
+        engine: EngineSetting = "auto",
     ) -> None:
-        self._configure(
-            make_config(
-                base_url,
-                api_key=api_key,
-                timeout=timeout,
-                retry=retry,
-                params=params,
-                system_prompt=system_prompt,
-                special_tokens=special_tokens,
-                tokenizer=tokenizer,
-                budget=budget,
-            ),
-            Endpoint(),
+        config = make_config(
+            base_url,
+            api_key=api_key,
+            timeout=timeout,
+            retry=retry,
+            params=params,
+            system_prompt=system_prompt,
+            special_tokens=special_tokens,
+            tokenizer=tokenizer,
+            budget=budget,
+            engine=engine,
         )
+        self._configure(config, Endpoint.for_setting(config.engine))
         self._open()
 
     @abstractmethod
@@ -90,7 +91,8 @@ class ClientSurface(ABC):
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
         """A client configured from `ZEPHYR_TGI_URL`, `ZEPHYR_TGI_API_KEY`, `ZEPHYR_TGI_TIMEOUT`,
-        `ZEPHYR_TGI_MAX_ATTEMPTS` and `ZEPHYR_TGI_SYSTEM_PROMPT`; keyword arguments win over the environment.
+        `ZEPHYR_TGI_MAX_ATTEMPTS`, `ZEPHYR_TGI_SYSTEM_PROMPT` and `ZEPHYR_TGI_ENGINE`; keyword arguments win over
+        the environment.
 
         Raises:
             ConfigurationError: no URL in the arguments or the environment, or a malformed variable.
@@ -152,6 +154,12 @@ class ClientSurface(ABC):
         return self._config.budget
 
     @property
+    def engine(self) -> str:
+        """The engine serving the model: "tgi", "vllm" or "sglang"; "auto" until the first call has identified it."""
+        engine = self._endpoint.engine
+        return engine.name if engine is not None else "auto"
+
+    @property
     def limits(self) -> Limits:
         """The server's limits from `/info`, or TGI's defaults until it has been read."""
         return self._endpoint.current_limits()
@@ -186,5 +194,7 @@ class ClientSurface(ABC):
     def _prompt_of(self, text: MessagesInput, system: str | None) -> str:
         return text if isinstance(text, str) else chat_prompt(self._config, text, system=system)
 
-    def _chat_completion_body(self, messages: MessagesInput, stream: bool, options: Mapping[str, Any]) -> bytes:
+    def _chat_completion_body(
+        self, messages: MessagesInput, stream: bool, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
         return chat_completion_payload(self._config, messages, stream=stream, options=options)

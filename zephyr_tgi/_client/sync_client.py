@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
 
 from pydantic import BaseModel
 
+from .._engines import MetricsSummary
 from .._errors import ZephyrTGIError
 from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
 from . import flows
@@ -88,7 +89,8 @@ class Stream(Generic[_I]):
 
 
 class ZephyrClient(ClientSurface):
-    """A client for TGI serving Zephyr-7B-alpha: templated chat, typed options and results, retries.
+    """A client for Zephyr-7B-alpha served by TGI, vLLM or SGLang: templated chat, typed options and results,
+    retries. `engine="auto"` (the default) identifies the server on first use; name it to skip that.
 
     Use it as a context manager, or call `close()`: it owns one connection pool, which every call reuses.
     """
@@ -133,7 +135,8 @@ class ZephyrClient(ClientSurface):
         params: SamplingParams | None = None,
         **overrides: Any,
     ) -> GenerationResult:
-        """Answer a conversation: render Zephyr's prompt here and generate with TGI's `/generate`."""
+        """Answer a conversation: render Zephyr's prompt here and send it to the engine's raw-prompt route (TGI's
+        `/generate`, vLLM's and SGLang's `/v1/completions`), so the model sees the same text on every engine."""
         return self._run(flows.generate(self._ctx, self._chat_request(messages, system, params, overrides)))
 
     def chat_stream(
@@ -280,6 +283,7 @@ class ZephyrClient(ClientSurface):
 
         Raises:
             PrefillUnavailableError: TGI runs without `--enable-prefill-logprobs`.
+            ConfigurationError: the server is vLLM or SGLang (their prompt logprobs are not wired yet).
         """
         return self._run(flows.perplexity(self._ctx, text, stride))
 
@@ -302,12 +306,20 @@ class ZephyrClient(ClientSurface):
         return self._run(flows.wait_until_ready(self._ctx, timeout, interval))
 
     def tokenize(self, text: str) -> list[TokenSpan]:
-        """The server's tokenization of `text` (TGI's `/tokenize`)."""
+        """The server's tokenization of `text` (TGI's `/tokenize`, spans with offsets).
+
+        Raises:
+            ConfigurationError: the server is vLLM or SGLang, which give no offsets; `count_tokens()` works there.
+        """
         return self._run(flows.tokenize(self._ctx, text))
 
     def metrics(self) -> dict[str, float]:
         """TGI's Prometheus metrics, as {"name{labels}": value}."""
         return self._run(flows.metrics(self._ctx))
+
+    def metrics_summary(self) -> MetricsSummary:
+        """The engine's metrics in one typed summary (running, waiting, succeeded, prompt and generated tokens)."""
+        return self._run(flows.metrics_summary(self._ctx))
 
     def count_tokens(self, text: MessagesInput, *, system: str | None = None) -> int:
         """Tokens TGI counts for a prompt, BOS included: a string as `generate()` sends it, messages as

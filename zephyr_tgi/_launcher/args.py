@@ -110,6 +110,7 @@ class LaunchConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    engine: Literal["tgi", "vllm", "sglang"] = "tgi"
     variant: GPTQVariant = GPTQVariant.MAIN
     model_id: str = Field(DEFAULT_MODEL_ID, min_length=1)
     image: str = Field(DEFAULT_IMAGE, min_length=1)
@@ -129,6 +130,16 @@ class LaunchConfig(BaseModel):
     shm_size: str = Field("1g", pattern=r"^[0-9]+[bkmgBKMG]?$")
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_image(cls, data: Any) -> Any:
+        # Each engine's pinned image unless one is given.
+        if isinstance(data, dict) and data.get("engine") in ("vllm", "sglang") and not data.get("image"):
+            from .engine_args import ENGINE_CONTAINERS
+
+            data = {**data, "image": ENGINE_CONTAINERS[data["engine"]].image}
+        return data
 
     @field_validator("variant", mode="before")
     @classmethod
@@ -269,7 +280,12 @@ def environment_defaults(environ: Mapping[str, str], *, home: Path | None = None
 
 
 def build_launcher_args(config: LaunchConfig) -> list[str]:
-    """The container command: TGI launcher flags (secrets go through the environment, never here)."""
+    """The container command: TGI launcher flags (secrets go through the environment, never here), or the
+    command of the engine the config names."""
+    if config.engine != "tgi":
+        from .engine_args import engine_command
+
+        return engine_command(config)
     args = [
         "--model-id", config.model_id,
         "--revision", config.variant.value,
@@ -291,6 +307,10 @@ def build_launcher_args(config: LaunchConfig) -> list[str]:
 
 def build_environment(config: LaunchConfig) -> dict[str, str]:
     """The container environment: the user's variables, plus HF_TOKEN and API_KEY only when set."""
+    if config.engine != "tgi":
+        from .engine_args import engine_environment
+
+        return engine_environment(config)
     environment = dict(config.env)
     if config.hf_token is not None and config.hf_token.get_secret_value():
         environment["HF_TOKEN"] = config.hf_token.get_secret_value()
@@ -360,13 +380,16 @@ def container_create_kwargs(
     extra_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `docker.containers.create` (the environment holds secrets: never log this)."""
+    from .engine_args import ENGINE_CONTAINERS
+
+    container = ENGINE_CONTAINERS[config.engine]
     kwargs: dict[str, Any] = {
         "image": config.image,
         "command": build_launcher_args(config),
         "environment": build_environment(config),
         "labels": labels(config, version=version, creator=creator, extra=extra_labels),
         # The host port is None for an ephemeral one chosen by docker and read back after start.
-        "ports": {f"{CONTAINER_PORT}/tcp": (config.host, config.port)},
+        "ports": {f"{container.port}/tcp": (config.host, config.port)},
         "shm_size": config.shm_size,
         # docker-init as PID 1 forwards SIGTERM, so `stop()` is quick even for an entrypoint without handlers.
         "init": True,
@@ -376,8 +399,12 @@ def container_create_kwargs(
     requests = device_requests(config.gpus)
     if requests:
         kwargs["device_requests"] = requests
+    if container.entrypoint is not None:
+        kwargs["entrypoint"] = list(container.entrypoint)
+    if config.engine != "tgi":
+        kwargs["ipc_mode"] = "host"  # both engines' workers share tensors through /dev/shm
     if config.cache_dir:
-        kwargs["volumes"] = {config.cache_dir: {"bind": "/data", "mode": "rw"}}
+        kwargs["volumes"] = {config.cache_dir: {"bind": container.cache_mount, "mode": "rw"}}
     return kwargs
 
 
@@ -435,6 +462,8 @@ def tokenizer_config_archive() -> bytes:
     Copying the file into the created container (instead of a bind mount) works with a remote daemon too.
     """
     data = resources.files("zephyr_tgi").joinpath("data", "tokenizer_config.json").read_bytes()
+    # vLLM's and SGLang's --chat-template read the same whitespace-safe template as a file of its own.
+    template = resources.files("zephyr_tgi").joinpath("data", "zephyr_chat_template.jinja").read_bytes()
     directory, filename = TOKENIZER_CONFIG_PATH.strip("/").rsplit("/", 1)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
@@ -442,8 +471,9 @@ def tokenizer_config_archive() -> bytes:
         folder.type = tarfile.DIRTYPE
         folder.mode = 0o755
         archive.addfile(folder)
-        entry = tarfile.TarInfo(f"{directory}/{filename}")
-        entry.size = len(data)
-        entry.mode = 0o444  # read-only, like a `:ro` mount
-        archive.addfile(entry, io.BytesIO(data))
+        for name, content in ((filename, data), ("zephyr_chat_template.jinja", template)):
+            entry = tarfile.TarInfo(f"{directory}/{name}")
+            entry.size = len(content)
+            entry.mode = 0o444  # read-only, like a `:ro` mount
+            archive.addfile(entry, io.BytesIO(content))
     return buffer.getvalue()

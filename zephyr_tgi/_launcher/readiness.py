@@ -238,8 +238,9 @@ class ProbeOutcome(Enum):
     READY = "ready"
 
 
-def probe(base_url: str, *, api_key: str | None, timeout: float) -> ProbeOutcome:
-    """One readiness check: GET /health must be 200, then a one-token POST /generate must be 200."""
+def probe(base_url: str, *, api_key: str | None, timeout: float, engine: str = "tgi") -> ProbeOutcome:
+    """One readiness check: GET /health must be 200, then a one-token generation must be 200 (TGI's
+    `/generate`, vLLM's and SGLang's `/v1/completions`)."""
     import httpx2  # the client stack; imported here so the pure parts of this module stay import-light
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -248,7 +249,10 @@ def probe(base_url: str, *, api_key: str | None, timeout: float) -> ProbeOutcome
             health = http.get("/health")
             if health.status_code != 200:
                 return ProbeOutcome.LOADING
-            generated = http.post("/generate", json={"inputs": "Hi", "parameters": {"max_new_tokens": 1}})
+            if engine == "tgi":
+                generated = http.post("/generate", json={"inputs": "Hi", "parameters": {"max_new_tokens": 1}})
+            else:
+                generated = http.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 1})
     except httpx2.TransportError:
         # Refused, reset or timed out while TGI loads: the normal state of a starting server.
         return ProbeOutcome.NOT_LISTENING

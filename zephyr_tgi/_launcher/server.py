@@ -27,7 +27,6 @@ from .._errors import (
     ZephyrTGIError,
 )
 from .args import (
-    CONTAINER_PORT,
     DEFAULT_IMAGE,
     DEFAULT_MODEL_ID,
     LABEL_CONFIG_HASH,
@@ -46,6 +45,7 @@ from .args import (
     tokenizer_config_archive,
     url_host,
 )
+from .engine_args import ENGINE_CONTAINERS
 from .ownership import Owner, describe_containers, find_containers, owner_labels
 from .readiness import (
     LOG_TAIL_LINES,
@@ -95,6 +95,8 @@ class TGIServer:
 
     Args:
         variant: a GPTQ branch name or `GPTQVariant` (see `zephyr_tgi.VARIANTS`); unknown names are refused.
+        engine: "tgi" (default), "vllm" or "sglang": which server runs the model, in its pinned image
+            (`image=` overrides it); the lifecycle (readiness, hints, cleanup, reuse, ownership) is the same.
         gpus: "all", a GPU count, device ids (list or "0,1"), or None for no GPU (e.g. the emulator image).
         num_shard: shards for tensor parallelism over several GPUs (TGI's `--num-shard`).
         host: the address the port is published on; loopback by default because TGI has no auth by default.
@@ -127,8 +129,9 @@ class TGIServer:
         self,
         variant: str | GPTQVariant = GPTQVariant.MAIN,
         *,
+        engine: Literal["tgi", "vllm", "sglang"] = "tgi",
         model_id: str = DEFAULT_MODEL_ID,
-        image: str = DEFAULT_IMAGE,
+        image: str | None = None,
         gpus: Literal["all"] | int | Sequence[str] | None = "all",
         num_shard: int | None = None,
         host: str = "127.0.0.1",
@@ -162,9 +165,10 @@ class TGIServer:
         self._config: LaunchConfig = make_config(
             settings_name=self._wording.settings,
             field_names=self._wording.field_names,
+            engine=engine,
             variant=variant,
             model_id=model_id,
-            image=image,
+            image=image or (DEFAULT_IMAGE if engine == "tgi" else None),
             gpus=_normalise_gpus(gpus),
             num_shard=num_shard,
             host=host,
@@ -304,7 +308,9 @@ class TGIServer:
 
         def check_probe(probe_timeout: float) -> ProbeOutcome:
             url = self._url or self._resolve_url(container)  # the port shows up once the container runs
-            return probe(url, api_key=api_key, timeout=probe_timeout) if url else ProbeOutcome.NOT_LISTENING
+            if not url:
+                return ProbeOutcome.NOT_LISTENING
+            return probe(url, api_key=api_key, timeout=probe_timeout, engine=self._config.engine)
 
         outcome = wait_for_ready(
             check_probe=check_probe,
@@ -365,6 +371,7 @@ class TGIServer:
         from .. import ZephyrClient
 
         kwargs.setdefault("api_key", self._api_key_value())
+        kwargs.setdefault("engine", self._config.engine)
         return ZephyrClient(self.url, **kwargs)
 
     def async_client(self, **kwargs: Any) -> AsyncZephyrClient:
@@ -372,6 +379,7 @@ class TGIServer:
         from .. import AsyncZephyrClient
 
         kwargs.setdefault("api_key", self._api_key_value())
+        kwargs.setdefault("engine", self._config.engine)
         return AsyncZephyrClient(self.url, **kwargs)
 
     def logs(self, *, follow: bool = False, tail: int | None = None) -> Generator[str, None, None]:
@@ -544,7 +552,7 @@ class TGIServer:
         """Read the published port back from docker; None until docker has assigned it."""
         with _docker_errors("inspect the container", missing_ok=True):
             container.reload()
-            address = published_address(container.attrs, CONTAINER_PORT)
+            address = published_address(container.attrs, ENGINE_CONTAINERS[self._config.engine].port)
             if address is not None:
                 base_url = self._docker.api.base_url if self._docker is not None else None
                 self._url = f"http://{url_host(address[0], docker_base_url=base_url)}:{address[1]}"

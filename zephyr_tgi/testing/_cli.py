@@ -113,6 +113,8 @@ _OPTIONS: tuple[_Option, ...] = (
         True,
         True,
     ),
+    # Which engine's API the image speaks: tgi (default), vllm or sglang (same port, same knobs).
+    _Option("emulator_engine", ("--emulator-engine",), _emulator_env("ENGINE"), str, "tgi"),
     _Option("emulator_token_latency", ("--emulator-token-latency",), _emulator_env("TOKEN_LATENCY"), float, 0.0),
     _Option(
         "emulator_first_token_latency",
@@ -462,6 +464,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 faults=faults,
                 sampling_seed=values["emulator_seed"],
                 performance=performance,
+                engine=values["emulator_engine"],
             )
         except ValueError as exc:
             log.raw_error(f"Error: ArgumentValidation({json.dumps(str(exc))})")

@@ -72,6 +72,8 @@ class AppConfig:
     # The launcher sets COMPUTE_TYPE from nvidia-smi as `<gpu count>-<gpu name>` (TGI.md §9).
     compute_type: str = "1-nvidia-a10g"
     performance: PerformanceModel | None = None
+    # Which engine's API the emulator speaks: "tgi", "vllm" or "sglang".
+    engine: str = "tgi"
 
     @property
     def fingerprint(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import h11
 
+from .._engines import ENGINE_NAMES
 from ._faults import Faults, FaultState
 from ._http import ClientGone, HTTPConnection, TooLarge
 from ._performance import PerformanceModel
@@ -37,6 +38,7 @@ class TGIEmulator:
     the emulator). `sampling_seed` salts the seed reported for sampling requests that send none.
     `performance` (a `PerformanceModel`) makes generations take the time an emulated GPU batch would, queueing
     beyond its token budget; it replaces `token_latency`.
+    `engine="vllm"` or `"sglang"` speaks that engine's API instead of TGI's (routes, errors, streams).
     """
 
     def __init__(
@@ -63,7 +65,13 @@ class TGIEmulator:
         faults: Faults | None = None,
         sampling_seed: int | None = None,
         performance: PerformanceModel | None = None,
+        engine: str = "tgi",
     ) -> None:
+        if engine not in ENGINE_NAMES:
+            raise ValueError(f"engine must be one of {list(ENGINE_NAMES)}, got {engine!r}")
+        if engine != "tgi":
+            # vLLM and SGLang have one limit, the context window: a prompt may take all of it but one token.
+            max_input_tokens = max_total_tokens - 1
         if max_input_tokens >= max_total_tokens:
             raise ValueError(f"max_input_tokens ({max_input_tokens}) must be < max_total_tokens ({max_total_tokens})")
         if performance is not None and performance.max_batch_total_tokens < max_total_tokens:
@@ -95,6 +103,7 @@ class TGIEmulator:
             grammar_support=grammar_support,
             seed_salt=sampling_seed,
             performance=performance,
+            engine=engine,
         )
         self._faults = FaultState(faults if faults is not None else Faults())
         self._recorder = Recorder(max_concurrent_requests, max_input_tokens, max_total_tokens)
@@ -128,6 +137,11 @@ class TGIEmulator:
     def port(self) -> int:
         """The bound port (the requested one before start() binds)."""
         return self._port
+
+    @property
+    def engine(self) -> str:
+        """The engine whose API this emulator speaks."""
+        return self._config.engine
 
     @property
     def faults(self) -> Faults:

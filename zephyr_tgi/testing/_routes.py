@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .._engines import engine_named
 from ._admin import AdminRoutes
-from ._core import TEXT, AppConfig, Handler, RouteError, RouterCore
+from ._core import JSON, TEXT, AppConfig, Handler, RouteError, RouterCore
+from ._dialect import CompletionsDialect
 from ._faults import PROXY_UNAVAILABLE_BODY, FaultState
 from ._http import HTTPConnection, HTTPRequest
 from ._native import NativeRoutes
@@ -46,7 +48,15 @@ class EmulatorApp:
         core = RouterCore(config, tokenizer, faults, recorder)
         self._core = core
         self._native = NativeRoutes(core)
-        self._routes: dict[str, dict[str, Handler]] = {**self._native.routes(), **OpenAIRoutes(core).routes()}
+        self._dialect: CompletionsDialect | None = None
+        if config.engine == "tgi":
+            self._routes: dict[str, dict[str, Handler]] = {**self._native.routes(), **OpenAIRoutes(core).routes()}
+        else:
+            # vLLM and SGLang: their own completions, models, tokenize and health routes; chat completions
+            # through the same OpenAI layer as TGI's, its errors in the engine's own body.
+            self._dialect = CompletionsDialect(core, engine_named(config.engine))
+            chat = OpenAIRoutes(core).routes()["/v1/chat/completions"]
+            self._routes = {**self._dialect.routes(), "/v1/chat/completions": chat}
         self._admin_routes = AdminRoutes(core, on_reset).routes()
 
     async def aclose(self) -> None:
@@ -73,16 +83,25 @@ class EmulatorApp:
             await conn.respond(200, b"", _PREFLIGHT_HEADERS)
             return
         if routes is None:
-            await conn.respond(404, b"", [])
+            if self._dialect is not None:  # FastAPI's own answer, not the engine's envelope
+                await conn.respond(404, b'{"detail":"Not Found"}', [JSON])
+            else:
+                await conn.respond(404, b"", [])
             return
         # axum answers HEAD on every GET route: the GET handler runs and the body is dropped.
         method = "GET" if request.method == "HEAD" and "GET" in routes else request.method
         handler = routes.get(method)
         if handler is None:
             allowed = ",".join("GET,HEAD" if name == "GET" else name for name in routes)
-            await conn.respond(405, b"", [("allow", allowed)])
+            body = b'{"detail":"Method Not Allowed"}' if self._dialect is not None else b""
+            await conn.respond(405, body, [("allow", allowed)])
             return
-        if self._config.api_key is not None and request.path in _PROTECTED_ROUTES and method == "POST":
+        if self._dialect is not None and self._config.api_key is not None and request.path.startswith("/v1/"):
+            # vLLM's --api-key guards the /v1 routes only; /health, /metrics, /tokenize stay open.
+            if request.headers.get("authorization", "") != f"Bearer {self._config.api_key}":
+                await conn.respond(401, b'{"error":"Unauthorized"}', [JSON])
+                return
+        elif self._config.api_key is not None and request.path in _PROTECTED_ROUTES and method == "POST":
             expected = f"Bearer {self._config.api_key}".lower()
             if request.headers.get("authorization", "").lower() != expected:
                 await conn.respond(401, b"", [])
@@ -104,4 +123,7 @@ class EmulatorApp:
         except BodyError as exc:
             await conn.respond(exc.status, exc.text.encode("utf-8"), [TEXT])
         except RouteError as exc:
-            await self._core.error(conn, exc.status, exc.message, exc.error_type)
+            if self._dialect is not None:
+                await self._dialect.error(conn, exc.status, exc.message)
+            else:
+                await self._core.error(conn, exc.status, exc.message, exc.error_type)

@@ -155,6 +155,16 @@ class Recorder:
                 requests=list(self._recorded),
             )
 
+    def totals(self) -> dict[str, int]:
+        """The counters every engine's metrics report under its own names."""
+        with self._lock:
+            return {
+                "in_flight": self._in_flight,
+                "success": self._tgi_success,
+                "prompt_tokens": int(self._input_length.total),
+                "generated_tokens": int(self._generated.total),
+            }
+
     def prometheus(self) -> str:
         """The /metrics text exposition with a few of TGI's metric names."""
         with self._lock:

@@ -1,0 +1,113 @@
+"""What every engine module provides: its routes, request bodies, answer and error parsing, and identification.
+
+An engine is a stateless object. The client's flows ask it how to say a request on the wire and how to read
+the answer; the emulator asks it how the engine writes errors; the launcher asks it for container arguments.
+Adding an engine is adding a module with one `Engine` subclass.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+from .._errors import APIStatusError, ConfigurationError, Redactor, from_response
+from .._types import GenerationResult, ServerInfo, StreamChunk
+
+if TYPE_CHECKING:
+    from .._client.core import NativeRequest
+    from .._client.params import Limits, SamplingParams
+
+__all__ = ["ENGINE_NAMES", "ChunkAssembler", "Engine", "EngineName", "EngineSetting"]
+
+EngineName = Literal["tgi", "vllm", "sglang"]
+EngineSetting = Literal["auto", "tgi", "vllm", "sglang"]
+ENGINE_NAMES: tuple[EngineName, ...] = ("tgi", "vllm", "sglang")
+
+
+class ChunkAssembler(Protocol):
+    """Turns one stream event's data into a `StreamChunk` (the last one carries the result)."""
+
+    def feed(self, data: bytes) -> StreamChunk: ...
+
+    def end_of_stream(self) -> Exception: ...
+
+
+class Engine(ABC):
+    """One inference engine's wire knowledge."""
+
+    name: ClassVar[EngineName]
+    title: ClassVar[str]  # how users write it: "TGI", "vLLM", "SGLang"
+    generate_path: ClassVar[str]
+    stream_path: ClassVar[str]
+    tokenize_path: ClassVar[str]
+    info_path: ClassVar[str]  # where the limits are read
+    identify_path: ClassVar[str]  # a route only this engine answers with its own shape
+    metrics_prefix: ClassVar[str]
+    # MetricsSummary field -> this engine's metric name.
+    summary_names: ClassVar[Mapping[str, str]]
+    # Whether a generation must name its token budget (the engine's own default would be far too short).
+    needs_max_tokens: ClassVar[bool] = False
+
+    def __repr__(self) -> str:
+        return f"<engine {self.name}>"
+
+    def refuse(self, field: str, why: str) -> ConfigurationError:
+        """The error for an option this engine lacks or would silently ignore."""
+        return ConfigurationError(f"{field} is not supported on {self.title}: {why} (nothing was sent)")
+
+    def check_params(self, params: SamplingParams) -> None:
+        """Raise `ConfigurationError` for any option this engine cannot honour."""
+        self.generation_fields(params, stream=False)
+
+    @abstractmethod
+    def generation_fields(self, params: SamplingParams, *, stream: bool) -> dict[str, Any]:
+        """The request fields for these options (raises `ConfigurationError` for what the engine cannot do)."""
+
+    @abstractmethod
+    def generate_body(self, request: NativeRequest, *, stream: bool) -> bytes:
+        """The body of a raw-prompt generation."""
+
+    @abstractmethod
+    def parse_generation(self, body: bytes, request: NativeRequest) -> GenerationResult:
+        """A generation answer as a result (raises `MalformedResponseError`)."""
+
+    @abstractmethod
+    def stream_assembler(self, request: NativeRequest, redactor: Redactor) -> ChunkAssembler:
+        """What reads this engine's generation stream."""
+
+    @abstractmethod
+    def tokenize_body(self, text: str, *, add_special_tokens: bool = True) -> bytes:
+        """The body that tokenizes `text` (BOS included unless `add_special_tokens` is False)."""
+
+    @abstractmethod
+    def parse_count(self, body: bytes) -> int:
+        """The token count of a tokenize answer."""
+
+    @abstractmethod
+    def parse_ids(self, body: bytes) -> list[int]:
+        """The token ids of a tokenize answer."""
+
+    @abstractmethod
+    def parse_info(self, body: bytes) -> ServerInfo:
+        """The common typed view of what `info_path` answers."""
+
+    @abstractmethod
+    def limits_of(self, info: ServerInfo) -> Limits:
+        """The limits the client checks requests against."""
+
+    def identifies(self, status: int, body: bytes) -> bool:
+        """Whether an answer of `identify_path` says the server is this engine."""
+        return status == 200
+
+    def chat_body(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A `/v1/chat/completions` body adapted to this engine (the served model's name, ...)."""
+        return dict(payload)
+
+    def error_for(self, status: int, body: bytes, headers: Mapping[str, str], redactor: Redactor) -> APIStatusError:
+        """The exception for an error answer."""
+        return from_response(status, body, headers, redactor=redactor)
+
+    @abstractmethod
+    def error_body(self, status: int, message: str, error_type: str) -> bytes:
+        """How this engine writes an error answer (the emulator speaks it)."""

@@ -1,0 +1,106 @@
+"""TGI (text-generation-inference 3.x): native `/generate` routes, `grammar`, `{"error", "error_type"}` bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .._errors import Redactor
+from .._types import GenerationResult, ServerInfo
+from .base import ChunkAssembler, Engine
+
+if TYPE_CHECKING:
+    from .._client.core import NativeRequest
+    from .._client.params import Limits, SamplingParams
+
+__all__ = ["TGI"]
+
+
+class TGI(Engine):
+    """Hugging Face text-generation-inference: the client's native dialect."""
+
+    name = "tgi"
+    title = "TGI"
+    generate_path = "/generate"
+    stream_path = "/generate_stream"
+    tokenize_path = "/tokenize"
+    info_path = "/info"
+    identify_path = "/info"
+    metrics_prefix: ClassVar[str] = "tgi_"
+    summary_names: ClassVar[Mapping[str, str]] = {
+        "requests_running": "tgi_batch_current_size",
+        "requests_waiting": "tgi_queue_size",
+        "requests_succeeded": "tgi_request_success",
+        "prompt_tokens": "tgi_request_input_length_sum",
+        "generated_tokens": "tgi_request_generated_tokens_sum",
+    }
+
+    def generation_fields(self, params: SamplingParams, *, stream: bool) -> dict[str, Any]:
+        from .._client.params import to_wire
+
+        if params.engine_options is not None:
+            raise self.refuse(
+                f"engine_options={type(params.engine_options).__name__}(...)",
+                "they are another engine's own options",
+            )
+        return to_wire(params)
+
+    def generate_body(self, request: NativeRequest, *, stream: bool) -> bytes:
+        self.generation_fields(request.params, stream=stream)
+        return request.payload()
+
+    def parse_generation(self, body: bytes, request: NativeRequest) -> GenerationResult:
+        from .._client.shaping import parse_generation
+
+        return parse_generation(body, stops=request.stops, prompt=request.prompt)
+
+    def stream_assembler(self, request: NativeRequest, redactor: Redactor) -> ChunkAssembler:
+        from .._client.shaping import StreamAssembler
+
+        return StreamAssembler(request.stops, request.prompt, redactor)
+
+    def tokenize_body(self, text: str, *, add_special_tokens: bool = True) -> bytes:
+        # TGI's /tokenize always adds BOS; callers that want it gone drop the first span.
+        return json.dumps({"inputs": text}, ensure_ascii=False).encode()
+
+    def parse_count(self, body: bytes) -> int:
+        from .._client.shaping import parse_answers
+        from .._types import TokenSpan
+
+        return len(parse_answers(TokenSpan, body, what="/tokenize answer"))  # BOS included, as /generate counts
+
+    def parse_ids(self, body: bytes) -> list[int]:
+        from .._client.shaping import parse_answers
+        from .._types import TokenSpan
+
+        return [span.id for span in parse_answers(TokenSpan, body, what="/tokenize answer")]
+
+    def parse_info(self, body: bytes) -> ServerInfo:
+        from .._client.shaping import parse_answer
+
+        return parse_answer(ServerInfo, body, what="/info")
+
+    def identifies(self, status: int, body: bytes) -> bool:
+        if status != 200:
+            return False
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return False
+        return isinstance(data, dict) and "model_id" in data
+
+    def limits_of(self, info: ServerInfo) -> Limits:
+        from .._client.params import Limits
+
+        return Limits(
+            max_input_tokens=info.max_input_tokens,
+            max_total_tokens=info.max_total_tokens,
+            max_stop_sequences=info.max_stop_sequences,
+            max_best_of=info.max_best_of,
+            max_top_n_tokens=info.max_top_n_tokens,
+            max_concurrent_requests=info.max_concurrent_requests,
+        )
+
+    def error_body(self, status: int, message: str, error_type: str) -> bytes:
+        return json.dumps({"error": message, "error_type": error_type}, separators=(",", ":")).encode()

@@ -1,0 +1,66 @@
+"""vLLM (0.33): `/v1/completions` with `structured_outputs`, `{"error": {...}}` envelopes, `/version`, `vllm:*`.
+
+vLLM's request models accept unknown fields and only log them, so anything it lacks is refused here, before
+sending: an ignored option would otherwise come back as HTTP 200 and an answer that did not honour it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .completions import CompletionsEngine
+
+if TYPE_CHECKING:
+    from .._client.params import Grammar
+
+__all__ = ["VLLM"]
+
+
+class VLLM(CompletionsEngine):
+    """vLLM's OpenAI-compatible server (`vllm serve`, image vllm/vllm-openai)."""
+
+    name = "vllm"
+    title = "vLLM"
+    tokenize_path = "/tokenize"
+    identify_path = "/version"
+    metrics_prefix = "vllm:"
+    summary_names: ClassVar[Mapping[str, str]] = {
+        "requests_running": "vllm:num_requests_running",
+        "requests_waiting": "vllm:num_requests_waiting",
+        "requests_succeeded": "vllm:request_success_total",
+        "prompt_tokens": "vllm:prompt_tokens_total",
+        "generated_tokens": "vllm:generation_tokens_total",
+    }
+    needs_max_tokens = True  # completions default max_tokens to 16
+    max_top_n_tokens = 20  # --max-logprobs' default
+    max_concurrent_requests = 256  # --max-num-seqs' default; more requests queue
+    refused: ClassVar[Mapping[str, str]] = {
+        "typical_p": "vLLM has no typical sampling",
+        "watermark": "vLLM 0.33 has no watermarking of TGI's kind",
+        "best_of": "vLLM removed best_of",
+        "decoder_input_details": "prompt logprobs (perplexity) are not wired for vLLM in zephyr_tgi yet",
+    }
+
+    def structured(self, grammar: Grammar) -> dict[str, Any]:
+        if grammar.type == "regex":
+            return {"structured_outputs": {"regex": grammar.value}}
+        schema = grammar.value["schema"] if grammar.type == "json_schema" else grammar.value
+        return {"structured_outputs": {"json": schema}}
+
+    def truncate_field(self, truncate: int) -> dict[str, Any]:
+        return {"truncate_prompt_tokens": truncate}
+
+    def identifies(self, status: int, body: bytes) -> bool:
+        if status != 200:
+            return False
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return False
+        return isinstance(data, dict) and isinstance(data.get("version"), str)
+
+    def error_body(self, status: int, message: str, error_type: str) -> bytes:
+        envelope = {"error": {"message": message, "type": error_type, "param": None, "code": status}}
+        return json.dumps(envelope, separators=(",", ":")).encode()
