@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench soak docs clean
+.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench soak docs docs-blocks clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ soak: emulator-image
 
 docs: $(INSTALLED)
 	$(VENV)/bin/mkdocs build --strict
+
+# Every Python block of docs/ and the README, run against an emulator (tests/docs/test_docs_blocks.py runs the same).
+docs-blocks: $(INSTALLED)
+	$(PY) -m pytest -q -p no:recording -p tests.docs.markdown_env --markdown-docs --markdown-docs-syntax=superfences \
+	    README.md docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -13,6 +13,7 @@ import click
 import pytest
 
 import zephyr_tgi
+import zephyr_tgi.integrations.langchain
 import zephyr_tgi.testing
 from zephyr_tgi._cli.main import cli
 
@@ -55,6 +56,7 @@ def test_every_public_name_is_in_the_api_reference() -> None:
 
     expected = {f"zephyr_tgi.{name}" for name in zephyr_tgi.__all__ if name != "__version__"}
     expected |= {f"zephyr_tgi.testing.{name}" for name in zephyr_tgi.testing.__all__}
+    expected |= {f"zephyr_tgi.integrations.langchain.{name}" for name in zephyr_tgi.integrations.langchain.__all__}
     assert sorted(expected - documented) == []
     assert sorted(documented - expected) == []
 
