@@ -8,7 +8,6 @@ the client's: a LangChain user sees the same errors as a zephyr_tgi user.
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
@@ -61,7 +60,7 @@ class ZephyrChatModel(BaseChatModel):
         print(model.invoke("What is GPTQ?").content)
         ```
 
-    Args:
+    Attributes:
         base_url: The TGI server (default `$ZEPHYR_TGI_URL`).
         api_key: Sent as a bearer token (default `$ZEPHYR_TGI_API_KEY`).
         model_name: The model the server serves, reported in `response_metadata` (alias `model`).
@@ -98,9 +97,7 @@ class ZephyrChatModel(BaseChatModel):
     stream_usage: bool = True
 
     _client: ZephyrClient = PrivateAttr()
-    _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncZephyrClient] = PrivateAttr(
-        default_factory=weakref.WeakKeyDictionary
-    )
+    _finalizer: Callable[[], object] = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)
@@ -108,6 +105,8 @@ class ZephyrChatModel(BaseChatModel):
         if not self.base_url:
             raise ConfigurationError("set ZEPHYR_TGI_URL (e.g. http://127.0.0.1:8080) or pass base_url=")
         self._client = ZephyrClient(self.base_url, **self._client_settings())
+        # The pool closes with the model (LangChain has no close()); `close()` frees it sooner.
+        self._finalizer = weakref.finalize(self, self._client.close)
 
     def _client_settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"timeout": self.timeout, "system_prompt": self.system_prompt}
@@ -122,14 +121,14 @@ class ZephyrChatModel(BaseChatModel):
         """The zephyr_tgi client underneath (for what LangChain does not model: info, tokenize, perplexity)."""
         return self._client
 
+    def close(self) -> None:
+        """Close the connection pool of the sync calls now (else it closes when the model is collected)."""
+        self._finalizer()
+
     def _async_client(self) -> AsyncZephyrClient:
-        # An async pool belongs to one event loop; each loop that calls this model gets its own.
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = AsyncZephyrClient(self.base_url, **self._client_settings())
-            self._async_clients[loop] = client
-        return client
+        # An async pool belongs to the event loop it was opened on, and LangChain may call from any loop (each
+        # asyncio.run() is a new one): one client per async call, closed when the call ends.
+        return AsyncZephyrClient(self.base_url, **self._client_settings())
 
     # -- what LangChain asks of a chat model ---------------------------------------------------------------
 
@@ -268,14 +267,14 @@ class ZephyrChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call = self._plan(messages, stop, kwargs)
-        client = self._async_client()
-        if call.tools:
-            completion = await client.chat_completion(call.turns, **call.options)
-            return _result(completion_message(completion, self.model_name))
-        result = await client.chat(call.turns, **call.options)
-        input_tokens = result.input_length
-        if input_tokens is None:
-            input_tokens = await client.count_tokens(call.turns)
+        async with self._async_client() as client:
+            if call.tools:
+                completion = await client.chat_completion(call.turns, **call.options)
+                return _result(completion_message(completion, self.model_name))
+            result = await client.chat(call.turns, **call.options)
+            input_tokens = result.input_length
+            if input_tokens is None:
+                input_tokens = await client.count_tokens(call.turns)
         return _result(answer_message(result, input_tokens, self.model_name))
 
     async def _astream(
@@ -286,24 +285,24 @@ class ZephyrChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = self._plan(messages, stop, kwargs)
-        client = self._async_client()
-        if call.tools:
-            stream = await client.chat_completion(
-                call.turns, stream=True, stream_options={"include_usage": True}, **call.options
-            )
-            async with stream:
-                async for event in stream:
-                    chunk = self._tool_chunk(completion_chunk(event, self.model_name))
+        async with self._async_client() as client:
+            if call.tools:
+                stream = await client.chat_completion(
+                    call.turns, stream=True, stream_options={"include_usage": True}, **call.options
+                )
+                async with stream:
+                    async for event in stream:
+                        chunk = self._tool_chunk(completion_chunk(event, self.model_name))
+                        if run_manager:
+                            await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                        yield chunk
+                return
+            async with client.chat_stream(call.turns, **call.options) as tokens:
+                async for step in tokens:
+                    chunk = self._native_chunk(step)
                     if run_manager:
                         await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-            return
-        async with client.chat_stream(call.turns, **call.options) as tokens:
-            async for step in tokens:
-                chunk = self._native_chunk(step)
-                if run_manager:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
 
     # -- stream chunks ------------------------------------------------------------------------------------
 
