@@ -48,6 +48,8 @@ def test_mkdocs_build_is_strict_and_quiet(tmp_path: Path) -> None:
     assert not problems, log
     api_page = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
     assert 'id="zephyr_tgi.ZephyrClient.chat_stream"' in api_page  # mkdocstrings rendered the docstrings
+    assert "Bases:" not in api_page  # plumbing (ClientSurface, BaseChatModel) is hidden
+    assert 'id="zephyr_tgi.integrations.langchain.ZephyrChatModel.bind_tools"' in api_page
 
 
 def test_every_public_name_is_in_the_api_reference() -> None:
