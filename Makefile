@@ -4,20 +4,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench guidellm-setup soak docs clean
+.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench guidellm-setup soak docs docs-blocks notebook clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
+	$(PY) -m pip install --quiet -e '.[docker,tokenizer,testing,langchain,bench]' --group dev
 	touch $@
 
 demo: $(INSTALLED)
 	$(PY) examples/quickstart.py
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check zephyr_tgi tests examples benchmarks
-	$(VENV)/bin/ruff format --check zephyr_tgi tests examples benchmarks
+	$(VENV)/bin/ruff check zephyr_tgi tests examples benchmarks scripts
+	$(VENV)/bin/ruff format --check zephyr_tgi tests examples benchmarks scripts
 
 typecheck: $(INSTALLED)
 	$(VENV)/bin/mypy
@@ -61,6 +61,15 @@ soak: emulator-image
 
 docs: $(INSTALLED)
 	$(VENV)/bin/mkdocs build --strict
+
+# The notebook, run against the emulator and saved with its outputs and plots (tests/examples checks it is current).
+notebook: $(INSTALLED)
+	$(PY) scripts/notebook.py
+
+# Every Python block of docs/ and the README, run against an emulator (tests/docs/test_docs_blocks.py runs the same).
+docs-blocks: $(INSTALLED)
+	$(PY) -m pytest -q -p no:recording -p tests.docs.markdown_env --markdown-docs --markdown-docs-syntax=superfences \
+	    README.md docs
 
 clean:
 	rm -rf $(VENV) .venv-guidellm .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

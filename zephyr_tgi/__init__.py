@@ -87,7 +87,7 @@ if TYPE_CHECKING:
         ToolCallFunction,
     )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_IMAGE",

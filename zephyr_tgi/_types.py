@@ -7,6 +7,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ._display import preview
 from ._errors import StructuredOutputError
 
 __all__ = [
@@ -88,6 +89,14 @@ class GenerationResult(_Frozen):
     def __str__(self) -> str:
         return self.text
 
+    def __repr__(self) -> str:
+        # The tokens, prefill and top tokens would fill a screen (a batch result printed is a list of these).
+        return (
+            f"GenerationResult(text={preview(self.text)}, chars={len(self.text)}, "
+            f"finish_reason={self.finish_reason!r}, generated_tokens={self.generated_tokens!r}, "
+            f"input_length={self.input_length!r})"
+        )
+
     def _repr_markdown_(self) -> str:
         meta = ", ".join(
             f"{name}: {value}"
@@ -111,6 +120,10 @@ class StreamChunk(_Frozen):
     token: Token
     top_tokens: tuple[Token, ...] = ()
     result: GenerationResult | None = None
+
+    def __repr__(self) -> str:
+        result = f", result={self.result!r}" if self.result is not None else ""
+        return f"StreamChunk(index={self.index}, text={self.text!r}, token_id={self.token.id}{result})"
 
     @property
     def is_last(self) -> bool:
@@ -241,6 +254,17 @@ class ChatCompletion(_Frozen):
     system_fingerprint: str | None = None
     choices: tuple[ChatCompletionChoice, ...] = ()
     usage: ChatCompletionUsage | None = None
+
+    def __repr__(self) -> str:
+        finish = self.choices[0].finish_reason if self.choices else None
+        calls = ", ".join(call.function.name for call in self.tool_calls)
+        shown = f"tool_calls=[{calls}]" if calls else f"text={preview(self.text)}"
+        counts = (
+            f", prompt_tokens={self.usage.prompt_tokens}, completion_tokens={self.usage.completion_tokens}"
+            if self.usage
+            else ""
+        )
+        return f"ChatCompletion({shown}, finish_reason={finish!r}{counts})"
 
     @property
     def text(self) -> str:

@@ -14,6 +14,7 @@ import pytest
 
 import zephyr_tgi
 import zephyr_tgi.bench
+import zephyr_tgi.integrations.langchain
 import zephyr_tgi.testing
 from zephyr_tgi._cli.main import cli
 
@@ -48,6 +49,8 @@ def test_mkdocs_build_is_strict_and_quiet(tmp_path: Path) -> None:
     assert not problems, log
     api_page = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
     assert 'id="zephyr_tgi.ZephyrClient.chat_stream"' in api_page  # mkdocstrings rendered the docstrings
+    assert "Bases:" not in api_page  # plumbing (ClientSurface, BaseChatModel) is hidden
+    assert 'id="zephyr_tgi.integrations.langchain.ZephyrChatModel.bind_tools"' in api_page
 
 
 def test_every_public_name_is_in_the_api_reference() -> None:
@@ -57,6 +60,7 @@ def test_every_public_name_is_in_the_api_reference() -> None:
     expected = {f"zephyr_tgi.{name}" for name in zephyr_tgi.__all__ if name != "__version__"}
     expected |= {f"zephyr_tgi.testing.{name}" for name in zephyr_tgi.testing.__all__}
     expected |= {f"zephyr_tgi.bench.{name}" for name in zephyr_tgi.bench.__all__}
+    expected |= {f"zephyr_tgi.integrations.langchain.{name}" for name in zephyr_tgi.integrations.langchain.__all__}
     assert sorted(expected - documented) == []
     assert sorted(documented - expected) == []
 

@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
+from .._display import html_turns, preview
 from .._errors import ConfigurationError, MalformedResponseError, TokenBudgetError
 from .._types import GenerationResult, StreamChunk
 from . import flows
@@ -118,6 +119,17 @@ class _ConversationState(Generic[_Client]):
         self._system_messages: dict[str, Message] = {}
         self._bounds: dict[str, int] = {_TAIL: token_upper_bound(_TAIL) - 2}  # each piece's share of the bound
         self.client: _Client = client
+
+    def __repr__(self) -> str:
+        last = f", last={self.messages[-1].role}: {preview(self.messages[-1].content)}" if self.messages else ""
+        system = f", system={preview(self.system)}" if self.system is not None else ""
+        return f"{type(self).__name__}({len(self.messages)} messages{system}{last}, dropped={self.dropped})"
+
+    def _repr_html_(self) -> str:
+        turns = [("system", self.system)] if self.system is not None else []
+        turns += [(message.role, message.content) for message in self.messages]
+        footer = f"{self.dropped} old message(s) left out of the last request to fit" if self.dropped else ""
+        return html_turns(f"{type(self).__name__}: {len(self.messages)} messages", turns, footer)
 
     @classmethod
     def from_json(cls, data: str, client: _Client) -> Self:
