@@ -533,13 +533,14 @@ class _StreamSession:
                 try:
                     data = yield Read(self.body, until)
                 except APITimeoutError as exc:
-                    raise self._timeout(until) from exc
+                    raise self.timeout_error(until) from exc
                 if not data:
                     return None
                 pending.extend(self.decoder.feed(data))
         return pending.popleft()
 
-    def _timeout(self, until: float | None) -> APITimeoutError:
+    def timeout_error(self, until: float | None) -> APITimeoutError:
+        """The error for a wait that ended at `until` without an event."""
         times = self._times
         if times.deadline_at is not None and until == times.deadline_at:
             return APITimeoutError(f"the call's deadline passed while streaming POST {self.path}")
@@ -586,14 +587,22 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
         return session, assembler, chunk
 
     session, assembler, chunk = yield from retrying(ctx, f"POST {ctx.engine.stream_path}", times, first_chunk)
-    pending = session.pending
+    pending, body, feed_bytes = session.pending, session.body, session.decoder.feed
     while chunk.result is None:
         yield chunk  # an item for the caller
-        # The hot path, one pass per token: events already decoded are fed without another generator.
-        data = pending.popleft() if pending else (yield from session.next_event())
-        if data is None:
-            raise assembler.end_of_stream()
-        chunk = assembler.feed(data)
+        # The hot path, once per token: `next_event` written out here, so no generator sits between this flow
+        # and the driver on each packet (the same wait, timer and errors as `_StreamSession.next_event`).
+        if not pending:
+            until = times.until()
+            while not pending:
+                try:
+                    data = yield Read(body, until)
+                except APITimeoutError as exc:
+                    raise session.timeout_error(until) from exc
+                if not data:
+                    raise assembler.end_of_stream()
+                pending.extend(feed_bytes(data))
+        chunk = assembler.feed(pending.popleft())
     # Read the end of the body before handing out the last chunk, so the connection goes back to the pool
     # even when the caller stops iterating there.
     yield from session.drain()
