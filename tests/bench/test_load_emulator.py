@@ -25,6 +25,7 @@ from zephyr_tgi.bench import (
     run_step,
     synthetic_prompts,
 )
+from zephyr_tgi.bench._runner import poisson_gaps
 from zephyr_tgi.testing import PerformanceModel, TGIEmulator
 
 PROMPTS = [BenchPrompt(content=f"Tell me about rivers, part {i}", max_new_tokens=16) for i in range(4)]
@@ -91,20 +92,25 @@ async def test_an_open_loop_keeps_sending_while_answers_are_slow(fixed_client: A
     assert statistics.median(gaps) == pytest.approx(1 / 40, abs=0.01)
 
 
-async def test_poisson_arrivals_are_seeded(fixed_client: AsyncZephyrClient) -> None:
-    def gaps(records: list[RequestRecord]) -> list[float]:
-        starts = [r.started for r in records]
-        return [b - a for a, b in itertools.pairwise(starts)]
+def test_poisson_arrivals_are_seeded() -> None:
+    # The schedule itself: when requests actually start also depends on how busy the machine is, so the
+    # realized gaps are measured by benchmarks, not asserted here.
+    def schedule(seed: int) -> list[float]:
+        gap = poisson_gaps(Poisson(rate=20, seed=seed))
+        return [gap() for _ in range(20)]
 
-    first: list[RequestRecord] = []
-    second: list[RequestRecord] = []
-    bounds = Bounds(max_requests=6)
-    await run_step(fixed_client, PROMPTS, Poisson(rate=20, seed=7), bounds=bounds, records=first)
-    await run_step(fixed_client, PROMPTS, Poisson(rate=20, seed=7), bounds=bounds, records=second)
+    assert schedule(7) == schedule(7)
+    assert schedule(7) != schedule(8)
+    assert len({round(g, 4) for g in schedule(7)}) > 1  # not a constant rate
+    assert 0.02 < sum(schedule(7)) / 20 < 0.2  # about 1/rate on average
 
-    assert len(first) == len(second) == 6
-    assert max(abs(a - b) for a, b in zip(gaps(first), gaps(second), strict=True)) < 0.02
-    assert len({round(g, 2) for g in gaps(first)}) > 1  # not a constant rate
+
+async def test_a_poisson_level_sends_its_requests(fixed_client: AsyncZephyrClient) -> None:
+    records: list[RequestRecord] = []
+    await run_step(fixed_client, PROMPTS, Poisson(rate=20, seed=7), bounds=Bounds(max_requests=6), records=records)
+    assert len(records) == 6
+    starts = [r.started for r in records]
+    assert starts == sorted(starts)
 
 
 async def test_a_level_ends_at_its_duration(fixed_client: AsyncZephyrClient) -> None:

@@ -273,8 +273,15 @@ def _work(
     rate = profile.rate
     if isinstance(profile, Constant):
         return _open_loop(clients, level, lambda: 1.0 / rate, bounds.max_in_flight)
+    return _open_loop(clients, level, poisson_gaps(profile), bounds.max_in_flight)
+
+
+def poisson_gaps(profile: Poisson) -> Callable[[], float]:
+    """The seconds between one arrival and the next of a Poisson profile: exponential, and the same sequence
+    for the same seed."""
     rng = random.Random(profile.seed)
-    return _open_loop(clients, level, lambda: rng.expovariate(rate), bounds.max_in_flight)
+    rate = profile.rate
+    return lambda: rng.expovariate(rate)
 
 
 def _label(profile: Concurrent | Constant | Poisson) -> str:
