@@ -300,9 +300,6 @@ class StreamAssembler:
         )
 
 
-_CHAT_CHUNK_ADAPTER = ChatCompletionChunk
-
-
 class _ChatError(_Wire):
     error: Any = None
 
@@ -324,4 +321,4 @@ def parse_chat_chunk(data: bytes, redactor: Redactor | None = None) -> ChatCompl
         if error is not None:
             raw = data.decode("utf-8", "replace")
             raise from_stream_event({"error": error}, raw, redactor=redactor)
-    return parse_answer(_CHAT_CHUNK_ADAPTER, data, what="chat stream event")
+    return parse_answer(ChatCompletionChunk, data, what="chat stream event")

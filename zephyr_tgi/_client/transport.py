@@ -30,7 +30,6 @@ __all__ = [
     "SyncTransport",
     "WireRequest",
     "WireResponse",
-    "io_deadline",
 ]
 
 # Error pages are previewed and parsed, never needed whole: 64 KiB keeps any real TGI error and bounds a
@@ -40,16 +39,6 @@ ANSWER_BODY_LIMIT = 64 * 1024 * 1024
 
 # The monotonic instant by which the current socket operation must be over (None: only httpx2's timeouts).
 _IO_DEADLINE: ContextVar[float | None] = ContextVar("zephyr_tgi_io_deadline", default=None)
-
-
-@contextlib.contextmanager
-def io_deadline(until: float | None) -> Iterator[None]:
-    """Every socket operation inside ends by `until` (a `time.monotonic()` value)."""
-    token = _IO_DEADLINE.set(until)
-    try:
-        yield
-    finally:
-        _IO_DEADLINE.reset(token)
 
 
 def _clamp(timeout: float | None, expired: type[httpcore2.TimeoutException]) -> float | None:
