@@ -17,10 +17,12 @@ from zephyr_tgi import (
     AsyncZephyrClient,
     ConfigurationError,
     Conversation,
+    Message,
     PromptInjectionError,
     TokenBudgetError,
     ZephyrClient,
     ZephyrTokenizer,
+    render_prompt,
 )
 from zephyr_tgi.testing import SentencePieceTokenizer, TGIEmulator
 
@@ -221,6 +223,32 @@ def test_a_long_conversation_counts_each_message_once_with_the_local_tokenizer(s
     # prompt's tail); never the whole history again.
     assert max(per_ask[10:]) <= 2
     assert sum(per_ask) <= 2 * 40 + 2
+
+
+def test_each_ask_sends_the_longest_tail_that_fits_even_after_the_history_is_edited(
+    small_window: TGIEmulator, tokenizer: ZephyrTokenizer
+) -> None:
+    limit = 120  # max_input_tokens; the answer reserve (160 - 8) is larger
+
+    def fits(messages: list[Message]) -> bool:
+        prompt = render_prompt([Message(role="system", content="Answer briefly."), *messages])
+        return len(tokenizer.encode(prompt)) <= limit
+
+    with ZephyrClient(small_window.url, tokenizer=tokenizer) as client:
+        conversation = Conversation(client, system="Answer briefly.")
+        for turn in range(16):
+            if turn == 10:  # by hand: an old answer made much longer, then the newest exchange removed
+                conversation.messages[-3] = Message(role="assistant", content="a long answer " * 12)
+                del conversation.messages[-2:]
+            history = list(conversation.messages)
+            conversation.ask(f"Question {turn} about the river?", max_new_tokens=8)
+            sent = [*history[conversation.dropped :], conversation.messages[-2]]
+            assert fits(sent)
+            starts = [i for i in range(conversation.dropped) if i == 0 or history[i].role == "user"]
+            assert not any(fits([*history[i:], conversation.messages[-2]]) for i in starts)
+            assert generation_requests(small_window)[-1].json["inputs"] == render_prompt(
+                [Message(role="system", content="Answer briefly."), *sent]
+            )
 
 
 def test_a_long_conversation_needs_at_most_one_tokenize_request_per_ask(small_window: TGIEmulator) -> None:

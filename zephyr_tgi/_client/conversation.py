@@ -23,6 +23,7 @@ from . import flows
 from .budget import token_upper_bound
 from .core import chat_prompt, native_request
 from .flows import Context, Flow
+from .history import HistoryIndex
 from .params import Limits, SamplingParams, merge_params
 from .templates import (
     EOS_TOKEN,
@@ -118,6 +119,8 @@ class _ConversationState(Generic[_Client]):
         self._pieces: dict[tuple[int, SpecialTokenPolicy, bool], tuple[Message, str]] = {}  # each message's piece
         self._system_messages: dict[str, Message] = {}
         self._bounds: dict[str, int] = {_TAIL: token_upper_bound(_TAIL) - 2}  # each piece's share of the bound
+        self._index: HistoryIndex = HistoryIndex()  # running sums over self.messages' pieces
+        self._index_policy: SpecialTokenPolicy | None = None
         self.client: _Client = client
 
     def __repr__(self) -> str:
@@ -207,35 +210,43 @@ class _ConversationState(Generic[_Client]):
     ) -> Flow[tuple[list[Message], int | None]]:
         """The longest history that fits, and its exact token count when it had to be counted.
 
-        Each message is checked and cut into its piece once, when first seen; after that an ask costs a few
-        integer additions per message, and the prompt is rendered only for the turns that are sent.
+        Each message is checked, cut into its piece and added to the history's running sums once, when first
+        seen; after that an ask costs a subtraction and a binary search, however long the history.
         """
         tokens_policy: SpecialTokenPolicy = ctx.config.special_tokens
+        if tokens_policy != self._index_policy:  # the pieces depend on it
+            self._index.clear()
+            self._index_policy = tokens_policy
+        index: HistoryIndex = self._index
+        index.sync(self.messages, lambda m: self._piece_of(m, tokens_policy, first=False), self._bounds.__getitem__)
         turns: list[Message] = [*self.messages, user]
         limit = self._input_limit(limits, params)
         system = self.system if self.system is not None else ctx.config.system_prompt
         head = self._system_piece(system or "", tokens_policy)
-        pieces = [head, *(self._piece_of(m, tokens_policy, first=False) for m in turns), _TAIL]
+        newest = self._piece_of(user, tokens_policy, first=False)
+        bounds = self._bounds
         # token_upper_bound adds up over pieces: their UTF-8 bytes and `<`s, plus 2 for the whole prompt.
-        if sum(self._bounds[p] for p in pieces) + 2 <= limit:  # surely fits: no count needed
+        if bounds[head] + index.bound + bounds[newest] + bounds[_TAIL] + 2 <= limit:  # surely fits: no count
             self.dropped = 0
             return turns, None
-        yield from self._count_new(ctx, pieces)
-        costs = [self._counts[p] for p in pieces]
-        fixed = 1 + costs[0] + costs[-1]  # BOS, the system message, the generation prompt
-        message_costs = costs[1:-1]
-        suffix = [0] * (len(message_costs) + 1)  # tokens of the messages from index i on
-        for index in range(len(message_costs) - 1, -1, -1):
-            suffix[index] = suffix[index + 1] + message_costs[index]
-        starts = _turn_starts(turns)
-        for attempt, start in enumerate(starts):
-            tokens = fixed + suffix[start]
-            if tokens <= limit:
+        yield from self._count_new(ctx, [head, *index.uncounted(), newest, _TAIL])
+        counts = self._counts
+        index.add_counts(counts.__getitem__)
+        fixed = 1 + counts[head] + counts[newest] + counts[_TAIL]  # BOS, system, newest turn, generation prompt
+        total = fixed + index.count
+        if total <= limit:
+            self.dropped = 0
+            return turns, total
+        if self.policy == "drop_oldest":
+            found = index.first_start_leaving_out(total - limit)
+            if found is not None:
+                start, left_out = found
                 self.dropped = start
-                return turns[start:], tokens
-            if self.policy == "raise" and attempt == 0:
-                break
-        raise self._too_long(fixed + suffix[0], limit, limits)
+                return turns[start:], total - left_out
+            if fixed <= limit and turns[-2:-1]:  # the newest turn alone, after a history
+                self.dropped = len(self.messages)
+                return [user], fixed
+        raise self._too_long(total, limit, limits)
 
     def _system_piece(self, text: str, policy: SpecialTokenPolicy) -> str:
         """The system message's piece, made once per system text (a new Message each ask would grow the cache)."""
