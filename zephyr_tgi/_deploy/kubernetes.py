@@ -33,6 +33,7 @@ __all__ = [
     "KubernetesDeployment",
     "SecretRef",
     "Toleration",
+    "deployment_from",
     "launch_config",
     "render_manifests",
     "render_yaml",
@@ -41,8 +42,13 @@ __all__ = [
 Engine = Literal["tgi", "vllm", "sglang"]
 ENGINES: tuple[Engine, ...] = ("tgi", "vllm", "sglang")
 HEALTH_PATH = "/health"  # all three engines answer 200 here once the model is loaded
-# The ConfigMap is mounted as a directory where the launcher's arguments expect the packaged files.
+# The ConfigMap is mounted as the directory where the launcher's arguments expect the packaged files (both
+# files share it, as in the archive the Docker launcher copies in); each key is a file name there.
 TEMPLATE_MOUNT = TOKENIZER_CONFIG_PATH.rsplit("/", 1)[0]
+_TEMPLATE_FILES = {
+    TOKENIZER_CONFIG_PATH.removeprefix(TEMPLATE_MOUNT + "/"): "tokenizer_config.json",
+    CHAT_TEMPLATE_PATH.removeprefix(TEMPLATE_MOUNT + "/"): "zephyr_chat_template.jinja",
+}
 # The environment variable that carries the API key into `$(...)` expansion of SGLang's `--api-key` argument.
 API_KEY_ENV = "ZEPHYR_TGI_API_KEY"
 _HF_TOKEN_PLACEHOLDER = "zephyr-tgi-k8s-hf-token-placeholder"
@@ -50,7 +56,6 @@ _API_KEY_PLACEHOLDER = f"$({API_KEY_ENV})"
 # vLLM's and SGLang's own flags for data parallelism inside one server (one pod, several GPUs).
 _DATA_PARALLEL_FLAGS = {"vllm": "--data-parallel-size", "sglang": "--dp-size"}
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-_TEMPLATE_FILES = ("tokenizer_config.json", "zephyr_chat_template.jinja")
 _PROBE_PERIOD_SECONDS = 10
 _GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -99,7 +104,7 @@ class Toleration(BaseModel):
         taint, _, effect = text.rpartition(":")
         key, _, value = taint.partition("=")
         try:
-            return cls(key=key, value=value or None, effect=effect)  # type: ignore[arg-type]
+            return cls(key=key, value=value or None, effect=effect)
         except ValidationError as exc:
             raise ConfigurationError(
                 f"invalid toleration {text!r}: write KEY[=VALUE]:EFFECT with EFFECT one of "
@@ -182,20 +187,34 @@ class KubernetesDeployment(BaseModel):
         return self.tensor_parallel * self.data_parallel
 
 
-def _validated(settings: Mapping[str, Any] | KubernetesDeployment) -> KubernetesDeployment:
+def deployment_from(
+    settings: Mapping[str, Any] | KubernetesDeployment, *, field_names: Mapping[str, str] | None = None
+) -> KubernetesDeployment:
+    """Validate `settings`, also against the launcher's own rules, naming fields as `field_names` says.
+
+    Raises:
+        ConfigurationError: a setting is invalid or the launcher refuses the combination.
+    """
+    names = field_names or {}
     if isinstance(settings, KubernetesDeployment):
-        return settings
-    try:
-        return KubernetesDeployment(**settings)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        )
-        raise ConfigurationError(f"invalid Kubernetes deployment settings: {problems}") from exc
+        deployment = settings
+    else:
+        try:
+            deployment = KubernetesDeployment(**settings)
+        except ValidationError as exc:
+            problems = "; ".join(_problem(err["loc"], err["msg"], names) for err in exc.errors())
+            raise ConfigurationError(f"invalid Kubernetes deployment settings: {problems}") from exc
+    launch_config(deployment, field_names=names)  # the launcher's refusals, before anything is rendered
+    return deployment
 
 
-def launch_config(deployment: KubernetesDeployment) -> LaunchConfig:
+def _problem(location: tuple[int | str, ...], message: str, names: Mapping[str, str]) -> str:
+    text = message.removeprefix("Value error, ")  # pydantic's prefix for errors raised in validators
+    field = ".".join(str(part) for part in location)
+    return f"{names.get(field, field)}: {text}" if field else text
+
+
+def launch_config(deployment: KubernetesDeployment, *, field_names: Mapping[str, str] | None = None) -> LaunchConfig:
     """The launcher config a pod of `deployment` runs, with placeholders where the secrets go.
 
     Raises:
@@ -221,7 +240,7 @@ def launch_config(deployment: KubernetesDeployment) -> LaunchConfig:
         settings["api_key"] = SecretStr(_API_KEY_PLACEHOLDER)
     if deployment.hf_token_secret is not None:
         settings["hf_token"] = SecretStr(_HF_TOKEN_PLACEHOLDER)
-    return make_config(settings_name="invalid Kubernetes deployment settings", **settings)
+    return make_config(settings_name="invalid Kubernetes deployment settings", field_names=field_names, **settings)
 
 
 def render_manifests(settings: Mapping[str, Any] | KubernetesDeployment) -> list[dict[str, Any]]:
@@ -230,7 +249,7 @@ def render_manifests(settings: Mapping[str, Any] | KubernetesDeployment) -> list
     Raises:
         ConfigurationError: invalid settings, or a combination the launcher refuses.
     """
-    deployment = _validated(settings)
+    deployment = deployment_from(settings)
     config = launch_config(deployment)
     template_map = _template_config_map(deployment)
     return [template_map, _deployment(deployment, config, template_map), _service(deployment)]
@@ -261,7 +280,7 @@ def _metadata(deployment: KubernetesDeployment, name: str) -> dict[str, Any]:
 
 def _template_config_map(deployment: KubernetesDeployment) -> dict[str, Any]:
     package = resources.files("zephyr_tgi").joinpath("data")
-    data = {name: package.joinpath(name).read_text(encoding="utf-8") for name in _TEMPLATE_FILES}
+    data = {key: package.joinpath(name).read_text(encoding="utf-8") for key, name in _TEMPLATE_FILES.items()}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

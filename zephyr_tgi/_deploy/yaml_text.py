@@ -21,8 +21,11 @@ _PLAIN = re.compile(r"[A-Za-z/][A-Za-z0-9_./-]*")
 # YAML 1.1 (PyYAML, and so many tools) reads these words as booleans or null.
 _RESERVED = {"y", "yes", "n", "no", "true", "false", "on", "off", "null", "nan", "inf"}
 _INDENT = "  "
-# Characters a literal block keeps as they are; anything else (tabs, carriage returns, controls) is quoted.
-_LITERAL_SAFE = re.compile(r"[^\x00-\x09\x0b-\x1f\x7f\u0085\u2028\u2029\ufeff]*")
+# Inside double quotes JSON already escapes C0 controls; YAML also refuses DEL, C1 controls and non-characters
+# raw, and reads U+0085, U+2028 and U+2029 as line breaks: those are escaped too.
+_NOT_YAML_PRINTABLE = re.compile(r"[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
+# A literal block keeps newlines only: tabs, carriage returns and other controls are quoted instead.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 
 
 def dump_documents(documents: Sequence[Mapping[str, YamlValue]]) -> str:
@@ -40,7 +43,8 @@ def _scalar(value: YamlValue) -> str:
     if isinstance(value, str):
         if _PLAIN.fullmatch(value) and value.lower() not in _RESERVED:
             return value
-        return json.dumps(value, ensure_ascii=False)
+        quoted = json.dumps(value, ensure_ascii=False)
+        return _NOT_YAML_PRINTABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
     raise TypeError(f"not a YAML scalar: {type(value).__name__}")
 
 
@@ -49,7 +53,7 @@ def _literal_block(value: str) -> bool:
     if "\n" not in value.rstrip("\n") or not value.endswith("\n") or value.endswith("\n\n"):
         return False
     # The first line that is not empty sets the block's indentation: it must not start with a space.
-    if value.lstrip("\n")[0] == " " or not _LITERAL_SAFE.fullmatch(value):
+    if value.lstrip("\n")[0] == " " or _CONTROL.search(value) or _NOT_YAML_PRINTABLE.search(value):
         return False
     return all(line == line.rstrip(" ") for line in value.splitlines())
 
