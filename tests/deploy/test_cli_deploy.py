@@ -64,6 +64,16 @@ def test_every_flag_reaches_the_manifests() -> None:
     )
 
 
+def test_a_statefulset_prints_the_replica_urls_for_the_client() -> None:
+    result = invoke("--workload", "StatefulSet", "--replicas", "2", "--cache-per-pod", "40Gi")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == render_yaml(KubernetesDeployment(workload="StatefulSet", replicas=2, cache_per_pod="40Gi"))
+    assert (
+        "ZEPHYR_TGI_URL=http://zephyr-tgi-0.zephyr-tgi-pods:80,http://zephyr-tgi-1.zephyr-tgi-pods:80" in result.stderr
+    )
+
+
 def test_no_hf_token_drops_the_variable() -> None:
     result = invoke("--no-hf-token")
 
@@ -90,6 +100,7 @@ def test_output_writes_a_file(tmp_path: Path) -> None:
         (("--api-key-secret", "Bad_Name"), "error: invalid secret reference 'Bad_Name'"),
         (("--toleration", "gpu"), "error: invalid toleration 'gpu'"),
         (("--name", "UPPER"), "error: invalid Kubernetes deployment settings: --name:"),
+        (("--cache-per-pod", "4Gi"), "error: invalid Kubernetes deployment settings: a cache claim per pod needs the StatefulSet"),
     ],
 )
 def test_bad_flags_fail_in_one_line_before_printing_anything(args: tuple[str, ...], message: str) -> None:

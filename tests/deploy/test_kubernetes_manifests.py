@@ -342,3 +342,60 @@ def test_bad_secret_references_are_refused(text: str) -> None:
 def test_bad_tolerations_are_refused(text: str) -> None:
     with pytest.raises(ConfigurationError, match="KEY\\[=VALUE\\]:EFFECT"):
         Toleration.parse(text)
+
+
+# -- a StatefulSet: stable names for the client's own balancing ---------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_a_statefulset_with_claims_per_pod_validates(engine: Engine, version: str) -> None:
+    settings = KubernetesDeployment(engine=engine, workload="StatefulSet", replicas=2, cache_per_pod="40Gi")
+
+    documents = render_manifests(settings)
+
+    assert [d["kind"] for d in documents] == ["ConfigMap", "StatefulSet", "Service", "Service"]
+    for document in documents:
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_the_statefulset_names_its_pods_through_a_headless_service() -> None:
+    settings = KubernetesDeployment(engine="vllm", workload="StatefulSet", replicas=2, namespace="llm")
+    config_map, stateful_set, service, pods = render_manifests(settings)
+
+    assert stateful_set["spec"]["serviceName"] == pods["metadata"]["name"] == "zephyr-vllm-pods"
+    assert pods["spec"]["clusterIP"] == "None"
+    assert pods["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert pods["spec"]["selector"] == service["spec"]["selector"]
+    assert settings.replica_urls() == [
+        "http://zephyr-vllm-0.zephyr-vllm-pods.llm.svc:8000",
+        "http://zephyr-vllm-1.zephyr-vllm-pods.llm.svc:8000",
+    ]
+    assert config_map["kind"] == "ConfigMap"
+
+
+def test_a_claim_per_pod_replaces_the_emptydir_cache() -> None:
+    stateful_set = render_manifests(KubernetesDeployment(workload="StatefulSet", cache_per_pod="40Gi"))[1]
+
+    volumes = {volume["name"] for volume in stateful_set["spec"]["template"]["spec"]["volumes"]}
+    (claim,) = stateful_set["spec"]["volumeClaimTemplates"]
+    assert "hf-cache" not in volumes
+    assert claim["metadata"]["name"] == "hf-cache"
+    assert claim["spec"]["resources"]["requests"] == {"storage": "40Gi"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"cache_per_pod": "40Gi"}, "a cache claim per pod needs the StatefulSet workload"),
+        ({"workload": "StatefulSet", "cache_per_pod": "4Gi", "cache_claim": "hf"}, "not both"),
+    ],
+)
+def test_cache_per_pod_needs_a_statefulset_and_no_shared_claim(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        render_manifests(settings)
+
+
+def test_a_deployments_pods_have_no_urls_of_their_own() -> None:
+    with pytest.raises(ConfigurationError, match="only a StatefulSet"):
+        KubernetesDeployment().replica_urls()

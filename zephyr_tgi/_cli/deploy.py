@@ -23,6 +23,8 @@ _FLAGS = {
     "data_parallel": "--data-parallel",
     "max_input_tokens": "--max-input-tokens",
     "max_total_tokens": "--max-total-tokens",
+    "workload": "--workload",
+    "cache_per_pod": "--cache-per-pod",
     "cache_claim": "--cache-pvc",
     "cache_size": "--cache-size",
     "shm_size": "--shm-size",
@@ -43,6 +45,13 @@ def deploy() -> None:
     "--variant", metavar="BRANCH", default="main", show_default=True, help="GPTQ branch (`zephyr-tgi variants`)."
 )
 @click.option("--replicas", type=int, default=1, show_default=True, help="Pods, each with its own GPUs and cache.")
+@click.option(
+    "--workload",
+    type=click.Choice(("Deployment", "StatefulSet")),
+    default="Deployment",
+    show_default=True,
+    help="StatefulSet: stable pod names (for a client that balances itself), optional cache claim per pod.",
+)
 @click.option("--name", help="Name of the Deployment and Service  [default: zephyr-ENGINE]")
 @click.option("--namespace", help="Namespace of every object  [default: none: kubectl's current one]")
 @click.option("--image", help="The server image  [default: the engine's pinned release]")
@@ -70,6 +79,7 @@ def deploy() -> None:
 @click.option(
     "--cache-pvc", metavar="CLAIM", help="PersistentVolumeClaim for the Hugging Face cache  [default: emptyDir]"
 )
+@click.option("--cache-per-pod", metavar="SIZE", help="A StatefulSet's own cache claim per pod, e.g. 30Gi.")
 @click.option("--cache-size", default="30Gi", show_default=True, help="Size limit of the emptyDir cache.")
 @click.option("--shm-size", default="1Gi", show_default=True, help="Size of /dev/shm (in memory).")
 @click.option("--node-selector", metavar="KEY=VALUE", multiple=True, help="Schedule on nodes with this label (repeat).")
@@ -128,9 +138,13 @@ def kubernetes(
     settings["node_selector"] = labels
     if toleration:
         settings["tolerations"] = tuple(Toleration.parse(text) for text in toleration)
-    text = render_yaml(deployment_from(settings, field_names=_FLAGS))
+    deployment = deployment_from(settings, field_names=_FLAGS)
+    text = render_yaml(deployment)
     if output is None:
         click.echo(text, nl=False)
     else:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}", err=True)
+    if deployment.workload == "StatefulSet" and deployment.replicas:
+        urls = ",".join(deployment.replica_urls())
+        click.echo(f"inside the cluster, a client of every replica: ZEPHYR_TGI_URL={urls}", err=True)

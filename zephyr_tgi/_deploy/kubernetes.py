@@ -126,6 +126,10 @@ class KubernetesDeployment(BaseModel):
     engine: Engine = "tgi"
     variant: GPTQVariant = GPTQVariant.MAIN
     replicas: int = Field(1, ge=0)
+    # A StatefulSet gives each pod a stable DNS name (for a client that balances itself) and, with
+    # cache_per_pod, a cache volume of its own that outlives restarts.
+    workload: Literal["Deployment", "StatefulSet"] = "Deployment"
+    cache_per_pod: str | None = Field(None, pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")
     name: str | None = Field(None, description="Defaults to zephyr-<engine>.")
     namespace: str | None = None
     image: str | None = Field(None, min_length=1, description="Defaults to the engine's pinned image.")
@@ -172,6 +176,12 @@ class KubernetesDeployment(BaseModel):
                 "TGI has no data parallelism inside one server: raise replicas (one pod per GPU) instead, "
                 "or deploy vLLM or SGLang"
             )
+        if self.cache_per_pod is not None and self.workload != "StatefulSet":
+            raise ValueError(
+                "a cache claim per pod needs the StatefulSet workload (its claim template makes one per pod)"
+            )
+        if self.cache_per_pod is not None and self.cache_claim is not None:
+            raise ValueError("choose one shared cache claim or a claim per pod, not both")
         if self.hf_token_secret is None and not self.hf_token_optional:
             raise ValueError("a required HF token needs hf_token_secret")
         return self
@@ -180,6 +190,26 @@ class KubernetesDeployment(BaseModel):
     def resource_name(self) -> str:
         """The name of the Deployment and the Service (the ConfigMap adds "-chat-template")."""
         return self.name or f"zephyr-{self.engine}"
+
+    @property
+    def pods_service_name(self) -> str:
+        """The headless Service that names each pod of a StatefulSet: `<name>-<ordinal>.<name>-pods`."""
+        return f"{self.resource_name}-pods"
+
+    def replica_urls(self) -> list[str]:
+        """Each pod's own base URL (a StatefulSet's), for `ZephyrClient([...])` inside the cluster.
+
+        Raises:
+            ConfigurationError: the workload is a Deployment, whose pods have no stable names.
+        """
+        if self.workload != "StatefulSet":
+            raise ConfigurationError("only a StatefulSet's pods have stable names: render the StatefulSet workload")
+        suffix = f".{self.namespace}.svc" if self.namespace else ""
+        port = ENGINE_CONTAINERS[self.engine].port
+        return [
+            f"http://{self.resource_name}-{index}.{self.pods_service_name}{suffix}:{port}"
+            for index in range(self.replicas)
+        ]
 
     @property
     def gpus_per_pod(self) -> int:
@@ -244,7 +274,8 @@ def launch_config(deployment: KubernetesDeployment, *, field_names: Mapping[str,
 
 
 def render_manifests(settings: Mapping[str, Any] | KubernetesDeployment) -> list[dict[str, Any]]:
-    """The ConfigMap, Deployment and Service for `settings` (a `KubernetesDeployment` or its fields).
+    """The ConfigMap, the Deployment (or StatefulSet) and the Service for `settings`, plus a StatefulSet's headless
+    Service; `settings` is a `KubernetesDeployment` or its fields.
 
     Raises:
         ConfigurationError: invalid settings, or a combination the launcher refuses.
@@ -252,7 +283,10 @@ def render_manifests(settings: Mapping[str, Any] | KubernetesDeployment) -> list
     deployment = deployment_from(settings)
     config = launch_config(deployment)
     template_map = _template_config_map(deployment)
-    return [template_map, _deployment(deployment, config, template_map), _service(deployment)]
+    documents = [template_map, _workload(deployment, config, template_map), _service(deployment)]
+    if deployment.workload == "StatefulSet":
+        documents.append(_pods_service(deployment))
+    return documents
 
 
 def render_yaml(settings: Mapping[str, Any] | KubernetesDeployment) -> str:
@@ -325,7 +359,7 @@ def _probe(*, period: int, timeout: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _deployment(deployment: KubernetesDeployment, config: LaunchConfig, template_map: dict[str, Any]) -> dict[str, Any]:
+def _workload(deployment: KubernetesDeployment, config: LaunchConfig, template_map: dict[str, Any]) -> dict[str, Any]:
     container_spec = ENGINE_CONTAINERS[config.engine]
     args = build_launcher_args(config)
     container: dict[str, Any] = {"name": config.engine, "image": config.image}
@@ -352,49 +386,64 @@ def _deployment(deployment: KubernetesDeployment, config: LaunchConfig, template
             {"name": "shm", "mountPath": "/dev/shm"},
         ],
     }
-    cache: dict[str, Any] = (
-        {"persistentVolumeClaim": {"claimName": deployment.cache_claim}}
-        if deployment.cache_claim is not None
-        else {"emptyDir": {"sizeLimit": deployment.cache_size}}
-    )
+    volumes: list[dict[str, Any]] = [
+        {"name": "chat-template", "configMap": {"name": template_map["metadata"]["name"]}},
+        # The engines share tensors between processes through /dev/shm (Docker: shm_size or ipc=host).
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": deployment.shm_size}},
+    ]
+    if deployment.cache_claim is not None:
+        volumes.append({"name": "hf-cache", "persistentVolumeClaim": {"claimName": deployment.cache_claim}})
+    elif deployment.cache_per_pod is None:  # else the StatefulSet's claim template provides hf-cache
+        volumes.append({"name": "hf-cache", "emptyDir": {"sizeLimit": deployment.cache_size}})
     pod_spec: dict[str, Any] = {
         # Kubernetes' service links put <SERVICE>_PORT=tcp://... in every container; vLLM reads VLLM_PORT and
         # fails on it when a Service is called `vllm`, so none are injected.
         "enableServiceLinks": False,
         "containers": [container],
-        "volumes": [
-            {"name": "chat-template", "configMap": {"name": template_map["metadata"]["name"]}},
-            {"name": "hf-cache", **cache},
-            # The engines share tensors between processes through /dev/shm (Docker: shm_size or ipc=host).
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": deployment.shm_size}},
-        ],
+        "volumes": volumes,
     }
     if deployment.node_selector:
         pod_spec["nodeSelector"] = dict(sorted(deployment.node_selector.items()))
     if deployment.tolerations:
         pod_spec["tolerations"] = [toleration.manifest() for toleration in deployment.tolerations]
     labels = _labels(deployment)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(deployment, deployment.resource_name),
-        "spec": {
-            "replicas": deployment.replicas,
-            "selector": {"matchLabels": labels},
-            # A GPU cluster rarely has a spare GPU for a surge pod: replace one replica at a time instead.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
-            "template": {
-                "metadata": {
-                    "labels": {**labels, "zephyr-tgi/variant": config.variant.value},
-                    # A new template or new flags roll the pods (a ConfigMap change alone would not).
-                    "annotations": {
-                        "zephyr-tgi/chat-template-hash": _content_hash(template_map["data"]),
-                        "zephyr-tgi/args-hash": _content_hash(args),
-                    },
-                },
-                "spec": pod_spec,
+    template = {
+        "metadata": {
+            "labels": {**labels, "zephyr-tgi/variant": config.variant.value},
+            # A new template or new flags roll the pods (a ConfigMap change alone would not).
+            "annotations": {
+                "zephyr-tgi/chat-template-hash": _content_hash(template_map["data"]),
+                "zephyr-tgi/args-hash": _content_hash(args),
             },
         },
+        "spec": pod_spec,
+    }
+    spec: dict[str, Any] = {"replicas": deployment.replicas, "selector": {"matchLabels": labels}}
+    if deployment.workload == "Deployment":
+        # A GPU cluster rarely has a spare GPU for a surge pod: replace one replica at a time instead.
+        spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+        spec["template"] = template
+    else:
+        spec["serviceName"] = deployment.pods_service_name
+        # All pods download and load at once instead of one after the other.
+        spec["podManagementPolicy"] = "Parallel"
+        spec["updateStrategy"] = {"type": "RollingUpdate"}
+        spec["template"] = template
+        if deployment.cache_per_pod is not None:
+            spec["volumeClaimTemplates"] = [
+                {
+                    "metadata": {"name": "hf-cache", "labels": labels},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": deployment.cache_per_pod}},
+                    },
+                }
+            ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": deployment.workload,
+        "metadata": _metadata(deployment, deployment.resource_name),
+        "spec": spec,
     }
 
 
@@ -407,5 +456,20 @@ def _service(deployment: KubernetesDeployment) -> dict[str, Any]:
             "type": deployment.service_type,
             "selector": _labels(deployment),
             "ports": [{"name": "http", "port": deployment.service_port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _pods_service(deployment: KubernetesDeployment) -> dict[str, Any]:
+    # Headless: DNS answers with each ready pod's own address, `<name>-<ordinal>.<name>-pods`.
+    port = ENGINE_CONTAINERS[deployment.engine].port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(deployment, deployment.pods_service_name),
+        "spec": {
+            "clusterIP": "None",
+            "selector": _labels(deployment),
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
