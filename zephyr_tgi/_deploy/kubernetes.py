@@ -140,7 +140,6 @@ class KubernetesDeployment(BaseModel):
     max_batch_prefill_tokens: int = Field(4096, ge=1)
     api_key_secret: SecretRef | None = None
     hf_token_secret: SecretRef | None = SecretRef(name="hf-token", key="token")
-    hf_token_optional: bool = True
     cache_claim: str | None = Field(None, description="A PersistentVolumeClaim for the Hugging Face cache.")
     cache_size: str = Field("30Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")
     shm_size: str = Field("1Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")
@@ -182,8 +181,6 @@ class KubernetesDeployment(BaseModel):
             )
         if self.cache_per_pod is not None and self.cache_claim is not None:
             raise ValueError("choose one shared cache claim or a claim per pod, not both")
-        if self.hf_token_secret is None and not self.hf_token_optional:
-            raise ValueError("a required HF token needs hf_token_secret")
         return self
 
     @property
@@ -337,7 +334,8 @@ def _environment(deployment: KubernetesDeployment, config: LaunchConfig, args: l
         if value == _API_KEY_PLACEHOLDER and deployment.api_key_secret is not None:
             entries.append(_from_secret(name, deployment.api_key_secret, optional=False))
         elif value == _HF_TOKEN_PLACEHOLDER and deployment.hf_token_secret is not None:
-            entries.append(_from_secret(name, deployment.hf_token_secret, optional=deployment.hf_token_optional))
+            # Optional: the repository is public, so a pod starts without the Secret (a token only lifts limits).
+            entries.append(_from_secret(name, deployment.hf_token_secret, optional=True))
         else:
             entries.append({"name": name, "value": value})
     return entries
