@@ -100,7 +100,7 @@ def test_output_writes_a_file(tmp_path: Path) -> None:
         (("--api-key-secret", "Bad_Name"), "error: invalid secret reference 'Bad_Name'"),
         (("--toleration", "gpu"), "error: invalid toleration 'gpu'"),
         (("--name", "UPPER"), "error: invalid Kubernetes deployment settings: --name:"),
-        (("--cache-per-pod", "4Gi"), "error: invalid Kubernetes deployment settings: a cache claim per pod needs the StatefulSet"),
+        (("--cache-per-pod", "4Gi"), "error: invalid Kubernetes deployment settings: a cache claim per pod needs"),
     ],
 )
 def test_bad_flags_fail_in_one_line_before_printing_anything(args: tuple[str, ...], message: str) -> None:
