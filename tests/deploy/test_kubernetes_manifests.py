@@ -6,7 +6,8 @@ release in its wheel, so no cluster and no network are needed.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
 
 import kubernetes_validate
 import pytest
@@ -399,3 +400,38 @@ def test_cache_per_pod_needs_a_statefulset_and_no_shared_claim(settings: dict[st
 def test_a_deployments_pods_have_no_urls_of_their_own() -> None:
     with pytest.raises(ConfigurationError, match="only a StatefulSet"):
         KubernetesDeployment().replica_urls()
+
+
+# -- rules the API server checks that the JSON schemas do not -----------------------------------------------
+
+DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?")
+
+
+def all_labels(document: dict[str, Any]) -> dict[str, str]:
+    found = dict(document["metadata"].get("labels", {}))
+    template = document.get("spec", {}).get("template")
+    if template is not None:
+        found |= template["metadata"]["labels"]
+    return found
+
+
+@pytest.mark.parametrize("workload", ["Deployment", "StatefulSet"])
+@pytest.mark.parametrize(("engine", "variant"), CASES, ids=CASE_IDS)
+def test_names_labels_and_ports_follow_the_api_servers_rules(
+    engine: Engine, variant: GPTQVariant, workload: Literal["Deployment", "StatefulSet"]
+) -> None:
+    # The longest name allowed: the ConfigMap's "-chat-template" suffix brings it to 63 characters.
+    documents = render_manifests(KubernetesDeployment(engine=engine, variant=variant, workload=workload, name="a" * 49))
+
+    for document in documents:
+        assert DNS_LABEL.fullmatch(document["metadata"]["name"]), document["metadata"]["name"]
+        for value in all_labels(document).values():
+            assert LABEL_VALUE.fullmatch(value), value
+        for port in document.get("spec", {}).get("ports", []):
+            assert PORT_NAME.fullmatch(port["name"])
+    (container,) = documents[1]["spec"]["template"]["spec"]["containers"]
+    assert DNS_LABEL.fullmatch(container["name"])
+    assert all(PORT_NAME.fullmatch(port["name"]) for port in container["ports"])
+    assert all(re.fullmatch(r"[A-Z_][A-Z0-9_]*", entry["name"]) for entry in container["env"])
