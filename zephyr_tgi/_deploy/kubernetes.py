@@ -1,4 +1,4 @@
-"""Kubernetes manifests (ConfigMap, Deployment, Service) for TGI, vLLM or SGLang replicas of one GPTQ branch.
+"""Kubernetes manifests (ConfigMap, Deployment or StatefulSet, Services) for TGI, vLLM or SGLang replicas of one branch.
 
 The container's command, arguments, image, port and cache path come from the launcher's own builders
 (`build_launcher_args`, `engine_command`, `ENGINE_CONTAINERS`), fed with a `LaunchConfig`, so a pod runs with
