@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench guidellm-setup soak docs docs-blocks notebook clean
+.PHONY: demo test lint typecheck unit tools-setup docker-setup emulator-image integration bench guidellm-setup soak docs docs-blocks notebook kubernetes clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ notebook: $(INSTALLED)
 docs-blocks: $(INSTALLED)
 	$(PY) -m pytest -q -p no:recording -p tests.docs.markdown_env --markdown-docs --markdown-docs-syntax=superfences \
 	    README.md docs
+
+# The Kubernetes manifests under deploy/kubernetes/, one per engine and GPTQ branch, rendered from the launcher's
+# own flags (tests/deploy/test_rendered_files.py checks the committed ones are current).
+kubernetes: $(INSTALLED)
+	$(PY) scripts/render_kubernetes.py
 
 clean:
 	rm -rf $(VENV) .venv-guidellm .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -29,6 +29,7 @@ from .. import __version__
 from .bench import bench as bench_command
 from .chat import ChatSession, cut_note, dropped_note, fit_answer_length, merge_sampling, parse_assignments
 from .containers import down, ps
+from .deploy import deploy
 from .target import BaseURL, Health, diagnose, is_emulator, split_route, wrong_path_hint
 from .waiting import notice_if_slow, until_first
 
@@ -395,6 +396,7 @@ def cli() -> None:
 
 cli.add_command(_debug_option(ps))
 cli.add_command(_debug_option(down))
+cli.add_command(_debug_option(deploy))
 
 
 @cli.command()

@@ -1,0 +1,1 @@
+"""Deployment manifests rendered from the launcher's own argument builders (Kubernetes)."""
