@@ -164,7 +164,7 @@ class CompletionsDialect:
                 f"`prompt_logprobs` must be a positive value or -1. (parameter=prompt_logprobs, value={value})"
             )
         wanted = 32000 if value == -1 else value  # -1: the whole vocabulary
-        allowed = self._core.config.limits.max_top_n_tokens  # vLLM's --max-logprobs
+        allowed = getattr(self._engine, "max_top_n_tokens", 20)  # vLLM's --max-logprobs (20 by default)
         if wanted > allowed:
             raise _BadRequest(
                 f"Requested prompt logprobs of {wanted}, which is greater than max allowed: {allowed} "
