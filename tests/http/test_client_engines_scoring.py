@@ -228,7 +228,7 @@ _TEXTS = st.lists(st.sampled_from(_PIECES), max_size=30).map("".join)
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])
 def test_tokenize_matches_tgi_for_generated_texts(engine: str, reference: ZephyrClient) -> None:
-    with _emulator(engine) as server, ZephyrClient(server.url, engine=engine) as client:
+    with _emulator(engine) as server, ZephyrClient(server.url) as client:
 
         @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
         @given(_TEXTS)
