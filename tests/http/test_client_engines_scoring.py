@@ -128,6 +128,25 @@ async def test_long_texts_are_scored_in_the_same_windows_on_every_engine(kind: s
     assert results[engine] == results["tgi"]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_windows_of_a_non_ascii_text_are_cut_where_its_tokens_are(kind: str, engine: str) -> None:
+    # The server's spans count UTF-8 bytes; the windows are cut out of the text in characters.
+    text = " ".join(f"café{i} — naïve 日本" for i in range(40))
+    with _emulator(engine, max_input_tokens=41, max_total_tokens=42) as server:
+        spans_from_server = Twin(kind, server.url)
+        local = Twin(kind, server.url, tokenizer=ZephyrTokenizer.from_file(MODEL))
+        try:
+            assert await spans_from_server.call("perplexity", text, stride=20) == await local.call(
+                "perplexity", text, stride=20
+            )
+        finally:
+            await spans_from_server.close()
+            await local.close()
+        prompts = [r.get("inputs") or r.get("prompt") or r.get("text") for r in _scoring_requests(server)]
+    half = len(prompts) // 2
+    assert prompts[:half] == prompts[half:]  # the same windows both ways
+
+
 async def test_a_server_that_ignored_the_prompt_logprobs_request_fails_loudly(
     client: Twin, dialect: TGIEmulator
 ) -> None:

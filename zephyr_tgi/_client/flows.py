@@ -32,7 +32,7 @@ from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, Serv
 from .budget import fit_budget, needs_count
 from .core import ClientConfig, Endpoint, NativeRequest, encode_json, native_request, parse_metrics
 from .params import check_limits
-from .perplexity import chunk_text, perplexity_of, plan_windows, scored_logprobs
+from .perplexity import chunk_text, in_characters, perplexity_of, plan_windows, scored_logprobs
 from .shaping import parse_answer, parse_chat_chunk
 from .sse import SSEDecoder
 from .transport import WireRequest, WireResponse
@@ -483,7 +483,7 @@ def perplexity(ctx: Context, text: str, stride: int | None) -> Flow[float]:
     if tokenizer is not None:
         spans = tokenizer.encode_spans(text, add_bos=False)
     else:
-        spans = without_bos((yield from tokenize(ctx, text)))
+        spans = in_characters(text, without_bos((yield from tokenize(ctx, text))))
     window = ctx.endpoint.current_limits().max_input_tokens - 2  # BOS, and a token of slack for re-tokenizing
     # One deadline for the whole call when the caller set one; otherwise each window is a request of its own.
     shared = call_times(ctx.config.timeout, "generate") if "deadline" in ctx.config.timeout.model_fields_set else None

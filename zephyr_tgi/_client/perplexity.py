@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .._errors import ConfigurationError, PrefillUnavailableError
 from .._types import TokenSpan
 
-__all__ = ["Window", "perplexity_of", "plan_windows", "scored_logprobs"]
+__all__ = ["Window", "in_characters", "perplexity_of", "plan_windows", "scored_logprobs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,30 @@ def plan_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
         scored_until = end
         start += stride
     return windows
+
+
+def in_characters(text: str, spans: Sequence[TokenSpan]) -> list[TokenSpan]:
+    """`/tokenize` spans (offsets in UTF-8 bytes, as TGI reports them) with offsets in characters of `text`.
+
+    A window is cut out of the text by its first and last tokens' offsets; cutting a str at byte offsets would
+    shift every cut after the first non-ASCII character.
+    """
+    encoded = text.encode("utf-8")
+    if len(encoded) == len(text):
+        return list(spans)  # ASCII: bytes are characters
+    chars = [0] * (len(encoded) + 1)  # byte offset -> character offset (a character's inner bytes: its start)
+    position = 0
+    for index, char in enumerate(text):
+        size = len(char.encode("utf-8"))
+        for inner in range(size):
+            chars[position + inner] = index
+        position += size
+    chars[position] = len(text)
+
+    def at(offset: int) -> int:
+        return chars[min(max(offset, 0), len(encoded))]
+
+    return [span.model_copy(update={"start": at(span.start), "stop": at(span.stop)}) for span in spans]
 
 
 def chunk_text(text: str, spans: Sequence[TokenSpan], window: Window) -> str:
