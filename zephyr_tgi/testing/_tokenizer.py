@@ -50,6 +50,9 @@ class EmulatorTokenizer(Protocol):
 
     `encode` must split `<s>`, `</s>` and `<unk>` out as ids 1, 2 and 0, must not add BOS itself, and the
     texts of the returned spans must concatenate back to the input exactly.
+
+    Optionally, `piece(id)` (the SentencePiece piece, for vLLM's `token_strs`) and `decode_one(id)` (the id
+    decoded alone, for SGLang's `/v1/detokenize`); without them the dialects derive both from the span texts.
     """
 
     def encode(self, text: str) -> list[TokenSpan]:
