@@ -52,7 +52,8 @@ class EmulatorTokenizer(Protocol):
     texts of the returned spans must concatenate back to the input exactly.
 
     Optionally, `piece(id)` (the SentencePiece piece, for vLLM's `token_strs`) and `decode_one(id)` (the id
-    decoded alone, for SGLang's `/v1/detokenize`); without them the dialects derive both from the span texts.
+    decoded alone, for SGLang's `/v1/detokenize`). Without `piece`, vLLM's dialect shows a span's text with
+    spaces as `▁`; without `decode_one`, SGLang's detokenizes every id to "" (its tokenize spans then fail).
     """
 
     def encode(self, text: str) -> list[TokenSpan]:
