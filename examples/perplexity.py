@@ -1,4 +1,5 @@
-"""Perplexity of a text from TGI's prefill logprobs (TGI needs --enable-prefill-logprobs)."""
+"""Perplexity of a text from the engine's prompt logprobs (TGI needs --enable-prefill-logprobs; vLLM and SGLang
+return them on request)."""
 
 from __future__ import annotations
 

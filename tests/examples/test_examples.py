@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import selectors
 import signal
 import socket
@@ -262,14 +263,14 @@ def _run_against(script: Path, url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("script", [p for p in SCRIPTS if p.name != "perplexity.py"], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_example_runs_unchanged_against_vllm_and_sglang(script: Path, dialect_url: str) -> None:
     completed = _run_against(script, dialect_url)
     assert completed.returncode == 0, completed.stderr
     assert "(from ZEPHYR_TGI_URL)" in completed.stdout
 
 
-def test_the_perplexity_example_says_clearly_that_it_needs_tgi(dialect_url: str) -> None:
+def test_the_perplexity_example_scores_the_text_on_vllm_and_sglang(dialect_url: str) -> None:
     completed = _run_against(EXAMPLES / "perplexity.py", dialect_url)
-    assert completed.returncode == 1
-    assert "perplexity() is only available on TGI" in completed.stderr
+    assert completed.returncode == 0, completed.stderr
+    assert re.search(r"perplexity: \d+\.\d{3} over \d+ tokens", completed.stdout), completed.stdout

@@ -65,3 +65,21 @@ def test_structured_output_is_constrained_and_validated(real_engine: TGIServer) 
 def test_what_the_engine_lacks_is_refused_before_sending(real_engine: TGIServer) -> None:
     with real_engine.client() as client, pytest.raises(ConfigurationError, match="not supported on"):
         client.chat("Hi", typical_p=0.5)
+
+
+def test_tokenize_gives_the_spans_of_zephyrs_tokenizer(real_engine: TGIServer) -> None:
+    from zephyr_tgi import ZephyrTokenizer
+
+    text = "Zephyr costs 5 € — ça va? 日本語 😀\n\tdone </s> after"
+    expected = ZephyrTokenizer.from_pretrained().encode_spans(text)
+    with real_engine.client() as client:
+        spans = client.tokenize(text)
+    assert [span.id for span in spans] == [span.id for span in expected]
+    assert "".join(span.text for span in spans) == text
+
+
+def test_perplexity_reads_the_engines_prompt_logprobs(real_engine: TGIServer) -> None:
+    fluent = "The capital of France is Paris, and the capital of Italy is Rome."
+    scrambled = "Rome Paris capital the of is and France, Italy of capital the is."
+    with real_engine.client() as client:
+        assert 1.0 < client.perplexity(fluent) < client.perplexity(scrambled)

@@ -16,12 +16,13 @@ import click
 
 if TYPE_CHECKING:
     from zephyr_tgi import AsyncZephyrClient
+    from zephyr_tgi._engines import EngineName
     from zephyr_tgi.bench import BenchPrompt, LoadResult, Progress, VariantComparison
 
 __all__ = ["bench"]
 
 _PROFILES = ("sweep", "concurrent", "constant", "poisson")
-_ENGINES = ("tgi",)
+_ENGINES = ("tgi", "vllm", "sglang")
 
 
 class _Status:
@@ -123,7 +124,11 @@ def _interrupted_exit(written: list[Path], status: _Status) -> None:
 @click.option("--slo-ttft-ms", type=click.FloatRange(min=0, min_open=True), default=200.0, show_default=True)
 @click.option("--slo-itl-ms", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True)
 @click.option("--variants", metavar="all|LIST", help="Launch and compare GPTQ branches (comma-separated) instead.")
-@click.option("--engine", type=click.Choice(_ENGINES), default="tgi", show_default=True, help="With --variants.")
+@click.option(
+    "--engine",
+    type=click.Choice(_ENGINES),
+    help="The engine: what --url serves (default: identified), --emulator's dialect and --variants' server (tgi).",
+)
 @click.option("--image", help="With --variants: the server image (e.g. the emulator image).")
 @click.option("--gpus", default="all", show_default=True, help="With --variants: 'all', a count, ids, or 'none'.")
 @click.option(
@@ -165,9 +170,11 @@ def _single(options: dict[str, Any], profile: Any, bounds: Any, slo: Any, source
     out: Path = options["out"]
     latest: list[LoadResult] = []
 
+    engine = options["engine"]
+
     async def run(url: str) -> LoadResult:
         users = 1 if options["processes"] > 1 else peak_users(profile, bounds)
-        async with open_clients(url, users, api_key=options["api_key"]) as clients:
+        async with open_clients(url, users, api_key=options["api_key"], engine=engine or "auto") as clients:
             status.event(f"building prompts against {url}")
             prompts = await source(clients[0])
             status.event(f"{len(prompts)} prompts; running the {profile.kind} profile")
@@ -187,7 +194,7 @@ def _single(options: dict[str, Any], profile: Any, bounds: Any, slo: Any, source
     if options["emulator"]:
         from zephyr_tgi.testing import PerformanceModel, TGIEmulator
 
-        emulator = TGIEmulator(performance=PerformanceModel()).start()
+        emulator = TGIEmulator(engine=engine or "tgi", performance=PerformanceModel()).start()
         url = emulator.url
     elif options["url"]:
         url = options["url"]
@@ -234,7 +241,9 @@ def _compare(options: dict[str, Any], profile: Any, bounds: Any, slo: Any, sourc
     if results.exists() and not options["resume"]:
         results.unlink()  # a fresh comparison; --resume keeps the branches measured before
     variants = resolve_variants(options["variants"])
+    engine: EngineName = options["engine"] or "tgi"
     server_options: dict[str, Any] = {
+        "engine": engine,
         "gpus": _gpus(options["gpus"]),
         "extra_args": tuple(options["launcher_args"]),
         "progress": False,
@@ -262,6 +271,7 @@ def _compare(options: dict[str, Any], profile: Any, bounds: Any, slo: Any, sourc
             on_progress=status.progress,
             on_event=event,
             processes=options["processes"],
+            engine=engine,
         )
 
     from zephyr_tgi.bench._compare import load_comparison

@@ -32,8 +32,8 @@ from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, Serv
 from .budget import fit_budget, needs_count
 from .core import ClientConfig, Endpoint, NativeRequest, encode_json, native_request, parse_metrics
 from .params import check_limits
-from .perplexity import chunk_text, perplexity_of, plan_windows, scored_logprobs
-from .shaping import parse_answer, parse_answers, parse_chat_chunk
+from .perplexity import chunk_text, in_characters, perplexity_of, plan_windows, scored_logprobs
+from .shaping import parse_answer, parse_chat_chunk
 from .sse import SSEDecoder
 from .transport import WireRequest, WireResponse
 
@@ -280,10 +280,17 @@ def ensure_limits(ctx: Context, times: CallTimes) -> Flow[None]:
 
 
 def tokenize_attempt(ctx: Context, text: str, times: CallTimes) -> Flow[list[TokenSpan]]:
-    """One `POST /tokenize` (TGI's spans)."""
-    body = encode_json({"inputs": text})
-    response = yield from exchange(ctx, "POST", "/tokenize", body, times)
-    return parse_answers(TokenSpan, response.body, what="/tokenize answer")
+    """TGI's `/tokenize` spans, from the serving engine's tokenize route(s)."""
+    steps = ctx.engine.span_exchange(text)
+    answer: bytes | None = None
+    try:
+        while True:
+            path, body = steps.send(answer)  # type: ignore[arg-type]  # the first send must be None
+            response = yield from exchange(ctx, "POST", path, body, times)
+            answer = response.body
+    except StopIteration as done:
+        spans: list[TokenSpan] = done.value
+        return spans
 
 
 def count_attempt(ctx: Context, prompt: str, times: CallTimes) -> Flow[int]:
@@ -392,12 +399,14 @@ def info(ctx: Context) -> Flow[ServerInfo]:
 
 
 def tokenize(ctx: Context, text: str) -> Flow[list[TokenSpan]]:
-    """`POST /tokenize`, retried (TGI's token spans; other engines count with `count_tokens`)."""
+    """TGI's token spans (BOS first, byte offsets) on every engine, retried."""
     if not isinstance(text, str):
         raise ConfigurationError(f"text must be a string, got {type(text).__name__}")
     times = call_times(ctx.config.timeout, "admin")
-    yield from _tgi_only(ctx, times, "tokenize() (token spans with offsets)", "use count_tokens()")
-    return (yield from retrying(ctx, "POST /tokenize", times, lambda: tokenize_attempt(ctx, text, times)))
+    if ctx.endpoint.engine is None:
+        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
+    path = ctx.engine.tokenize_path
+    return (yield from retrying(ctx, f"POST {path}", times, lambda: tokenize_attempt(ctx, text, times)))
 
 
 def token_ids(ctx: Context, text: str) -> Flow[list[int]]:
@@ -415,13 +424,6 @@ def token_ids(ctx: Context, text: str) -> Flow[list[int]]:
         return engine.parse_ids(response.body)
 
     return (yield from retrying(ctx, f"POST {engine.tokenize_path}", times, attempt))
-
-
-def _tgi_only(ctx: Context, times: CallTimes, what: str, instead: str) -> Flow[None]:
-    if ctx.endpoint.engine is None:
-        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
-    if ctx.engine.name != "tgi":
-        raise ConfigurationError(f"{what} is only available on TGI, not on {ctx.engine.title}; {instead}")
 
 
 def count_tokens(ctx: Context, prompt: str) -> Flow[int]:
@@ -473,24 +475,40 @@ def perplexity(ctx: Context, text: str, stride: int | None) -> Flow[float]:
     if stride is not None and (not isinstance(stride, int) or stride < 1):
         raise ConfigurationError(f"stride must be a positive integer, got {stride!r}")
     yield from limits_known(ctx)
-    yield from _tgi_only(
-        ctx, call_times(ctx.config.timeout, "admin"), "perplexity()", "its prompt logprobs are not wired yet"
-    )
+    if ctx.endpoint.engine is None:
+        times = call_times(ctx.config.timeout, "admin")
+        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
+    engine = ctx.engine
     tokenizer = ctx.config.tokenizer
     if tokenizer is not None:
         spans = tokenizer.encode_spans(text, add_bos=False)
     else:
-        spans = without_bos((yield from tokenize(ctx, text)))
+        spans = in_characters(text, without_bos((yield from tokenize(ctx, text))))
     window = ctx.endpoint.current_limits().max_input_tokens - 2  # BOS, and a token of slack for re-tokenizing
     # One deadline for the whole call when the caller set one; otherwise each window is a request of its own.
     shared = call_times(ctx.config.timeout, "generate") if "deadline" in ctx.config.timeout.model_fields_set else None
     logprobs: list[float] = []
     for part in plan_windows(len(spans), window, stride or max(1, window // 2)):
-        overrides = {"max_new_tokens": 1, "decoder_input_details": True}
+        overrides = dict(engine.scoring_overrides)
         request = native_request(ctx.config, ctx.endpoint, chunk_text(text, spans, part), None, overrides)
-        result = yield from generate(ctx, request, times=shared)
-        logprobs.extend(scored_logprobs(result, part))
+        prompt_logprobs = yield from score(ctx, request, times=shared)
+        logprobs.extend(scored_logprobs(prompt_logprobs, part, engine.prefill_hint))
     return perplexity_of(logprobs)
+
+
+def score(ctx: Context, request: NativeRequest, *, times: CallTimes | None) -> Flow[list[float | None]]:
+    """One logprob per prompt token (BOS first), from the engine's scoring route, retried."""
+    if times is None:
+        times = call_times(ctx.config.timeout, "generate", max_new_tokens=request.params.max_new_tokens)
+    prepared = _Prepared(ctx, request, times, stream=False, input_tokens=None)
+
+    def attempt() -> Flow[list[float | None]]:
+        ready = yield from prepared.get()
+        engine = ctx.engine
+        response = yield from exchange(ctx, "POST", engine.scoring_path, engine.scoring_body(ready), times)
+        return engine.parse_prompt_logprobs(response.body, ready)
+
+    return (yield from retrying(ctx, f"POST {ctx.engine.scoring_path}", times, attempt))
 
 
 def without_bos(spans: list[TokenSpan]) -> list[TokenSpan]:

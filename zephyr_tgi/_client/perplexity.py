@@ -7,14 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._errors import ConfigurationError, PrefillUnavailableError
-from .._types import GenerationResult, TokenSpan
+from .._types import TokenSpan
 
-__all__ = ["Window", "perplexity_of", "plan_windows", "scored_logprobs"]
-
-PREFILL_HINT = (
-    "the server returned no prefill logprobs: start TGI with --enable-prefill-logprobs "
-    "(TGIServer(enable_prefill_logprobs=True))"
-)
+__all__ = ["Window", "in_characters", "perplexity_of", "plan_windows", "scored_logprobs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +40,30 @@ def plan_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
     return windows
 
 
+def in_characters(text: str, spans: Sequence[TokenSpan]) -> list[TokenSpan]:
+    """`/tokenize` spans (offsets in UTF-8 bytes, as TGI reports them) with offsets in characters of `text`.
+
+    A window is cut out of the text by its first and last tokens' offsets; cutting a str at byte offsets would
+    shift every cut after the first non-ASCII character.
+    """
+    encoded = text.encode("utf-8")
+    if len(encoded) == len(text):
+        return list(spans)  # ASCII: bytes are characters
+    chars = [0] * (len(encoded) + 1)  # byte offset -> character offset (a character's inner bytes: its start)
+    position = 0
+    for index, char in enumerate(text):
+        size = len(char.encode("utf-8"))
+        for inner in range(size):
+            chars[position + inner] = index
+        position += size
+    chars[position] = len(text)
+
+    def at(offset: int) -> int:
+        return chars[min(max(offset, 0), len(encoded))]
+
+    return [span.model_copy(update={"start": at(span.start), "stop": at(span.stop)}) for span in spans]
+
+
 def chunk_text(text: str, spans: Sequence[TokenSpan], window: Window) -> str:
     """The part of `text` covered by the window's tokens.
 
@@ -57,17 +76,17 @@ def chunk_text(text: str, spans: Sequence[TokenSpan], window: Window) -> str:
     return text[start : spans[window.end - 1].stop]
 
 
-def scored_logprobs(result: GenerationResult, window: Window) -> list[float]:
-    """The logprobs of the window's scored tokens from a response's prefill (its first entry is BOS).
+def scored_logprobs(prompt_logprobs: Sequence[float | None], window: Window, hint: str) -> list[float]:
+    """The logprobs of the window's scored tokens, from one logprob per prompt token (BOS first).
 
     Raises:
-        PrefillUnavailableError: the response has no prefill logprobs.
+        PrefillUnavailableError: the answer had no prompt logprobs (`hint` says what the engine needs).
     """
-    prefill = [token.logprob for token in result.prefill[1:]]
-    if not prefill or any(logprob is None for logprob in prefill):
-        raise PrefillUnavailableError(PREFILL_HINT)
+    scored = list(prompt_logprobs[1:])
+    if not scored or any(logprob is None for logprob in scored):
+        raise PrefillUnavailableError(hint)
     skip = window.score_from - window.start
-    return [float(logprob) for logprob in prefill[skip:] if logprob is not None]
+    return [float(logprob) for logprob in scored[skip:] if logprob is not None]
 
 
 def perplexity_of(logprobs: Sequence[float]) -> float:

@@ -148,6 +148,16 @@ class ZephyrTokenizer:
         """How many tokens the rendered Zephyr prompt of `messages` costs, BOS included."""
         return self.count(render_prompt(messages, add_generation_prompt=add_generation_prompt, special_tokens="allow"))
 
+    def id_to_piece(self, token_id: int) -> str:
+        """The SentencePiece piece of an id (`▁Hello`, `<0xE2>`, `<s>`)."""
+        return str(self._sp.id_to_piece(token_id))
+
+    def decode_one(self, token_id: int) -> str:
+        """One id decoded alone, as Hugging Face tokenizers decode it (special tokens kept as their text)."""
+        if token_id in (0, BOS_ID, EOS_ID):
+            return str(self._sp.id_to_piece(token_id))
+        return str(self._sp.decode([token_id]))
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids`, special tokens dropped."""
         return str(self._sp.decode([i for i in ids if i not in (0, BOS_ID, EOS_ID)]))

@@ -8,21 +8,25 @@ Adding an engine is adding a module with one `Engine` subclass.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from .._errors import APIStatusError, ConfigurationError, Redactor, from_response
-from .._types import GenerationResult, ServerInfo, StreamChunk
+from .._types import GenerationResult, ServerInfo, StreamChunk, TokenSpan
 
 if TYPE_CHECKING:
     from .._client.core import NativeRequest
     from .._client.params import Limits, SamplingParams
 
-__all__ = ["ENGINE_NAMES", "ChunkAssembler", "Engine", "EngineName", "EngineSetting"]
+__all__ = ["ENGINE_NAMES", "ChunkAssembler", "Engine", "EngineName", "EngineSetting", "SpanExchange"]
 
 EngineName = Literal["tgi", "vllm", "sglang"]
 EngineSetting = Literal["auto", "tgi", "vllm", "sglang"]
 ENGINE_NAMES: tuple[EngineName, ...] = ("tgi", "vllm", "sglang")
+
+SpanExchange = Generator[tuple[str, bytes], bytes, list[TokenSpan]]
+"""A sans-I/O conversation that tokenizes a text into spans: it yields (path, body) for each POST it needs,
+is sent each answer's body, and returns the spans."""
 
 
 class ChunkAssembler(Protocol):
@@ -48,6 +52,11 @@ class Engine(ABC):
     summary_names: ClassVar[Mapping[str, str]]
     # Whether a generation must name its token budget (the engine's own default would be far too short).
     needs_max_tokens: ClassVar[bool] = False
+    # Where prompt logprobs are asked for (perplexity), with the options that ask for them.
+    scoring_path: ClassVar[str]
+    scoring_overrides: ClassVar[Mapping[str, Any]] = {"max_new_tokens": 1, "decoder_input_details": True}
+    # What to do when a server answers a scoring request without prompt logprobs.
+    prefill_hint: ClassVar[str]
 
     def __repr__(self) -> str:
         return f"<engine {self.name}>"
@@ -79,6 +88,18 @@ class Engine(ABC):
     @abstractmethod
     def tokenize_body(self, text: str, *, add_special_tokens: bool = True) -> bytes:
         """The body that tokenizes `text` (BOS included unless `add_special_tokens` is False)."""
+
+    @abstractmethod
+    def span_exchange(self, text: str) -> SpanExchange:
+        """Tokenize `text` into TGI's spans (BOS first, byte offsets), in as many requests as the engine needs."""
+
+    def scoring_body(self, request: NativeRequest) -> bytes:
+        """The body that asks for the logprob of every prompt token (`request` has `scoring_overrides`)."""
+        return self.generate_body(request, stream=False)
+
+    @abstractmethod
+    def parse_prompt_logprobs(self, body: bytes, request: NativeRequest) -> list[float | None]:
+        """One logprob per prompt token, BOS first (None), from a scoring answer; [] when it carries none."""
 
     @abstractmethod
     def parse_count(self, body: bytes) -> int:

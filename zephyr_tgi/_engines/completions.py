@@ -23,7 +23,7 @@ from .._errors import (
     error_class_for,
     from_response,
 )
-from .._types import FinishReason, GenerationResult, ServerInfo, StreamChunk, Token
+from .._types import FinishReason, GenerationResult, PrefillToken, ServerInfo, StreamChunk, Token
 from .base import ChunkAssembler, Engine
 
 if TYPE_CHECKING:
@@ -45,6 +45,12 @@ class _Logprobs(_Wire):
     top_logprobs: tuple[dict[str, float] | None, ...] | None = None
 
 
+class _PromptLogprob(_Wire):
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
 class _Choice(_Wire):
     index: int = 0
     text: str
@@ -53,6 +59,9 @@ class _Choice(_Wire):
     matched_stop: int | str | None = None  # SGLang: the same
     logprobs: _Logprobs | None = None
     token_ids: tuple[int, ...] | None = None
+    # vLLM: one entry per prompt token (None for the first), keyed by token id; with `return_token_ids`.
+    prompt_logprobs: tuple[dict[str, _PromptLogprob] | None, ...] | None = None
+    prompt_token_ids: tuple[int, ...] | None = None
 
 
 class _Usage(_Wire):
@@ -109,6 +118,29 @@ def finish_reason_of(choice_finish: str | None, matched: int | str | None) -> Fi
     return None
 
 
+def _prefill(choice: _Choice, engine: str) -> tuple[PrefillToken, ...]:
+    """The prompt tokens with their logprobs, in TGI's prefill shape (BOS first, without a logprob)."""
+    if choice.prompt_logprobs is None:
+        return ()
+    ids = choice.prompt_token_ids or ()
+    prefill: list[PrefillToken] = []
+    for index, entry in enumerate(choice.prompt_logprobs):
+        token_id = ids[index] if index < len(ids) else -1
+        if entry is None:
+            prefill.append(PrefillToken(id=token_id, text="<s>" if token_id == 1 else "", logprob=None))
+            continue
+        chosen = entry.get(str(token_id)) if token_id >= 0 else None
+        if chosen is None and len(entry) == 1:
+            (key, chosen), *_ = entry.items()
+            token_id = int(key) if key.lstrip("-").isdigit() else token_id
+        if chosen is None:
+            raise MalformedResponseError(
+                f"{engine}'s prompt_logprobs entry {index} does not name the prompt's token {token_id}"
+            )
+        prefill.append(PrefillToken(id=token_id, text=chosen.decoded_token or "", logprob=chosen.logprob))
+    return tuple(prefill)
+
+
 def _tokens(choice: _Choice) -> tuple[tuple[Token, ...], tuple[tuple[Token, ...], ...]]:
     if choice.logprobs is None:
         return (), ()
@@ -156,6 +188,10 @@ class CompletionsEngine(Engine):
     def truncate_field(self, truncate: int) -> dict[str, Any]:
         """The request field that keeps only the last `truncate` prompt tokens."""
 
+    def prompt_logprobs_fields(self) -> dict[str, Any]:
+        """The completions fields that return every prompt token's logprob (TGI's `decoder_input_details`)."""
+        raise self.refuse("decoder_input_details=True", self.refused["decoder_input_details"])
+
     def generation_fields(self, params: SamplingParams, *, stream: bool) -> dict[str, Any]:
         from .._client.params import as_f32
 
@@ -189,6 +225,8 @@ class CompletionsEngine(Engine):
             fields["logprobs"] = params.top_n_tokens
         if params.grammar is not None:
             fields.update(self.structured(params.grammar))
+        if params.decoder_input_details:
+            fields.update(self.prompt_logprobs_fields())
         options = params.engine_options
         if options is not None:
             if getattr(options, "engine", None) != self.name:
@@ -241,11 +279,14 @@ class CompletionsEngine(Engine):
             seed=request.params.seed,
             input_length=usage.prompt_tokens,
             tokens=tokens,
-            prefill=(),
             top_tokens=top,
             best_of_sequences=(),
             prompt=request.prompt,
+            prefill=_prefill(choice, self.title),
         )
+
+    def parse_prompt_logprobs(self, body: bytes, request: NativeRequest) -> list[float | None]:
+        return [token.logprob for token in self.parse_generation(body, request).prefill]
 
     def stream_assembler(self, request: NativeRequest, redactor: Redactor) -> ChunkAssembler:
         return CompletionStreamAssembler(self, request, redactor)

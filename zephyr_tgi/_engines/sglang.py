@@ -10,10 +10,47 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .._errors import MalformedResponseError
+from .base import SpanExchange
 from .completions import CompletionsEngine
+from .spans import form_of_decoded, spans_of
 
 if TYPE_CHECKING:
+    from .._client.core import NativeRequest
     from .._client.params import Grammar
+
+DETOKENIZE_PATH = "/v1/detokenize"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Ids(_Wire):
+    tokens: tuple[int, ...]
+
+
+class _Texts(_Wire):
+    text: tuple[str, ...]
+
+
+class _MetaInfo(_Wire):
+    # [logprob, token id, text]; the first token's logprob is None (nothing predicts it).
+    input_token_logprobs: tuple[tuple[float | None, int, str | None], ...] | None = None
+
+
+class _Native(_Wire):
+    text: str
+    meta_info: _MetaInfo
+
+
+def _malformed(exc: ValidationError, what: str) -> MalformedResponseError:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(map(str, first["loc"])) or "top level"
+    return MalformedResponseError(f"the server's {what} is not in SGLang's format: {first['msg']} at {where}")
+
 
 __all__ = ["SGLang"]
 
@@ -25,6 +62,11 @@ class SGLang(CompletionsEngine):
     title = "SGLang"
     tokenize_path = "/v1/tokenize"
     identify_path = "/get_model_info"
+    # The native route returns prompt logprobs (`return_logprob` from `logprob_start_len` 0); its completions
+    # route would, only in its own echo layout.
+    scoring_path = "/generate"
+    scoring_overrides: ClassVar[Mapping[str, Any]] = {"max_new_tokens": 1}
+    prefill_hint = "the server's /generate answer has no meta_info.input_token_logprobs (not SGLang?)"
     metrics_prefix = "sglang:"
     summary_names: ClassVar[Mapping[str, str]] = {
         "requests_running": "sglang:num_running_reqs",
@@ -40,7 +82,10 @@ class SGLang(CompletionsEngine):
         "watermark": "SGLang has no watermarking",
         "best_of": "SGLang's completions do not implement best_of",
         "truncate": "SGLang's completions have no prompt truncation field",
-        "decoder_input_details": "prompt logprobs (perplexity) are not wired for SGLang in zephyr_tgi yet",
+        "decoder_input_details": (
+            "its /v1/completions give prompt logprobs only in their echo layout; perplexity() reads them from "
+            "SGLang's native /generate"
+        ),
     }
 
     def structured(self, grammar: Grammar) -> dict[str, Any]:
@@ -52,6 +97,36 @@ class SGLang(CompletionsEngine):
 
     def truncate_field(self, truncate: int) -> dict[str, Any]:
         raise self.refuse(f"truncate={truncate!r}", self.refused["truncate"])
+
+    def span_exchange(self, text: str) -> SpanExchange:
+        # SGLang's tokenize gives ids only: each id decoded alone says what it spells.
+        answer = yield self.tokenize_path, self.tokenize_body(text)
+        try:
+            ids = _Ids.model_validate_json(answer).tokens
+        except ValidationError as exc:
+            raise _malformed(exc, "tokenize answer") from exc
+        body = {"tokens": [[token_id] for token_id in ids], "skip_special_tokens": False}
+        answer = yield DETOKENIZE_PATH, json.dumps(body).encode()
+        try:
+            texts = _Texts.model_validate_json(answer).text
+        except ValidationError as exc:
+            raise _malformed(exc, "detokenize answer") from exc
+        if len(texts) != len(ids):
+            raise MalformedResponseError(f"the server detokenized {len(texts)} of {len(ids)} tokens")
+        return spans_of(text, [form_of_decoded(i, t) for i, t in zip(ids, texts, strict=True)], self.title)
+
+    def scoring_body(self, request: NativeRequest) -> bytes:
+        sampling = {"max_new_tokens": 1, "temperature": 0.0}
+        body = {"text": request.prompt, "sampling_params": sampling, "return_logprob": True, "logprob_start_len": 0}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def parse_prompt_logprobs(self, body: bytes, request: NativeRequest) -> list[float | None]:
+        try:
+            answer = _Native.model_validate_json(body)
+        except ValidationError as exc:
+            raise _malformed(exc, "/generate answer") from exc
+        entries = answer.meta_info.input_token_logprobs
+        return [] if entries is None else [entry[0] for entry in entries]
 
     def identifies(self, status: int, body: bytes) -> bool:
         if status != 200:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._errors import Redactor
 from .._types import GenerationResult, ServerInfo
-from .base import ChunkAssembler, Engine
+from .base import ChunkAssembler, Engine, SpanExchange
 
 if TYPE_CHECKING:
     from .._client.core import NativeRequest
@@ -27,6 +27,11 @@ class TGI(Engine):
     tokenize_path = "/tokenize"
     info_path = "/info"
     identify_path = "/info"
+    scoring_path = "/generate"
+    prefill_hint = (
+        "the server returned no prefill logprobs: start TGI with --enable-prefill-logprobs "
+        "(TGIServer(enable_prefill_logprobs=True))"
+    )
     metrics_prefix: ClassVar[str] = "tgi_"
     summary_names: ClassVar[Mapping[str, str]] = {
         "requests_running": "tgi_batch_current_size",
@@ -63,6 +68,16 @@ class TGI(Engine):
     def tokenize_body(self, text: str, *, add_special_tokens: bool = True) -> bytes:
         # TGI's /tokenize always adds BOS; callers that want it gone drop the first span.
         return json.dumps({"inputs": text}, ensure_ascii=False).encode()
+
+    def span_exchange(self, text: str) -> SpanExchange:
+        from .._client.shaping import parse_answers
+        from .._types import TokenSpan
+
+        answer = yield self.tokenize_path, self.tokenize_body(text)
+        return parse_answers(TokenSpan, answer, what="/tokenize answer")
+
+    def parse_prompt_logprobs(self, body: bytes, request: NativeRequest) -> list[float | None]:
+        return [token.logprob for token in self.parse_generation(body, request).prefill]
 
     def parse_count(self, body: bytes) -> int:
         from .._client.shaping import parse_answers

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._engines import EngineName
 from .._errors import ZephyrTGIError
 from .._launcher.variants import VariantInfo
 from ._metrics import SLO
@@ -35,7 +36,7 @@ _WARMUP_REQUESTS = 2
 
 
 def tgi_server_factory(**server_options: Any) -> ServerFactory:
-    """Launch each branch with `TGIServer(variant, **server_options)` (image, gpus, extra_args, ...)."""
+    """Launch each branch with `TGIServer(variant, **server_options)` (engine, image, gpus, extra_args, ...)."""
 
     @contextlib.contextmanager
     def launch(info: VariantInfo) -> Iterator[str]:
@@ -83,8 +84,12 @@ async def compare_variants(
     on_progress: ProgressCallback | None = None,
     on_event: Callable[[str], None] | None = None,
     processes: int = 1,
+    engine: EngineName = "tgi",
 ) -> VariantComparison:
     """Measure each branch that fits the GPU's free memory; skipped ones keep their reason.
+
+    `engine` is the engine `server_factory` launches (the clients speak it without asking, and the
+    comparison records it).
 
     With `results_path`, the comparison is saved after every step and branches already measured there are
     not run again (resume an interrupted run by calling again with the same path). `processes` shares each
@@ -96,6 +101,7 @@ async def compare_variants(
     plans = plan_variants(variants, free_gb)
     previous = load_comparison(path) if path is not None else None
     comparison = VariantComparison(
+        engine=engine,
         free_gb=free_gb,
         outcomes=[
             (previous.outcome(plan.variant) if previous is not None and previous.completed(plan.variant) else None)
@@ -131,7 +137,7 @@ async def compare_variants(
             continue
         try:
             users = 1 if processes > 1 else peak_users(profile, bounds or Bounds())
-            async with open_clients(url, users, api_key=api_key) as clients:
+            async with open_clients(url, users, api_key=api_key, engine=engine) as clients:
                 client = clients[0]
                 chosen = await prompts(client)
                 say(f"{where}: warming up at {url}")

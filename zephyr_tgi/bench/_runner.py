@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Union
 
 from pydantic import BaseModel, ConfigDict
 
+from .._engines import EngineSetting, check_engine_setting
 from .._errors import ConfigurationError, ZephyrTGIError
 from ._metrics import SLO, RequestRecord, StepResult, summarize
 from ._profiles import Bounds, Concurrent, Constant, Poisson, Profile, Sweep
@@ -59,8 +60,13 @@ def _as_list(clients: Clients) -> list[AsyncZephyrClient]:
 
 
 @contextlib.asynccontextmanager
-async def open_clients(url: str, users: int, *, api_key: str | None = None) -> AsyncIterator[list[AsyncZephyrClient]]:
+async def open_clients(
+    url: str, users: int, *, api_key: str | None = None, engine: EngineSetting = "auto"
+) -> AsyncIterator[list[AsyncZephyrClient]]:
     """Enough clients for `users` concurrent users (at most `USERS_PER_CLIENT` each), closed on exit.
+
+    `engine` is the engine serving `url` ("auto" identifies it once per client, before the first measured
+    request: `run_step` reads the limits first).
 
     They make one attempt per request (a retry would hide an error and add its wait to the latency) and do
     not count prompts against the context window first (that would add a request to each measured one).
@@ -72,7 +78,7 @@ async def open_clients(url: str, users: int, *, api_key: str | None = None) -> A
     async with contextlib.AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(
-                AsyncZephyrClient(url, api_key=api_key, retry=RetryPolicy.never(), budget="off")
+                AsyncZephyrClient(url, api_key=api_key, retry=RetryPolicy.never(), budget="off", engine=engine)
             )
             for _ in range(count)
         ]
@@ -105,6 +111,7 @@ class LoadResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     url: str
+    engine: str | None = None  # the engine the client spoke to ("tgi", "vllm", "sglang")
     profile: Profile
     bounds: Bounds
     slo: SLO
@@ -369,8 +376,10 @@ async def run_load(
 
     def result(interrupted: bool = False) -> LoadResult:
         meeting = [s.users for s in steps if s.meets_slo and s.users is not None]
+        engine = clients[0].engine
         return LoadResult(
             url=clients[0].base_url,
+            engine=None if engine == "auto" else engine,
             profile=profile,
             bounds=bounds,
             slo=slo,
@@ -389,7 +398,7 @@ async def run_load(
                 await clients[0].info()  # fail here, in the parent, when the server is not there
                 step = await run_step_in_processes(
                     clients[0].base_url, prompts, level, processes=processes, api_key=api_key, bounds=bounds, slo=slo,
-                    on_progress=on_progress, records=records,
+                    on_progress=on_progress, records=records, engine=check_engine_setting(clients[0].engine),
                 )  # fmt: skip
             else:
                 step = await run_step(

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .._engines import EngineSetting
 from .._errors import ConfigurationError
 from ._metrics import SLO, RequestRecord, StepResult, summarize
 from ._profiles import Bounds, Concurrent, Constant, Poisson
@@ -58,6 +59,7 @@ def _worker(
     index: int,
     url: str,
     api_key: str | None,
+    engine: EngineSetting,
     prompts: list[dict[str, Any]],
     profile: dict[str, Any],
     bounds: dict[str, Any],
@@ -70,7 +72,9 @@ def _worker(
     # Ctrl-C reaches the whole process group; the parent decides, and tells the workers through `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        records, cpu = asyncio.run(_worker_main(index, url, api_key, prompts, profile, bounds, start, stop, counters))
+        records, cpu = asyncio.run(
+            _worker_main(index, url, api_key, engine, prompts, profile, bounds, start, stop, counters)
+        )
         rows = [(r.started, r.input_tokens, r.token_times, r.ended, r.error) for r in records]
         results.put((index, rows, cpu, None))
     except BaseException as exc:  # reported to the parent, which raises it there
@@ -81,6 +85,7 @@ async def _worker_main(
     index: int,
     url: str,
     api_key: str | None,
+    engine: EngineSetting,
     prompts_data: list[dict[str, Any]],
     profile_data: dict[str, Any],
     bounds_data: dict[str, Any],
@@ -99,7 +104,7 @@ async def _worker_main(
     )
     bounds = Bounds.model_validate(bounds_data)
     users = profile.users if isinstance(profile, Concurrent) else bounds.max_in_flight
-    async with open_clients(url, users, api_key=api_key) as clients:
+    async with open_clients(url, users, api_key=api_key, engine=engine) as clients:
         for client in clients:
             await client.info()
         await asyncio.to_thread(start.wait, _START_TIMEOUT)
@@ -128,8 +133,11 @@ async def run_step_in_processes(
     slo: SLO | None = None,
     on_progress: ProgressCallback | None = None,
     records: list[RequestRecord] | None = None,
+    engine: EngineSetting = "auto",
 ) -> StepResult:
     """Like `run_step`, with the load shared by `processes` worker processes (each with its own client).
+
+    `engine` is the engine serving `url` (the parent's client already knows it: the workers need not ask).
 
     Cancelling (Ctrl-C) tells the workers to start no more requests; they finish the ones under way (within
     the bounds' `drain_seconds`) and send what they measured into `records` before the cancellation
@@ -157,6 +165,7 @@ async def run_step_in_processes(
                 i,
                 url,
                 api_key,
+                engine,
                 prompts_data,
                 shares[i].model_dump(),
                 _split_bounds(bounds, processes, i).model_dump(),

@@ -15,11 +15,12 @@ from typing import Any
 
 from .._engines import Engine
 from ._core import JSON, EncodeToken, Handler, Plan, RouteError, RouterCore
-from ._generation import GenToken
+from ._generation import GenToken, prompt_logprob
 from ._http import HTTPConnection, HTTPRequest
 from ._json_body import BodyError
 from ._requests import GenerateParameters, GenerateRequest, Grammar, read_json_body
 from ._sse import DONE
+from ._tokenizer import decode_one, piece_of
 from ._validation import BOS_SPAN, ValidationError
 
 __all__ = ["DIALECT_VERSIONS", "CompletionsDialect", "dialect_status"]
@@ -73,6 +74,8 @@ class CompletionsDialect:
             routes["/version"] = {"GET": self._version}
         else:
             routes["/v1/tokenize"] = {"POST": self._tokenize}
+            routes["/v1/detokenize"] = {"POST": self._detokenize}
+            routes["/generate"] = {"POST": self._native_generate}
             routes["/get_model_info"] = {"GET": self._model_info}
             routes["/health_generate"] = {"GET": self._health}
         return routes
@@ -121,6 +124,7 @@ class CompletionsDialect:
         if max_tokens is not None and not sglang:
             max_tokens = min(max_tokens, window_left)  # vLLM 0.33 cuts max_tokens to what fits, silently
         logprobs = _number(body, "logprobs", int, None)
+        prompt_logprobs = None if sglang else self._prompt_logprobs(body)
         parameters = GenerateParameters(
             temperature=None if greedy else temperature,
             top_p=top_p if top_p < 1.0 and not greedy else None,
@@ -142,8 +146,31 @@ class CompletionsDialect:
             "logprobs": logprobs,
             "token_ids": bool(body.get("return_token_ids")),
             "include_usage": bool((body.get("stream_options") or {}).get("include_usage")),
+            "prompt_logprobs": prompt_logprobs,
         }
         return GenerateRequest(inputs=prompt, parameters=parameters), answer
+
+    def _prompt_logprobs(self, body: dict[str, Any]) -> int | None:
+        """vLLM's `prompt_logprobs`, checked as its request model and `SamplingParams` check it."""
+        value = body.get("prompt_logprobs")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _BadRequest(f"`prompt_logprobs` must be an integer. (parameter=prompt_logprobs, value={value!r})")
+        if body.get("stream") and (value > 0 or value == -1):
+            raise _BadRequest("`prompt_logprobs` are not available when `stream=True`. (parameter=prompt_logprobs)")
+        if value < 0 and value != -1:
+            raise _BadRequest(
+                f"`prompt_logprobs` must be a positive value or -1. (parameter=prompt_logprobs, value={value})"
+            )
+        wanted = 32000 if value == -1 else value  # -1: the whole vocabulary
+        allowed = getattr(self._engine, "max_top_n_tokens", 20)  # vLLM's --max-logprobs (20 by default)
+        if wanted > allowed:
+            raise _BadRequest(
+                f"Requested prompt logprobs of {wanted}, which is greater than max allowed: {allowed} "
+                f"(parameter=prompt_logprobs, value={wanted})"
+            )
+        return value
 
     def _grammar(self, body: dict[str, Any]) -> Grammar | None:
         if self._engine.name == "vllm":
@@ -220,6 +247,10 @@ class CompletionsDialect:
         choice = self._choice(generate_request.inputs + text if answer["echo"] else text, matched, finish, ids)
         if answer["logprobs"] is not None:
             choice["logprobs"] = _logprobs(generation.tokens, generation.top_tokens)
+        if answer["prompt_logprobs"] is not None:
+            choice["prompt_logprobs"] = self._prompt_logprob_entries(plan, answer["prompt_logprobs"])
+            if answer["token_ids"]:
+                choice["prompt_token_ids"] = [span.id for span in plan.valid.input_tokens]
         usage = _usage(plan.valid.input_length, len(generation.tokens))
         core.recorder.tgi_success(plan.valid.input_length, len(generation.tokens), time.monotonic() - started)
         reply = {
@@ -293,6 +324,129 @@ class CompletionsDialect:
         await conn.send_chunk(DONE)
         await conn.end_stream()
 
+    def _prompt_logprob_entries(self, plan: Plan, alternatives: int) -> list[dict[str, Any] | None]:
+        """vLLM's `prompt_logprobs`: None for the first token, then each token's logprob keyed by its id, with
+        up to `alternatives` other candidates ranked below it (the same values TGI's prefill reports)."""
+        valid = plan.valid
+        entries: list[dict[str, Any] | None] = [None]
+        for index, span in enumerate(valid.input_tokens[1:], start=1):
+            logprob = prompt_logprob(valid.inputs, index, span.id)
+            entry = {str(span.id): {"logprob": logprob, "rank": 1, "decoded_token": span.text}}
+            for rank in range(2, 2 + (alternatives if alternatives > 0 else 0)):
+                other = 3 + (span.id * 31 + rank) % 31997
+                if str(other) not in entry:
+                    entry[str(other)] = {"logprob": round(logprob - rank, 4), "rank": rank, "decoded_token": ""}
+            entries.append(entry)
+        return entries
+
+    # --- SGLang's native routes -----------------------------------------------------------------------
+
+    async def _native_error(self, conn: HTTPConnection, status: int, message: str) -> None:
+        # The native routes write `{"error": {"message": ...}}`, not the OpenAI adapter's flat body.
+        await self._core.json(conn, status, {"error": {"message": message}}, [])
+
+    async def _native_generate(self, conn: HTTPConnection, request: HTTPRequest) -> None:
+        """SGLang's `/generate` (without streaming): `text`, `sampling_params`, `return_logprob`."""
+        core = self._core
+        started = time.monotonic()
+        try:
+            body = read_json_body(request.headers, request.body)
+            if not isinstance(body, dict):
+                raise _BadRequest("the request body must be a JSON object")
+            generate_request, start_len, return_logprob = self._native_request(body)
+        except (_BadRequest, BodyError) as exc:
+            await self._native_error(conn, 400, exc.text if isinstance(exc, BodyError) else str(exc))
+            return
+        core.recorder.tgi_request()
+        try:
+            plan = await core.run_once(generate_request)
+        except RouteError as exc:
+            await self._native_error(conn, dialect_status(exc.status), exc.message)
+            return
+        valid = plan.valid
+        if return_logprob and start_len > valid.input_length:
+            message = (
+                f"req.logprob_start_len={start_len} is higher than the number of input tokens "
+                f"len(req.origin_input_ids)={valid.input_length}. Please use a smaller logprob_start_len."
+            )
+            await self._native_error(conn, 400, message)
+            return
+        generation = plan.generations[0]
+        text, finish, matched = self._choice_end(generation.text, generation.finish_reason, [])
+        meta: dict[str, Any] = {
+            "id": uuid.uuid4().hex,
+            "finish_reason": {"type": "length", "length": len(generation.tokens)}
+            if finish == "length"
+            else {"type": "stop", "matched": matched},
+            "prompt_tokens": valid.input_length,
+            "completion_tokens": len(generation.tokens),
+            "cached_tokens": 0,
+        }
+        if return_logprob:
+            first = max(start_len, 0) if start_len >= 0 else valid.input_length
+            meta["input_token_logprobs"] = [
+                [None if index == 0 else prompt_logprob(valid.inputs, index, span.id), span.id, None]
+                for index, span in enumerate(valid.input_tokens)
+                if index >= first
+            ]
+            meta["output_token_logprobs"] = [[token.logprob, token.id, None] for token in generation.tokens]
+        core.recorder.tgi_success(valid.input_length, len(generation.tokens), time.monotonic() - started)
+        reply = {"text": text, "output_ids": [token.id for token in generation.tokens], "meta_info": meta}
+        await core.json(conn, 200, reply, [])
+
+    def _native_request(self, body: dict[str, Any]) -> tuple[GenerateRequest, int, bool]:
+        text = body.get("text")
+        if not isinstance(text, str) or not text:
+            raise _BadRequest("Either text, input_ids or input_embeds should be provided.")
+        if body.get("stream"):
+            raise _BadRequest("the emulator serves SGLang's native /generate without streaming (use /v1/completions)")
+        sampling = body.get("sampling_params") or {}
+        if not isinstance(sampling, dict):
+            raise _BadRequest("sampling_params must be an object")
+        temperature = _number(sampling, "temperature", float, 1.0)
+        greedy = temperature == 0.0
+        limits = self._core.config.limits
+        tokens = self._core.tokenizer.encode(text)
+        max_new = _number(sampling, "max_new_tokens", int, 128)
+        parameters = GenerateParameters(
+            temperature=None if greedy else temperature,
+            do_sample=not greedy,
+            max_new_tokens=max(1, min(max_new, limits.max_total_tokens - len(tokens) - 1)),
+            stop=["</s>"],
+            details=True,
+            seed=_number(sampling, "seed", int, None),
+        )
+        return_logprob = body.get("return_logprob") is True
+        start_len = _number(body, "logprob_start_len", int, -1)
+        return GenerateRequest(inputs=text, parameters=parameters), start_len, return_logprob
+
+    async def _detokenize(self, conn: HTTPConnection, request: HTTPRequest) -> None:
+        """SGLang's `/v1/detokenize`: ids (or lists of ids) back to text."""
+        try:
+            body = read_json_body(request.headers, request.body)
+        except BodyError as exc:
+            await self.error(conn, 400, exc.text)
+            return
+        tokens = body.get("tokens") if isinstance(body, dict) else None
+        if not isinstance(tokens, list) or not tokens:
+            await self.error(conn, 400, "1 validation error:\n  body.tokens: Input should be a valid list")
+            return
+        skip = body.get("skip_special_tokens", True) is not False
+        tokenizer = self._core.tokenizer
+
+        def decode(ids: list[Any]) -> str | None:
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                return None
+            parts = [decode_one(tokenizer, i) for i in ids if not (skip and i in (0, 1, 2))]
+            return "".join(parts)
+
+        lists = tokens if isinstance(tokens[0], list) else [tokens]
+        texts = [decode(ids) if isinstance(ids, list) else None for ids in lists]
+        if any(text is None for text in texts):
+            await self.error(conn, 400, "Invalid input: 'tokens' must be a list of integers.")
+            return
+        await self._core.json(conn, 200, {"text": texts if isinstance(tokens[0], list) else texts[0]}, [])
+
     # --- the other routes ---------------------------------------------------------------------------
 
     async def _models(self, conn: HTTPConnection, request: HTTPRequest) -> None:
@@ -325,7 +479,8 @@ class CompletionsDialect:
         reply: dict[str, Any] = {"count": len(ids), "max_model_len": self._core.config.limits.max_total_tokens}
         reply["tokens"] = ids
         if self._engine.name == "vllm":
-            reply["token_strs"] = [span.text for span in spans] if body.get("return_token_strs") else None
+            pieces = [piece_of(self._core.tokenizer, span) for span in spans]
+            reply["token_strs"] = pieces if body.get("return_token_strs") else None
         await self._core.json(conn, 200, reply, [])
 
     async def _health(self, conn: HTTPConnection, request: HTTPRequest) -> None:

@@ -56,6 +56,11 @@ def _logprob(*parts: object) -> float:
     return -round(0.0001 + 4 * _hash_float(*parts) ** 3, 4)
 
 
+def prompt_logprob(inputs: str, index: int, token_id: int) -> float:
+    """The logprob of the prompt's token at `index` (BOS is 0): what every dialect reports for it."""
+    return _logprob(inputs, "prefill", index, token_id)
+
+
 def derived_seed(prompt: str, salt: int | None = None) -> int:
     """The seed reported when a sampling request sends none (TGI would pick a random u64)."""
     digest = hashlib.sha256(f"{salt}\x1f{prompt}".encode()).digest()
@@ -140,7 +145,7 @@ def generate(
     prefill: list[dict[str, Any]] = []
     if prefill_logprobs and valid.decoder_input_details:
         for index, span in enumerate(valid.input_tokens):
-            logprob = None if index == 0 else _logprob(valid.inputs, "prefill", index, span.id)
+            logprob = None if index == 0 else prompt_logprob(valid.inputs, index, span.id)
             prefill.append({"id": span.id, "text": span.text, "logprob": logprob})
     return Generation(
         tokens=tokens,

@@ -17,12 +17,15 @@ __all__ = [
     "EmulatorTokenizer",
     "SentencePieceTokenizer",
     "TokenSpan",
+    "decode_one",
+    "piece_of",
 ]
 
 UNK_ID = 0
 BOS_ID = 1
 EOS_ID = 2
 SPECIAL_TOKENS: dict[str, int] = {"<unk>": UNK_ID, "<s>": BOS_ID, "</s>": EOS_ID}
+_SPECIAL_PIECES: dict[int, str] = {token_id: text for text, token_id in SPECIAL_TOKENS.items()}
 _SPECIAL_RE = re.compile("|".join(re.escape(token) for token in SPECIAL_TOKENS))
 
 
@@ -47,11 +50,27 @@ class EmulatorTokenizer(Protocol):
 
     `encode` must split `<s>`, `</s>` and `<unk>` out as ids 1, 2 and 0, must not add BOS itself, and the
     texts of the returned spans must concatenate back to the input exactly.
+
+    Optionally, `piece(id)` (the SentencePiece piece, for vLLM's `token_strs`) and `decode_one(id)` (the id
+    decoded alone, for SGLang's `/v1/detokenize`). Without `piece`, vLLM's dialect shows a span's text with
+    spaces as `▁`; without `decode_one`, SGLang's detokenizes every id to "" (its tokenize spans then fail).
     """
 
     def encode(self, text: str) -> list[TokenSpan]:
         """Tokenize `text` into spans (no BOS)."""
         ...
+
+
+def piece_of(tokenizer: EmulatorTokenizer, span: TokenSpan) -> str:
+    """How vLLM's `token_strs` show a token: the tokenizer's piece, else its text with spaces as `▁`."""
+    piece = getattr(tokenizer, "piece", None)
+    return str(piece(span.id)) if callable(piece) else span.text.replace(" ", "▁")
+
+
+def decode_one(tokenizer: EmulatorTokenizer, token_id: int) -> str:
+    """How SGLang's detokenize shows one id decoded alone ("" when the tokenizer cannot say)."""
+    decode = getattr(tokenizer, "decode_one", None)
+    return str(decode(token_id)) if callable(decode) else ""
 
 
 def _split_special(text: str) -> list[tuple[int, int, int | None]]:
@@ -77,6 +96,9 @@ class BuiltinTokenizer:
     def __init__(self) -> None:
         # Replies repeat a small vocabulary, so caching ids keeps per-token work to a dict lookup.
         self._ids: dict[str, int] = {}
+        # What each id last stood for, so the engines' detokenize routes can answer (ids are hashes: two
+        # pieces can share one, and the later wins).
+        self._pieces: dict[int, str] = {}
 
     def token_id(self, piece: str) -> int:
         """The stable id of a non-special piece."""
@@ -85,7 +107,21 @@ class BuiltinTokenizer:
             token_id = 3 + zlib.crc32(piece.encode("utf-8")) % (self._VOCAB_SIZE - 3)
             if len(self._ids) < 100_000:
                 self._ids[piece] = token_id
+        if len(self._pieces) < 100_000:
+            self._pieces[token_id] = piece
         return token_id
+
+    def piece(self, token_id: int) -> str:
+        """The id as a SentencePiece-style piece (spaces as `▁`), as vLLM's `token_strs` show tokens."""
+        special = _SPECIAL_PIECES.get(token_id)
+        if special is not None:
+            return special
+        return self._pieces.get(token_id, "").replace(" ", "▁")
+
+    def decode_one(self, token_id: int) -> str:
+        """The id decoded alone, as SentencePiece decodes one token (its leading space dropped)."""
+        text = self.piece(token_id).replace("▁", " ")
+        return text[1:] if text.startswith(" ") else text
 
     def encode(self, text: str) -> list[TokenSpan]:
         """Tokenize `text` (no BOS)."""
@@ -111,6 +147,14 @@ class SentencePieceTokenizer:
         from .._client.tokenizer import ZephyrTokenizer
 
         self._tokenizer = ZephyrTokenizer.from_file(path)
+
+    def piece(self, token_id: int) -> str:
+        """The id's SentencePiece piece (`▁Hello`, `<0xE2>`, `<s>`), as vLLM's `token_strs` show it."""
+        return self._tokenizer.id_to_piece(token_id)
+
+    def decode_one(self, token_id: int) -> str:
+        """The id decoded alone (its leading `▁` dropped; a lone byte-fallback token is not text)."""
+        return self._tokenizer.decode_one(token_id)
 
     def encode(self, text: str) -> list[TokenSpan]:
         """Tokenize `text` (no BOS) like TGI's legacy tokenizer.json, with texts that join back to `text`."""
