@@ -21,7 +21,7 @@ DEPLOY = ROOT / "deploy" / "kubernetes"
 def stale_files(directory: Path = DEPLOY) -> list[str]:
     """Files under `directory` that differ from the rendered ones, are missing, or are no longer rendered."""
     expected = rendered_files()
-    present = {path.relative_to(directory).as_posix() for path in directory.glob("*/*.yaml")}
+    present = {path.relative_to(directory).as_posix() for path in directory.glob("*/*/*.yaml")}
     differing = [
         name
         for name, text in expected.items()
@@ -33,9 +33,11 @@ def stale_files(directory: Path = DEPLOY) -> list[str]:
 def write(directory: Path = DEPLOY) -> None:
     """Render every file into `directory` and remove the rendered files no longer produced."""
     expected = rendered_files()
-    for path in directory.glob("*/*.yaml"):
+    for path in directory.glob("*/*/*.yaml"):
         if path.relative_to(directory).as_posix() not in expected:
             path.unlink()
+            if not any(path.parent.iterdir()):
+                path.parent.rmdir()
     for name, text in expected.items():
         target = directory / name
         target.parent.mkdir(parents=True, exist_ok=True)

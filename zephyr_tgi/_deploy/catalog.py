@@ -1,5 +1,9 @@
 """The manifests committed under deploy/kubernetes/: every engine times every GPTQ branch, default knobs.
 
+Each `ENGINE/BRANCH/` directory is a kustomize base: `manifests.yaml` (also fine for `kubectl apply -f`) and a
+`kustomization.yaml` naming it, so an overlay can change the namespace, replicas, image or anything else
+without editing generated files.
+
 `make kubernetes` writes them (scripts/render_kubernetes.py) and a test keeps them equal to what this module
 renders, so the files in the repository always carry the launcher's current flags.
 """
@@ -15,7 +19,8 @@ __all__ = ["DEFAULT_API_KEY_SECRET", "committed_deployment", "rendered_files"]
 DEFAULT_API_KEY_SECRET = SecretRef(name="zephyr-tgi-api-key", key="api-key")
 _HEADER = (
     "# Rendered by `make kubernetes` from zephyr_tgi/_deploy (the launcher's own flags) for engine {engine},\n"
-    "# GPTQ branch {branch}. Do not edit: change the knobs with `zephyr-tgi deploy kubernetes` instead.\n"
+    "# GPTQ branch {branch}. Do not edit: use a kustomize overlay of this directory, or render other knobs\n"
+    "# with `zephyr-tgi deploy kubernetes`.\n"
 )
 
 
@@ -29,11 +34,20 @@ def committed_deployment(engine: Engine, variant: GPTQVariant) -> KubernetesDepl
     )
 
 
+_KUSTOMIZATION = """apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - manifests.yaml
+"""
+
+
 def rendered_files() -> dict[str, str]:
     """Path under deploy/kubernetes/ -> file content, for every engine and branch."""
-    return {
-        f"{engine}/{variant.value}.yaml": _HEADER.format(engine=engine, branch=variant.value)
-        + render_yaml(committed_deployment(engine, variant))
-        for engine in ENGINES
-        for variant in GPTQVariant
-    }
+    files: dict[str, str] = {}
+    for engine in ENGINES:
+        for variant in GPTQVariant:
+            header = _HEADER.format(engine=engine, branch=variant.value)
+            base = f"{engine}/{variant.value}"
+            files[f"{base}/manifests.yaml"] = header + render_yaml(committed_deployment(engine, variant))
+            files[f"{base}/kustomization.yaml"] = header + _KUSTOMIZATION
+    return files
