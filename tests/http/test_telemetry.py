@@ -23,7 +23,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from zephyr_tgi import (
+    AsyncConversation,
     AsyncZephyrClient,
+    Conversation,
     InputValidationError,
     OverloadedError,
     Telemetry,
@@ -407,6 +409,34 @@ async def test_a_client_from_with_options_keeps_telemetry(kind: str, emulator: T
     await twin.close()
 
     assert recorded.only_span().name == "chat"
+
+
+async def test_a_conversation_ask_is_a_chat_span_with_its_history_as_content(
+    kind: str, emulator: TGIEmulator, recorded: Recorded
+) -> None:
+    telemetry = recorded.telemetry(capture_content=True)
+    if kind == "sync":
+
+        def two_asks() -> None:
+            with ZephyrClient(emulator.url, telemetry=telemetry) as client:
+                conversation = Conversation(client, system="be brief")
+                conversation.ask("first", max_new_tokens=3)
+                list(conversation.ask_stream("second", max_new_tokens=3))
+
+        await asyncio.to_thread(two_asks)
+    else:
+        async with AsyncZephyrClient(emulator.url, telemetry=telemetry) as client:
+            conversation = AsyncConversation(client, system="be brief")
+            await conversation.ask("first", max_new_tokens=3)
+            _ = [chunk async for chunk in conversation.ask_stream("second", max_new_tokens=3)]
+
+    first, second = recorded.finished()
+    assert first.name == second.name == "chat"
+    assert _attributes(first)["gen_ai.request.max_tokens"] == 3
+    assert _attributes(second)["gen_ai.request.stream"] is True
+    roles = [m["role"] for m in json.loads(_attributes(second)["gen_ai.input.messages"])]
+    assert roles == ["user", "assistant", "user"]
+    assert json.loads(_attributes(second)["gen_ai.system_instructions"])[0]["content"] == "be brief"
 
 
 async def test_calls_other_than_generations_record_no_span(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from .._engines import EngineSetting
@@ -30,7 +30,7 @@ from .core import (
 )
 from .flows import Context, Flow
 from .params import Limits, SamplingParams
-from .templates import MessagesInput, SpecialTokenPolicy, build_messages
+from .templates import Message, MessagesInput, SpecialTokenPolicy, build_messages
 
 if TYPE_CHECKING:
     from huggingface_hub import InferenceClient
@@ -216,29 +216,41 @@ class ClientSurface(ABC):
         instrumentation = self._instrumentation
         if instrumentation is None:
             return flow
-        from .._telemetry._describe import CHAT, native_operation
-
         built = None
         if instrumentation.capture_content:
             built = build_messages(messages)
             system = system if system is not None else self._config.system_prompt
             if built[0].role != "system" and system is not None:
                 built = build_messages(built, system=system)
-        operation = native_operation(CHAT, request.params, model=instrumentation.model, stream=stream, messages=built)
-        return instrumentation.observe(flow, operation, self._provider_name)
+        return self._traced_native(flow, "chat", request.params, stream=stream, messages=built)
 
     def _traced_generate(self, flow: Flow[_T], request: NativeRequest, *, stream: bool) -> Flow[_T]:
         """A `generate()` call's flow, recorded as a `text_completion` span when telemetry is on."""
         instrumentation = self._instrumentation
         if instrumentation is None:
             return flow
-        from .._telemetry._describe import TEXT_COMPLETION, native_operation
-
         prompt = request.prompt if instrumentation.capture_content else None
-        operation = native_operation(
-            TEXT_COMPLETION, request.params, model=instrumentation.model, stream=stream, prompt=prompt
+        return self._traced_native(flow, "text_completion", request.params, stream=stream, prompt=prompt)
+
+    def _traced_native(
+        self,
+        flow: Flow[_T],
+        operation: str,
+        params: SamplingParams,
+        *,
+        stream: bool,
+        messages: Sequence[Message] | None = None,
+        prompt: str | None = None,
+    ) -> Flow[_T]:
+        """A native-route call's flow recorded as an `operation` span (telemetry is on); content when given."""
+        from .._telemetry._describe import native_operation
+
+        instrumentation = self._instrumentation
+        assert instrumentation is not None
+        described = native_operation(
+            operation, params, model=instrumentation.model, stream=stream, messages=messages, prompt=prompt
         )
-        return instrumentation.observe(flow, operation, self._provider_name)
+        return instrumentation.observe(flow, described, self._provider_name)
 
     def _traced_chat_completion(self, flow: Flow[_T], payload: Mapping[str, Any], *, stream: bool) -> Flow[_T]:
         """A `chat_completion()` call's flow, recorded as a `chat` span when telemetry is on."""

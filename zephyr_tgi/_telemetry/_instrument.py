@@ -87,6 +87,7 @@ class Instrumentation:
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         tally = StreamTally(capture=self.capture_content) if operation.stream else None
+        chunk_attributes: Attributes = {}  # the metric attributes of the chunk timings, fixed at the first chunk
         started = last = time.monotonic()
         outcome: Any = None
         failure: ZephyrTGIError | None = None
@@ -120,12 +121,12 @@ class Instrumentation:
                     )
                 elif kind not in EFFECTS and tally is not None:  # an item of the stream for the caller
                     now = time.monotonic()
-                    metric_attributes = _metric_attributes(attributes)
                     if tally.chunks == 0:
+                        chunk_attributes = _metric_attributes(attributes)
                         attributes["gen_ai.response.time_to_first_chunk"] = now - started
-                        self._first_chunk.record(now - started, metric_attributes)
+                        self._first_chunk.record(now - started, chunk_attributes)
                     else:
-                        self._per_chunk.record(now - last, metric_attributes)
+                        self._per_chunk.record(now - last, chunk_attributes)
                     last = now
                     tally.add(effect.item if kind is Emit else effect)
                 try:
