@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make `benchmarks` importable from the checkout on the path
-    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):
+    # Run as a file: `benchmarks` (and zephyr_tgi) come from PYTHONPATH when it names a checkout, else from here.
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
 
+import zephyr_tgi
 from benchmarks.harness import raw_server
 from zephyr_tgi import ZephyrClient
 
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.rounds, args.calls, args.streams) < 1:
         parser.error("--rounds, --calls and --streams must be at least 1")
+    print(f"zephyr_tgi {zephyr_tgi.__version__} from {Path(zephyr_tgi.__file__).parent}")
     results = run(args.modes, args.rounds, args.calls, args.streams)
     for mode, numbers in results.items():
         print(
