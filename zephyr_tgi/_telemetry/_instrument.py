@@ -9,10 +9,11 @@ the call ends with (`error.type`). A client without telemetry never builds it, s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .. import __version__
 from .._client.flows import EFFECTS, Emit, Exclusive, Flow, Send, Sleep
@@ -24,6 +25,7 @@ from .settings import Telemetry
 __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "Instrumentation"]
 
 _T = TypeVar("_T")
+Provider = Callable[[], str | None]  # the serving engine's name, once known
 _SCOPE = "zephyr_tgi"
 # The bucket boundaries the GenAI metric conventions recommend (gen-ai-metrics.md).
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -72,11 +74,11 @@ class Instrumentation:
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
 
-    def observe(self, flow: Flow[_T], operation: Operation, provider: Any) -> Flow[_T]:
+    def observe(self, flow: Flow[_T], operation: Operation, provider: Provider) -> Flow[_T]:
         """`flow`, recorded as one span of `operation`; `provider()` names the engine (known once identified)."""
         return self._observed(flow, operation, provider)
 
-    def _observed(self, flow: Flow[_T], operation: Operation, provider: Any) -> Flow[_T]:
+    def _observed(self, flow: Flow[_T], operation: Operation, provider: Provider) -> Flow[_T]:
         attributes = dict(operation.attributes)
         known = provider()
         if known is not None:
@@ -144,10 +146,10 @@ class Instrumentation:
 
     def _finish(
         self,
-        span: Any,
+        span: Span,
         attributes: Attributes,
         tally: StreamTally | None,
-        provider: Any,
+        provider: Provider,
         started: float,
         error: BaseException | None,
     ) -> None:
