@@ -7,7 +7,7 @@ or router that assigns ids), that one is kept instead: it is the id the server's
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping
 from typing import TypeVar, cast
 
@@ -28,7 +28,8 @@ class CallId:
     __slots__ = ("sent", "value")
 
     def __init__(self) -> None:
-        self.sent = str(uuid.uuid4())  # what goes out on every attempt
+        # 128 random bits as 32 hex digits, the form of nginx's $request_id (and a tenth of uuid4()'s cost).
+        self.sent = os.urandom(16).hex()  # what goes out on every attempt
         self.value = self.sent  # what is kept: the server's id once it has answered with one
 
     def stamp(self, request: WireRequest) -> WireRequest:
