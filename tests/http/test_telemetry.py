@@ -349,6 +349,32 @@ async def test_the_span_is_a_child_of_the_callers_current_span(
     assert parent.span_id == spans["request handler"].context.span_id
 
 
+async def test_batch_items_are_children_of_the_callers_span_though_they_run_on_workers(
+    kind: str, emulator: TGIEmulator, recorded: Recorded
+) -> None:
+    tracer = recorded.tracer_provider.get_tracer("test")
+    twin = await _traced_twin(kind, emulator, recorded)
+    if kind == "sync":
+
+        def batch_inside_a_span() -> None:
+            with tracer.start_as_current_span("batch"):
+                assert isinstance(twin.client, ZephyrClient)
+                twin.client.batch_chat(["a", "b", "c"], concurrency=3, progress=False, max_new_tokens=2)
+
+        await asyncio.to_thread(batch_inside_a_span)
+    else:
+        assert isinstance(twin.client, AsyncZephyrClient)
+        with tracer.start_as_current_span("batch"):
+            await twin.client.batch_chat(["a", "b", "c"], concurrency=3, progress=False, max_new_tokens=2)
+    await twin.close()
+
+    spans = recorded.finished()
+    (batch,) = [span for span in spans if span.name == "batch"]
+    items = [span for span in spans if span.name == "chat"]
+    assert len(items) == 3
+    assert all(item.parent is not None and item.parent.span_id == batch.context.span_id for item in items)
+
+
 async def test_content_is_not_recorded_unless_asked(kind: str, emulator: TGIEmulator, recorded: Recorded) -> None:
     twin = await _traced_twin(kind, emulator, recorded)
     await twin.call("chat", "my secret question", system="be brief", max_new_tokens=3)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -75,17 +76,23 @@ class Instrumentation:
         )
 
     def observe(self, flow: Flow[_T], operation: Operation, provider: Provider) -> Flow[_T]:
-        """`flow`, recorded as one span of `operation`; `provider()` names the engine (known once identified)."""
-        return self._observed(flow, operation, provider)
+        """`flow`, recorded as one span of `operation`; `provider()` names the engine (known once identified).
 
-    def _observed(self, flow: Flow[_T], operation: Operation, provider: Provider) -> Flow[_T]:
+        The span's parent is the caller's current span now, when the call is made: a `batch_chat` item runs on a
+        worker thread, and a stream may be read elsewhere, where the caller's context is not current.
+        """
+        return self._observed(flow, operation, provider, otel_context.get_current())
+
+    def _observed(
+        self, flow: Flow[_T], operation: Operation, provider: Provider, parent: otel_context.Context
+    ) -> Flow[_T]:
         attributes = dict(operation.attributes)
         known = provider()
         if known is not None:
             attributes["gen_ai.provider.name"] = known
         if self.capture_content:
             attributes.update(operation.content)
-        span = self._tracer.start_span(operation.span_name, kind=SpanKind.CLIENT, attributes=attributes)
+        span = self._tracer.start_span(operation.span_name, context=parent, kind=SpanKind.CLIENT, attributes=attributes)
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         tally = StreamTally(capture=self.capture_content) if operation.stream else None
