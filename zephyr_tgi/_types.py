@@ -5,16 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, TypeVar
 
-from pydantic import (
-    AliasChoices,
-    AliasPath,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    field_validator,
-    model_validator,
-)
+from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._display import preview
 from ._errors import StructuredOutputError
@@ -94,12 +85,8 @@ class GenerationResult(_Frozen):
     top_tokens: tuple[tuple[Token, ...], ...] = ()
     best_of_sequences: tuple[BestOfSequence, ...] = ()
     prompt: str | None = None
-    _request_id: str | None = PrivateAttr(default=None)  # set by the client once the call is over
-
-    @property
-    def request_id(self) -> str | None:
-        """The call's `X-Request-Id` (the server's own when it sent one back)."""
-        return self._request_id
+    request_id: str | None = None
+    """The call's `X-Request-Id` (the server's own when it sent one back)."""
 
     def __str__(self) -> str:
         return self.text
@@ -269,12 +256,8 @@ class ChatCompletion(_Frozen):
     system_fingerprint: str | None = None
     choices: tuple[ChatCompletionChoice, ...] = ()
     usage: ChatCompletionUsage | None = None
-    _request_id: str | None = PrivateAttr(default=None)  # set by the client once the call is over
-
-    @property
-    def request_id(self) -> str | None:
-        """The call's `X-Request-Id` (the server's own when it sent one back)."""
-        return self._request_id
+    request_id: str | None = None
+    """The call's `X-Request-Id` (the server's own when it sent one back)."""
 
     def __repr__(self) -> str:
         finish = self.choices[0].finish_reason if self.choices else None
