@@ -113,8 +113,8 @@ class Instrumentation:
                 failure = None
                 kind = effect.__class__
                 if kind is Send:
-                    if "server.address" not in attributes:
-                        attributes.update(server_attributes(effect.request.url))
+                    # Every request's: when a call moves to another replica, the span names the one that answered.
+                    attributes.update(server_attributes(effect.request.url))
                     effect = Send(_with_headers(effect.request, carrier), effect.until, effect.stream)
                 elif kind is Exclusive:
                     effect = Exclusive(_injecting(effect.flow, carrier))
