@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
-	$(PY) -m pip install --quiet -e '.[docker,tokenizer,testing,langchain,bench]' --group dev
+	$(PY) -m pip install --quiet -e '.[docker,tokenizer,testing,langchain,bench,otel]' --group dev
 	touch $@
 
 demo: $(INSTALLED)

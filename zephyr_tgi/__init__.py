@@ -65,6 +65,7 @@ if TYPE_CHECKING:
         get_variant,
     )
     from ._retry import RetryPolicy
+    from ._telemetry.settings import Telemetry
     from ._timeout import Timeout
     from ._types import (
         BestOfSequence,
@@ -152,6 +153,7 @@ __all__ = [
     "StreamChunk",
     "StructuredOutputError",
     "TGIServer",
+    "Telemetry",
     "Timeout",
     "Token",
     "TokenBudgetError",
@@ -235,6 +237,7 @@ _LAZY: dict[str, str] = {
     "StreamChunk": "zephyr_tgi._types",
     "StructuredOutputError": "zephyr_tgi._errors",
     "TGIServer": "zephyr_tgi._launcher.server",
+    "Telemetry": "zephyr_tgi._telemetry.settings",
     "Timeout": "zephyr_tgi._timeout",
     "Token": "zephyr_tgi._types",
     "TokenBudgetError": "zephyr_tgi._errors",

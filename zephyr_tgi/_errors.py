@@ -69,7 +69,13 @@ _BODY_PREVIEW_CHARS = 300
 
 
 class ZephyrTGIError(Exception):
-    """Base class of every error zephyr_tgi raises."""
+    """Base class of every error zephyr_tgi raises.
+
+    `request_id` is the `X-Request-Id` of the client call that failed (the server's own id when it answered with
+    one), for finding the call in the server's logs; None for errors raised before a call began.
+    """
+
+    request_id: str | None = None
 
 
 class ConfigurationError(ZephyrTGIError, ValueError):

@@ -85,6 +85,8 @@ class GenerationResult(_Frozen):
     top_tokens: tuple[tuple[Token, ...], ...] = ()
     best_of_sequences: tuple[BestOfSequence, ...] = ()
     prompt: str | None = None
+    request_id: str | None = None
+    """The call's `X-Request-Id` (the server's own when it sent one back)."""
 
     def __str__(self) -> str:
         return self.text
@@ -254,6 +256,8 @@ class ChatCompletion(_Frozen):
     system_fingerprint: str | None = None
     choices: tuple[ChatCompletionChoice, ...] = ()
     usage: ChatCompletionUsage | None = None
+    request_id: str | None = None
+    """The call's `X-Request-Id` (the server's own when it sent one back)."""
 
     def __repr__(self) -> str:
         finish = self.choices[0].finish_reason if self.choices else None

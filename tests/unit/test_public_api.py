@@ -63,7 +63,7 @@ def test_importing_the_package_loads_no_heavy_module() -> None:
 
     code = (
         "import sys, zephyr_tgi; print(sorted(m for m in ('httpx2', 'pydantic', 'docker', 'sentencepiece', "
-        "'huggingface_hub.inference._client') if m in sys.modules))"
+        "'huggingface_hub.inference._client', 'opentelemetry') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"

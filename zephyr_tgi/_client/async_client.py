@@ -16,6 +16,7 @@ from . import flows
 from .batch import BatchProgress, check_concurrency, default_concurrency
 from .flows import EFFECTS, Close, Emit, Exclusive, Flow, Read, Send, Sleep
 from .params import Grammar, SamplingParams
+from .request_id import CallId
 from .structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
 from .surface import ClientSurface
 from .templates import MessagesInput
@@ -38,12 +39,18 @@ class AsyncStream(Generic[_I]):
     Use it in an `async with` block (or await `aclose()`) to free its connection when you stop early.
     """
 
-    __slots__ = ("_client", "_flow", "_opened")
+    __slots__ = ("_call", "_client", "_flow", "_opened")
 
     def __init__(self, flow: Flow[Any], client: AsyncZephyrClient) -> None:
         self._flow: Flow[Any] | None = flow
         self._client = client
         self._opened: list[AsyncStreamBody] = []
+        self._call = CallId()
+
+    @property
+    def request_id(self) -> str:
+        """The stream's `X-Request-Id` (the server's own once it has answered with one)."""
+        return self._call.value
 
     def __aiter__(self) -> Self:
         return self
@@ -63,13 +70,15 @@ class AsyncStream(Generic[_I]):
                     return item
                 error = None
                 try:
-                    value = await self._client._perform(effect, self._opened)
+                    value = await self._client._perform(effect, self._opened, self._call)
                 except ZephyrTGIError as exc:
                     value, error = None, exc
         except StopIteration:  # the flow ended: so does the stream (StopIteration cannot cross a coroutine)
             await self.aclose()
             raise StopAsyncIteration from None
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, ZephyrTGIError):
+                self._call.mark(exc)
             await self.aclose()
             raise
 
@@ -107,6 +116,7 @@ class AsyncZephyrClient(ClientSurface):
         derived._configure(self._derived_config(changes), self._endpoint)
         derived._transport = self._transport
         derived._owns_transport = False
+        derived._instrumentation = self._instrumentation
         derived._lock = None
         return derived
 
@@ -137,7 +147,9 @@ class AsyncZephyrClient(ClientSurface):
     ) -> GenerationResult:
         """Answer a conversation: render Zephyr's prompt here and send it to the engine's raw-prompt route (TGI's
         `/generate`, vLLM's and SGLang's `/v1/completions`), so the model sees the same text on every engine."""
-        return await self._run(flows.generate(self._ctx, self._chat_request(messages, system, params, overrides)))
+        request = self._chat_request(messages, system, params, overrides)
+        flow = self._traced_chat(flows.generate(self._ctx, request), request, messages, system, stream=False)
+        return await self._run(flow)
 
     def chat_stream(
         self,
@@ -148,21 +160,23 @@ class AsyncZephyrClient(ClientSurface):
         **overrides: Any,
     ) -> AsyncStream[StreamChunk]:
         """Like `chat`, streaming (`async for chunk in client.chat_stream(...)`)."""
-        return AsyncStream(
-            flows.generate_stream(self._ctx, self._chat_request(messages, system, params, overrides)), self
-        )
+        request = self._chat_request(messages, system, params, overrides)
+        flow = self._traced_chat(flows.generate_stream(self._ctx, request), request, messages, system, stream=True)
+        return AsyncStream(flow, self)
 
     async def generate(
         self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
     ) -> GenerationResult:
         """Generate from a raw prompt (no chat template)."""
-        return await self._run(flows.generate(self._ctx, self._raw_request(prompt, params, overrides)))
+        request = self._raw_request(prompt, params, overrides)
+        return await self._run(self._traced_generate(flows.generate(self._ctx, request), request, stream=False))
 
     def generate_stream(
         self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
     ) -> AsyncStream[StreamChunk]:
         """Stream from a raw prompt (no chat template)."""
-        return AsyncStream(flows.generate_stream(self._ctx, self._raw_request(prompt, params, overrides)), self)
+        request = self._raw_request(prompt, params, overrides)
+        return AsyncStream(self._traced_generate(flows.generate_stream(self._ctx, request), request, stream=True), self)
 
     @overload
     async def chat_completion(
@@ -180,8 +194,11 @@ class AsyncZephyrClient(ClientSurface):
         """TGI's OpenAI-compatible `/v1/chat/completions`; with `stream=True` await it, then iterate."""
         body = self._chat_completion_body(messages, stream, options)
         if stream:
-            return AsyncStream(flows.chat_completion_stream(self._ctx, body), self)
-        return await self._run(flows.chat_completion(self._ctx, body, options.get("max_tokens")))
+            return AsyncStream(
+                self._traced_chat_completion(flows.chat_completion_stream(self._ctx, body), body, stream=True), self
+            )
+        flow = flows.chat_completion(self._ctx, body, options.get("max_tokens"))
+        return await self._run(self._traced_chat_completion(flow, body, stream=False))
 
     @overload
     async def chat_json(
@@ -263,7 +280,11 @@ class AsyncZephyrClient(ClientSurface):
             # A fixed set of workers pulling indexes keeps exactly `workers` requests in flight.
             for index in next_index:
                 try:
-                    outcome: Outcome = await self._run(flows.generate(self._ctx, requests[index]))
+                    request = requests[index]
+                    flow = self._traced_chat(
+                        flows.generate(self._ctx, request), request, conversations[index], system, stream=False
+                    )
+                    outcome: Outcome = await self._run(flow)
                 except ZephyrTGIError as exc:
                     if not return_exceptions:
                         raise
@@ -337,9 +358,11 @@ class AsyncZephyrClient(ClientSurface):
 
     # -- the driver -----------------------------------------------------------------------------------
 
-    async def _run(self, flow: Flow[_T]) -> _T:
+    async def _run(self, flow: Flow[_T], call: CallId | None = None) -> _T:
         """Drive a flow that emits nothing to its result: perform its effects, throw their errors back in,
-        close what it left open."""
+        close what it left open. Its requests carry `call`'s id (a new one for a new public call)."""
+        if call is None:
+            call = CallId()
         opened: list[AsyncStreamBody] = []
         value: Any = None
         error: ZephyrTGIError | None = None
@@ -348,22 +371,25 @@ class AsyncZephyrClient(ClientSurface):
                 effect = flow.send(value) if error is None else flow.throw(error)
                 error = None
                 try:
-                    value = await self._perform(effect, opened)
+                    value = await self._perform(effect, opened, call)
                 except ZephyrTGIError as exc:
                     value, error = None, exc
         except StopIteration as stop:
-            result: _T = stop.value
-            return result
+            return call.keep(stop.value)  # type: ignore[no-any-return]
+        except ZephyrTGIError as exc:
+            call.mark(exc)
+            raise
         finally:
             flow.close()
             for body in opened:
                 await body.close()
 
-    async def _perform(self, effect: Any, opened: list[AsyncStreamBody]) -> Any:
+    async def _perform(self, effect: Any, opened: list[AsyncStreamBody], call: CallId) -> Any:
         if isinstance(effect, Read):
             return await effect.body.read(effect.until)
         if isinstance(effect, Send):
-            response = await self._transport.send(effect.request, effect.until, stream=effect.stream)
+            response = await self._transport.send(call.stamp(effect.request), effect.until, stream=effect.stream)
+            call.heard(response.headers)
             if response.stream is not None:
                 opened.append(response.stream)
             return response
@@ -378,5 +404,5 @@ class AsyncZephyrClient(ClientSurface):
             if self._lock is None:
                 self._lock = asyncio.Lock()
             async with self._lock:
-                return await self._run(effect.flow)
+                return await self._run(effect.flow, call)
         raise TypeError(f"unknown effect {effect!r}")

@@ -42,6 +42,7 @@ __all__ = ["AsyncConversation", "Conversation", "OverflowPolicy", "shorter_histo
 
 OverflowPolicy = Literal["drop_oldest", "raise"]
 _Client = TypeVar("_Client", "ZephyrClient", "AsyncZephyrClient")
+_T = TypeVar("_T")
 _FORMAT_VERSION = 1
 _EOS_ID = 2
 
@@ -202,6 +203,23 @@ class _ConversationState(Generic[_Client]):
         yield from flows.tap(flows.generate_stream(ctx, request, input_tokens=input_tokens), remember_last)
         return None
 
+    def _traced(
+        self, flow: Flow[_T], text: str, params: SamplingParams | None, overrides: dict[str, Any], *, stream: bool
+    ) -> Flow[_T]:
+        """An ask's flow, recorded as a `chat` span when the client's telemetry is on (content: the history held,
+        before old turns are dropped to fit, and the new turn)."""
+        client = self.client
+        instrumentation = client._instrumentation
+        if instrumentation is None:
+            return flow
+        merged = merge_params(client._config.params, self.params, params, overrides)
+        messages: list[Message] | None = None
+        if instrumentation.capture_content:
+            system = self.system if self.system is not None else client._config.system_prompt
+            opening: list[Message] = [make_message("system", system)] if system else []
+            messages = [*opening, *self.messages, make_message("user", text)]
+        return client._traced_native(flow, "chat", merged, stream=stream, messages=messages)
+
     def _remember(self, user: Message, result: GenerationResult) -> None:
         self.messages += [user, Message(role="assistant", content=result.text)]
 
@@ -310,7 +328,15 @@ class Conversation(_ConversationState["ZephyrClient"]):
 
     def ask(self, text: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
         """Send a user turn with as much history as fits; both turns join the history on success."""
-        result = self.client._run(self._ask_flow(self.client._ctx, text, params, overrides, stream=False))
+        result = self.client._run(
+            self._traced(
+                self._ask_flow(self.client._ctx, text, params, overrides, stream=False),
+                text,
+                params,
+                overrides,
+                stream=False,
+            )
+        )
         assert result is not None
         return result
 
@@ -318,7 +344,8 @@ class Conversation(_ConversationState["ZephyrClient"]):
         """Like `ask`, streaming; the turns join the history when the stream completes."""
         from .sync_client import Stream
 
-        return Stream(self._ask_flow(self.client._ctx, text, params, overrides, stream=True), self.client)
+        flow = self._ask_flow(self.client._ctx, text, params, overrides, stream=True)
+        return Stream(self._traced(flow, text, params, overrides, stream=True), self.client)
 
 
 class AsyncConversation(_ConversationState["AsyncZephyrClient"]):
@@ -326,7 +353,15 @@ class AsyncConversation(_ConversationState["AsyncZephyrClient"]):
 
     async def ask(self, text: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
         """Send a user turn with as much history as fits; both turns join the history on success."""
-        result = await self.client._run(self._ask_flow(self.client._ctx, text, params, overrides, stream=False))
+        result = await self.client._run(
+            self._traced(
+                self._ask_flow(self.client._ctx, text, params, overrides, stream=False),
+                text,
+                params,
+                overrides,
+                stream=False,
+            )
+        )
         assert result is not None
         return result
 
@@ -336,4 +371,5 @@ class AsyncConversation(_ConversationState["AsyncZephyrClient"]):
         """Like `ask`, streaming; the turns join the history when the stream completes."""
         from .async_client import AsyncStream
 
-        return AsyncStream(self._ask_flow(self.client._ctx, text, params, overrides, stream=True), self.client)
+        flow = self._ask_flow(self.client._ctx, text, params, overrides, stream=True)
+        return AsyncStream(self._traced(flow, text, params, overrides, stream=True), self.client)

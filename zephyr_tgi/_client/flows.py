@@ -84,9 +84,11 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Sleep:
-    """Wait before the next attempt."""
+    """Wait before the next attempt (`attempt` is the number of the one that failed with `cause`)."""
 
     seconds: float
+    attempt: int = 0
+    cause: ZephyrTGIError | None = None
 
 
 class Emit:
@@ -183,7 +185,7 @@ def retrying(ctx: Context, description: str, times: CallTimes, attempt: Callable
             if wait is None:
                 raise
             log_retry(description, number, policy, exc, wait)
-            yield Sleep(wait)
+            yield Sleep(wait, number, exc)  # what failed rides along, for telemetry's retry events
             number += 1
 
 

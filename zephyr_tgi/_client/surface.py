@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from .._engines import EngineSetting
 from .._errors import ConfigurationError
 from .._retry import RetryPolicy
+from .._telemetry.settings import TelemetryInput, instrumentation_for
 from .._timeout import Timeout, TimeoutInput
 from .budget import BudgetPolicy
 from .core import (
@@ -27,16 +28,19 @@ from .core import (
     raw_prompt,
     settings_from_env,
 )
-from .flows import Context
+from .flows import Context, Flow
 from .params import Limits, SamplingParams
-from .templates import MessagesInput, SpecialTokenPolicy
+from .templates import Message, MessagesInput, SpecialTokenPolicy, build_messages
 
 if TYPE_CHECKING:
     from huggingface_hub import InferenceClient
 
+    from .._telemetry._instrument import Instrumentation
     from .tokenizer import ZephyrTokenizer
 
 __all__ = ["ClientSurface"]
+
+_T = TypeVar("_T")
 
 _DERIVED = frozenset(
     {"api_key", "timeout", "retry", "params", "system_prompt", "special_tokens", "tokenizer", "budget"}
@@ -49,6 +53,7 @@ class ClientSurface(ABC):
     _config: ClientConfig
     _endpoint: Endpoint
     _ctx: Context
+    _instrumentation: Instrumentation | None = None  # OpenTelemetry, when `telemetry=` turned it on
 
     def __init__(
         self,
@@ -63,7 +68,9 @@ class ClientSurface(ABC):
         tokenizer: ZephyrTokenizer | None = None,
         budget: BudgetPolicy = "clamp",
         engine: EngineSetting = "auto",
+        telemetry: TelemetryInput = False,
     ) -> None:
+        instrumentation = instrumentation_for(telemetry, os.environ)
         config = make_config(
             base_url,
             api_key=api_key,
@@ -77,6 +84,7 @@ class ClientSurface(ABC):
             engine=engine,
         )
         self._configure(config, Endpoint.for_setting(config.engine))
+        self._instrumentation = instrumentation
         self._open()
 
     @abstractmethod
@@ -198,3 +206,65 @@ class ClientSurface(ABC):
         self, messages: MessagesInput, stream: bool, options: Mapping[str, Any]
     ) -> dict[str, Any]:
         return chat_completion_payload(self._config, messages, stream=stream, options=options)
+
+    # -- telemetry (a flow is returned as it is when telemetry is off) -------------------------------------
+
+    def _traced_chat(
+        self, flow: Flow[_T], request: NativeRequest, messages: MessagesInput, system: str | None, *, stream: bool
+    ) -> Flow[_T]:
+        """A `chat()`-like call's flow, recorded as a `chat` span when telemetry is on."""
+        instrumentation = self._instrumentation
+        if instrumentation is None:
+            return flow
+        built = None
+        if instrumentation.capture_content:
+            built = build_messages(messages)
+            system = system if system is not None else self._config.system_prompt
+            if built[0].role != "system" and system is not None:
+                built = build_messages(built, system=system)
+        return self._traced_native(flow, "chat", request.params, stream=stream, messages=built)
+
+    def _traced_generate(self, flow: Flow[_T], request: NativeRequest, *, stream: bool) -> Flow[_T]:
+        """A `generate()` call's flow, recorded as a `text_completion` span when telemetry is on."""
+        instrumentation = self._instrumentation
+        if instrumentation is None:
+            return flow
+        prompt = request.prompt if instrumentation.capture_content else None
+        return self._traced_native(flow, "text_completion", request.params, stream=stream, prompt=prompt)
+
+    def _traced_native(
+        self,
+        flow: Flow[_T],
+        operation: str,
+        params: SamplingParams,
+        *,
+        stream: bool,
+        messages: Sequence[Message] | None = None,
+        prompt: str | None = None,
+    ) -> Flow[_T]:
+        """A native-route call's flow recorded as an `operation` span (telemetry is on); content when given."""
+        from .._telemetry._describe import native_operation
+
+        instrumentation = self._instrumentation
+        assert instrumentation is not None
+        described = native_operation(
+            operation, params, model=instrumentation.model, stream=stream, messages=messages, prompt=prompt
+        )
+        return instrumentation.observe(flow, described, self._provider_name)
+
+    def _traced_chat_completion(self, flow: Flow[_T], payload: Mapping[str, Any], *, stream: bool) -> Flow[_T]:
+        """A `chat_completion()` call's flow, recorded as a `chat` span when telemetry is on."""
+        instrumentation = self._instrumentation
+        if instrumentation is None:
+            return flow
+        from .._telemetry._describe import chat_completion_operation
+
+        operation = chat_completion_operation(
+            payload, model=instrumentation.model, stream=stream, capture=instrumentation.capture_content
+        )
+        return instrumentation.observe(flow, operation, self._provider_name)
+
+    def _provider_name(self) -> str | None:
+        # gen_ai.provider.name has no registered value for these engines: the engine's own name is used.
+        engine = self._endpoint.engine
+        return engine.name if engine is not None else None

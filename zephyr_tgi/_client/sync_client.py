@@ -15,8 +15,10 @@ from .._errors import ZephyrTGIError
 from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
 from . import flows
 from .batch import BatchProgress, check_concurrency, default_concurrency
+from .core import NativeRequest
 from .flows import EFFECTS, Close, Emit, Exclusive, Flow, Read, Send, Sleep
 from .params import Grammar, SamplingParams
+from .request_id import CallId
 from .structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
 from .surface import ClientSurface
 from .templates import MessagesInput
@@ -39,12 +41,18 @@ class Stream(Generic[_I]):
     Use it in a `with` block (or call `close()`) to free its connection when you stop early.
     """
 
-    __slots__ = ("_client", "_flow", "_opened")
+    __slots__ = ("_call", "_client", "_flow", "_opened")
 
     def __init__(self, flow: Flow[Any], client: ZephyrClient) -> None:
         self._flow: Flow[Any] | None = flow
         self._client = client
         self._opened: list[StreamBody] = []
+        self._call = CallId()
+
+    @property
+    def request_id(self) -> str:
+        """The stream's `X-Request-Id` (the server's own once it has answered with one)."""
+        return self._call.value
 
     def __iter__(self) -> Self:
         return self
@@ -64,10 +72,12 @@ class Stream(Generic[_I]):
                     return item
                 error = None
                 try:
-                    value = self._client._perform(effect, self._opened)
+                    value = self._client._perform(effect, self._opened, self._call)
                 except ZephyrTGIError as exc:
                     value, error = None, exc
-        except BaseException:  # the flow ended (StopIteration) or failed: either way the stream is over
+        except BaseException as exc:  # the flow ended (StopIteration) or failed: either way the stream is over
+            if isinstance(exc, ZephyrTGIError):
+                self._call.mark(exc)
             self.close()
             raise
 
@@ -108,6 +118,7 @@ class ZephyrClient(ClientSurface):
         derived._configure(self._derived_config(changes), self._endpoint)
         derived._transport = self._transport
         derived._owns_transport = False
+        derived._instrumentation = self._instrumentation
         return derived
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -137,7 +148,9 @@ class ZephyrClient(ClientSurface):
     ) -> GenerationResult:
         """Answer a conversation: render Zephyr's prompt here and send it to the engine's raw-prompt route (TGI's
         `/generate`, vLLM's and SGLang's `/v1/completions`), so the model sees the same text on every engine."""
-        return self._run(flows.generate(self._ctx, self._chat_request(messages, system, params, overrides)))
+        request = self._chat_request(messages, system, params, overrides)
+        flow = self._traced_chat(flows.generate(self._ctx, request), request, messages, system, stream=False)
+        return self._run(flow)
 
     def chat_stream(
         self,
@@ -148,17 +161,21 @@ class ZephyrClient(ClientSurface):
         **overrides: Any,
     ) -> Stream[StreamChunk]:
         """Like `chat`, streaming: text deltas as they come, the whole result on the last chunk."""
-        return Stream(flows.generate_stream(self._ctx, self._chat_request(messages, system, params, overrides)), self)
+        request = self._chat_request(messages, system, params, overrides)
+        flow = self._traced_chat(flows.generate_stream(self._ctx, request), request, messages, system, stream=True)
+        return Stream(flow, self)
 
     def generate(self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
         """Generate from a raw prompt (no chat template)."""
-        return self._run(flows.generate(self._ctx, self._raw_request(prompt, params, overrides)))
+        request = self._raw_request(prompt, params, overrides)
+        return self._run(self._traced_generate(flows.generate(self._ctx, request), request, stream=False))
 
     def generate_stream(
         self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
     ) -> Stream[StreamChunk]:
         """Stream from a raw prompt (no chat template)."""
-        return Stream(flows.generate_stream(self._ctx, self._raw_request(prompt, params, overrides)), self)
+        request = self._raw_request(prompt, params, overrides)
+        return Stream(self._traced_generate(flows.generate_stream(self._ctx, request), request, stream=True), self)
 
     @overload
     def chat_completion(
@@ -180,8 +197,11 @@ class ZephyrClient(ClientSurface):
         """
         body = self._chat_completion_body(messages, stream, options)
         if stream:
-            return Stream(flows.chat_completion_stream(self._ctx, body), self)
-        return self._run(flows.chat_completion(self._ctx, body, options.get("max_tokens")))
+            return Stream(
+                self._traced_chat_completion(flows.chat_completion_stream(self._ctx, body), body, stream=True), self
+            )
+        flow = flows.chat_completion(self._ctx, body, options.get("max_tokens"))
+        return self._run(self._traced_chat_completion(flow, body, stream=False))
 
     @overload
     def chat_json(
@@ -259,8 +279,8 @@ class ZephyrClient(ClientSurface):
         results: list[Outcome | None] = [None] * len(requests)
         with BatchProgress(len(requests), enabled=progress) as bar, ThreadPoolExecutor(workers) as pool:
             futures: dict[Future[GenerationResult], int] = {
-                pool.submit(self._run, flows.generate(self._ctx, request)): index
-                for index, request in enumerate(requests)
+                pool.submit(self._run, self._batch_item(requests[index], conversations[index], system)): index
+                for index in range(len(requests))
             }
             pending = set(futures)
             while pending:
@@ -274,6 +294,11 @@ class ZephyrClient(ClientSurface):
                     results[futures[future]] = outcome
                     bar.done(outcome)
         return [outcome for outcome in results if outcome is not None]
+
+    def _batch_item(
+        self, request: NativeRequest, messages: MessagesInput, system: str | None
+    ) -> Flow[GenerationResult]:
+        return self._traced_chat(flows.generate(self._ctx, request), request, messages, system, stream=False)
 
     def perplexity(self, text: str, *, stride: int | None = None) -> float:
         """Perplexity of `text` under the served model, from TGI's prefill logprobs.
@@ -328,9 +353,11 @@ class ZephyrClient(ClientSurface):
 
     # -- the driver -----------------------------------------------------------------------------------
 
-    def _run(self, flow: Flow[_T]) -> _T:
+    def _run(self, flow: Flow[_T], call: CallId | None = None) -> _T:
         """Drive a flow that emits nothing to its result: perform its effects, throw their errors back in,
-        close what it left open."""
+        close what it left open. Its requests carry `call`'s id (a new one for a new public call)."""
+        if call is None:
+            call = CallId()
         opened: list[StreamBody] = []
         value: Any = None
         error: ZephyrTGIError | None = None
@@ -339,22 +366,25 @@ class ZephyrClient(ClientSurface):
                 effect = flow.send(value) if error is None else flow.throw(error)
                 error = None
                 try:
-                    value = self._perform(effect, opened)
+                    value = self._perform(effect, opened, call)
                 except ZephyrTGIError as exc:
                     value, error = None, exc
         except StopIteration as stop:
-            result: _T = stop.value
-            return result
+            return call.keep(stop.value)  # type: ignore[no-any-return]
+        except ZephyrTGIError as exc:
+            call.mark(exc)
+            raise
         finally:
             flow.close()
             for body in opened:
                 body.close()
 
-    def _perform(self, effect: Any, opened: list[StreamBody]) -> Any:
+    def _perform(self, effect: Any, opened: list[StreamBody], call: CallId) -> Any:
         if isinstance(effect, Read):
             return effect.body.read(effect.until)
         if isinstance(effect, Send):
-            response = self._transport.send(effect.request, effect.until, stream=effect.stream)
+            response = self._transport.send(call.stamp(effect.request), effect.until, stream=effect.stream)
+            call.heard(response.headers)
             if response.stream is not None:
                 opened.append(response.stream)
             return response
@@ -367,7 +397,7 @@ class ZephyrClient(ClientSurface):
             return None
         if isinstance(effect, Exclusive):
             with self._endpoint.lock:
-                return self._run(effect.flow)
+                return self._run(effect.flow, call)
         raise TypeError(f"unknown effect {effect!r}")
 
 
