@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         SpecialTokenPolicy,
         render_prompt,
     )
+    from ._client.replicas import EndpointStatus
     from ._client.tokenizer import ZephyrTokenizer
     from ._engines import EngineName, EngineSetting, MetricsSummary, SGLangOptions, VLLMOptions
     from ._errors import (
@@ -115,6 +116,7 @@ __all__ = [
     "ContainerStartError",
     "Conversation",
     "DockerUnavailableError",
+    "EndpointStatus",
     "EngineName",
     "EngineSetting",
     "FinishReason",
@@ -197,6 +199,7 @@ _LAZY: dict[str, str] = {
     "ContainerStartError": "zephyr_tgi._errors",
     "Conversation": "zephyr_tgi._client.conversation",
     "DockerUnavailableError": "zephyr_tgi._errors",
+    "EndpointStatus": "zephyr_tgi._client.replicas",
     "EngineName": "zephyr_tgi._engines",
     "EngineSetting": "zephyr_tgi._engines",
     "MetricsSummary": "zephyr_tgi._engines",

@@ -104,7 +104,7 @@ class AsyncZephyrClient(ClientSurface):
         Closing the derived client leaves the pool open; closing this one closes it.
         """
         derived = object.__new__(AsyncZephyrClient)
-        derived._configure(self._derived_config(changes), self._endpoint)
+        derived._configure(self._derived_config(changes), self._endpoint, self._ctx.replicas)
         derived._transport = self._transport
         derived._owns_transport = False
         derived._lock = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from .._engines import EngineSetting
@@ -22,6 +22,7 @@ from .core import (
     NativeRequest,
     chat_completion_payload,
     chat_prompt,
+    display_url,
     make_config,
     native_request,
     raw_prompt,
@@ -29,6 +30,7 @@ from .core import (
 )
 from .flows import Context
 from .params import Limits, SamplingParams
+from .replicas import EndpointStatus, Replica, ReplicaSet
 from .templates import MessagesInput, SpecialTokenPolicy
 
 if TYPE_CHECKING:
@@ -52,7 +54,7 @@ class ClientSurface(ABC):
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         api_key: str | None = None,
         timeout: TimeoutInput = None,
@@ -76,17 +78,19 @@ class ClientSurface(ABC):
             budget=budget,
             engine=engine,
         )
-        self._configure(config, Endpoint.for_setting(config.engine))
+        replicas = replica_set(config) if config.replica_urls else None
+        endpoint = replicas.replicas[0].endpoint if replicas is not None else Endpoint.for_setting(config.engine)
+        self._configure(config, endpoint, replicas)
         self._open()
 
     @abstractmethod
     def _open(self) -> None:
         """Create the client's transport (each shell has its own)."""
 
-    def _configure(self, config: ClientConfig, endpoint: Endpoint) -> None:
+    def _configure(self, config: ClientConfig, endpoint: Endpoint, replicas: ReplicaSet | None) -> None:
         self._config = config
         self._endpoint = endpoint
-        self._ctx = Context(config, endpoint)
+        self._ctx = Context(config, endpoint, replicas=replicas)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
@@ -115,8 +119,32 @@ class ClientSurface(ABC):
 
     @property
     def base_url(self) -> str:
-        """The server's base URL (a password in it shown as `***`)."""
+        """The server's base URL (a password in it shown as `***`); with several replicas, their URLs joined
+        by ", " (`endpoints` shows each)."""
         return self._config.shown_url
+
+    @property
+    def endpoints(self) -> tuple[EndpointStatus, ...]:
+        """The state of each replica, in the order of the URLs: healthy or ejected, requests in flight,
+        consecutive failures, the engine and limits once known. One entry for a client of one URL (which does
+        no health tracking: it is always shown healthy, with its engine and limits once known)."""
+        replicas = self._ctx.replicas
+        if replicas is not None:
+            return replicas.statuses()
+        endpoint = self._endpoint
+        return (
+            EndpointStatus(
+                url=self._config.shown_url,
+                healthy=True,
+                ejected_for=0.0,
+                in_flight=0,
+                requests=0,
+                failures=0,
+                last_error=None,
+                engine=endpoint.engine.name if endpoint.engine is not None else None,
+                limits=endpoint.limits,
+            ),
+        )
 
     @property
     def timeout(self) -> Timeout:
@@ -155,14 +183,22 @@ class ClientSurface(ABC):
 
     @property
     def engine(self) -> str:
-        """The engine serving the model: "tgi", "vllm" or "sglang"; "auto" until the first call has identified it."""
-        engine = self._endpoint.engine
+        """The engine serving the model: "tgi", "vllm" or "sglang"; "auto" until the first call has identified it
+        (with several replicas: the first replica's engine that is known)."""
+        engine = self._known_endpoint().engine
         return engine.name if engine is not None else "auto"
 
     @property
     def limits(self) -> Limits:
-        """The server's limits from `/info`, or TGI's defaults until it has been read."""
-        return self._endpoint.current_limits()
+        """The server's limits from `/info`, or TGI's defaults until it has been read (with several replicas:
+        the first replica's that are known; `endpoints` shows each)."""
+        return self._known_endpoint().current_limits()
+
+    def _known_endpoint(self) -> Endpoint:
+        replicas = self._ctx.replicas
+        if replicas is None or self._endpoint.limits_settled:
+            return self._endpoint
+        return next((r.endpoint for r in replicas.replicas if r.endpoint.limits_settled), self._endpoint)
 
     @property
     def inference_client(self) -> InferenceClient:
@@ -198,3 +234,13 @@ class ClientSurface(ABC):
         self, messages: MessagesInput, stream: bool, options: Mapping[str, Any]
     ) -> dict[str, Any]:
         return chat_completion_payload(self._config, messages, stream=stream, options=options)
+
+
+def replica_set(config: ClientConfig) -> ReplicaSet:
+    """One `Replica` per URL of `config`, each with an `Endpoint` of its own."""
+    return ReplicaSet(
+        [
+            Replica(index, url, display_url(url), Endpoint.for_setting(config.engine))
+            for index, url in enumerate(config.replica_urls)
+        ]
+    )

@@ -105,7 +105,7 @@ class ZephyrClient(ClientSurface):
         Closing the derived client leaves the pool open; closing this one closes it.
         """
         derived = object.__new__(ZephyrClient)
-        derived._configure(self._derived_config(changes), self._endpoint)
+        derived._configure(self._derived_config(changes), self._endpoint, self._ctx.replicas)
         derived._transport = self._transport
         derived._owns_transport = False
         return derived
