@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         Limits,
         SamplingParams,
     )
+    from ._client.replicas import EndpointStatus
     from ._client.sync_client import Stream, ZephyrClient
     from ._client.templates import (
         SPECIAL_TOKENS,
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
         SpecialTokenPolicy,
         render_prompt,
     )
-    from ._client.replicas import EndpointStatus
     from ._client.tokenizer import ZephyrTokenizer
     from ._engines import EngineName, EngineSetting, MetricsSummary, SGLangOptions, VLLMOptions
     from ._errors import (

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from .._engines import ENGINES, IDENTIFY_ORDER, ChunkAssembler, Engine, MetricsSummary, summarize
 from .._errors import (
+    APIConnectionError,
     APIError,
     APITimeoutError,
     ConfigurationError,
@@ -275,8 +276,10 @@ def _retrying_replicas(
 
 def _failover_wait(policy: RetryPolicy, exc: APIError, number: int, deadline_at: float | None) -> float | None:
     """0 (go to another replica now) when the policy allows another attempt of this failure before the
-    deadline, else None."""
-    if number >= policy.max_attempts or not is_retryable(policy, exc):
+    deadline, else None. A refused connection goes to another replica even under `retry_refused=False`: that
+    setting makes a wrong URL fail at once, and another replica is another URL."""
+    refused = isinstance(exc, APIConnectionError) and exc.connect_failed and policy.retry_connection_errors
+    if number >= policy.max_attempts or not (refused or is_retryable(policy, exc)):
         return None
     if deadline_at is not None and time.monotonic() >= deadline_at:
         return None
