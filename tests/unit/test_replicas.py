@@ -23,7 +23,7 @@ from zephyr_tgi import (
     ZephyrClient,
 )
 from zephyr_tgi._client.core import Endpoint, make_config, settings_from_env
-from zephyr_tgi._client.flows import Context, Sleep, retrying
+from zephyr_tgi._client.flows import Context, Flow, Sleep, retrying
 from zephyr_tgi._client.replicas import Replica, ReplicaSet, fails_over_at_once
 from zephyr_tgi._client.surface import replica_set
 from zephyr_tgi._timeout import call_times
@@ -252,14 +252,14 @@ def test_the_session_hash_is_the_same_in_every_process() -> None:
 # --- the retry plan across replicas ---------------------------------------------------------------------
 
 
-def _drive(flow: object) -> tuple[object, list[float]]:
+def _drive(flow: Flow[str]) -> tuple[str, list[float]]:
     sleeps: list[float] = []
     try:
-        effect = next(flow)  # type: ignore[call-overload]
+        effect = next(flow)
         while True:
             assert isinstance(effect, Sleep)
             sleeps.append(effect.seconds)
-            effect = flow.send(None)  # type: ignore[attr-defined]
+            effect = flow.send(None)
     except StopIteration as stop:
         return stop.value, sleeps
 
@@ -270,8 +270,8 @@ def _context(policy: RetryPolicy, clock: Clock | None = None) -> Context:
     return Context(config, replicas.replicas[0].endpoint, random.Random(0), replicas=replicas)
 
 
-def _attempt(outcomes: dict[str, list[BaseException | str]], seen: list[str]) -> Callable[[Context], object]:
-    def attempt(ctx: Context):  # type: ignore[no-untyped-def]
+def _attempt(outcomes: dict[str, list[BaseException | str]], seen: list[str]) -> Callable[[Context], Flow[str]]:
+    def attempt(ctx: Context) -> Flow[str]:
         seen.append(ctx.url)
         outcome = outcomes[ctx.url].pop(0)
         if isinstance(outcome, BaseException):
@@ -287,7 +287,7 @@ def test_a_refused_replica_is_failed_over_at_once_without_a_wait() -> None:
     refused = APIConnectionError("refused", connect_failed=True)
     attempt = _attempt({"http://a:1": [refused], "http://b:2": ["ok"]}, seen)
     ctx = _context(RetryPolicy(max_attempts=4, initial_delay=5.0))
-    result, sleeps = _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))  # type: ignore[arg-type]
+    result, sleeps = _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))
     assert (result, sleeps, seen) == ("ok", [], ["http://a:1", "http://b:2"])
 
 
@@ -296,7 +296,7 @@ def test_a_refused_replica_fails_over_even_when_the_policy_does_not_retry_refusa
     refused = APIConnectionError("refused", connect_failed=True)
     attempt = _attempt({"http://a:1": [refused], "http://b:2": ["ok"]}, seen)
     ctx = _context(RetryPolicy(retry_refused=False))
-    result, _ = _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))  # type: ignore[arg-type]
+    result, _ = _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))
     assert result == "ok"
 
 
@@ -306,7 +306,7 @@ def test_max_attempts_counts_attempts_on_all_replicas() -> None:
     attempt = _attempt({url: [down] * 3 for url in URLS}, seen)
     ctx = _context(RetryPolicy(max_attempts=2, initial_delay=0.0))
     with pytest.raises(ServerUnavailableError):
-        _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))  # type: ignore[arg-type]
+        _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))
     assert seen == ["http://a:1", "http://b:2"]
 
 
@@ -315,7 +315,7 @@ def test_the_callers_errors_are_never_failed_over() -> None:
     invalid = InputValidationError("bad", status_code=422)
     attempt = _attempt({"http://a:1": [invalid], "http://b:2": ["ok"]}, seen)
     with pytest.raises(InputValidationError):
-        _drive(retrying(_context(RetryPolicy()), "t", call_times(Timeout(), "admin"), attempt))  # type: ignore[arg-type]
+        _drive(retrying(_context(RetryPolicy()), "t", call_times(Timeout(), "admin"), attempt))
     assert seen == ["http://a:1"]
 
 
@@ -324,7 +324,7 @@ def test_when_every_replica_is_down_the_policy_backoff_applies() -> None:
     refused = APIConnectionError("refused", connect_failed=True)
     attempt = _attempt({"http://a:1": [refused, "ok"], "http://b:2": [refused], "http://c:3": [refused]}, seen)
     ctx = _context(RetryPolicy(max_attempts=4, initial_delay=0.5, jitter=0))
-    result, sleeps = _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))  # type: ignore[arg-type]
+    result, sleeps = _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))
     assert result == "ok"
     assert seen == ["http://a:1", "http://b:2", "http://c:3", "http://a:1"]
     assert sleeps == [2.0]  # no wait while another replica was up; then the policy's third backoff
@@ -335,7 +335,7 @@ def test_an_incomplete_generation_waits_its_backoff_then_goes_elsewhere() -> Non
     cut = IncompleteGenerationError("cut", status_code=500)
     attempt = _attempt({"http://a:1": [cut], "http://b:2": ["ok"]}, seen)
     ctx = _context(RetryPolicy(initial_delay=0.25, jitter=0))
-    result, sleeps = _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))  # type: ignore[arg-type]
+    result, sleeps = _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))
     assert (result, sleeps, seen) == ("ok", [0.25], ["http://a:1", "http://b:2"])
 
 
@@ -344,7 +344,7 @@ def test_every_attempt_releases_its_lease() -> None:
     refused = APIConnectionError("refused", connect_failed=True)
     attempt = _attempt({"http://a:1": [refused], "http://b:2": ["ok"]}, seen)
     ctx = _context(RetryPolicy())
-    _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))  # type: ignore[arg-type]
+    _drive(retrying(ctx, "t", call_times(Timeout(), "admin"), attempt))
     assert ctx.replicas is not None
     assert [r.in_flight for r in ctx.replicas.replicas] == [0, 0, 0]
     assert [s.requests for s in ctx.replicas.statuses()] == [1, 1, 0]
