@@ -530,8 +530,11 @@ def token_ids(ctx: Context, text: str) -> Flow[list[int]]:
 def _engine_known(ctx: Context, times: CallTimes) -> Flow[Engine]:
     """The engine serving the call (identified first under `auto`, retried). All replicas of a client are
     expected to serve the same engine: the one the chosen replica runs is taken for all."""
-    if ctx.endpoint.engine is not None and ctx.replicas is None:
-        return ctx.engine
+    if ctx.replicas is None:
+        if ctx.endpoint.engine is not None:
+            return ctx.engine
+    elif (engine := ctx.replicas.choose(ctx.session).endpoint.engine) is not None:
+        return engine  # known for the replica the call would go to: no attempt needed
     return (yield from retrying(ctx, "identify the engine", times, lambda c: _identified(c, times)))
 
 
@@ -640,6 +643,9 @@ def limits_known(ctx: Context) -> Flow[Limits]:
     With several replicas: those of the replica the call goes to (a session's own).
     """
     times = call_times(ctx.config.timeout, "admin")
+    endpoint = ctx.endpoint if ctx.replicas is None else ctx.replicas.choose(ctx.session).endpoint
+    if endpoint.limits_settled:  # nothing to ask: no attempt
+        return endpoint.current_limits()
     try:
         return (yield from retrying(ctx, "GET /info", times, lambda c: _limits_of(c, times)))
     except APIError:
