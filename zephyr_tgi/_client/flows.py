@@ -342,7 +342,7 @@ def _identify(ctx: Context, times: CallTimes) -> Flow[ServerInfo | None]:
             raise engine.error_for(response.status, response.body, response.headers, ctx.config.redactor)
         if engine.identifies(response.status, response.body):
             endpoint.engine = engine
-            logger.debug("%s is served by %s", ctx.config.shown_url, engine.title)
+            logger.debug("%s is served by %s", ctx.shown_url, engine.title)
             if engine.identify_path != engine.info_path:
                 return None
             try:
@@ -378,7 +378,7 @@ def _warn_no_info(ctx: Context, why: str) -> None:
     # Said once: the endpoint is settled from now on and no later call asks again.
     logger.warning(
         "%s has no usable %s (%s): TGI's default limits apply to this client's checks",
-        ctx.config.shown_url,
+        ctx.shown_url,
         ctx.engine.info_path,
         why,
     )
@@ -599,7 +599,7 @@ def wait_until_ready(ctx: Context, timeout: float, interval: float) -> Flow[Serv
     deadline = time.monotonic() + timeout
     while not (yield from health(ctx)):
         if time.monotonic() + interval > deadline:
-            raise APITimeoutError(f"{ctx.config.shown_url} was not healthy within {timeout:g} s")
+            raise APITimeoutError(f"{ctx.shown_url} was not healthy within {timeout:g} s")
         yield Sleep(interval)
         interval = min(interval * 1.5, 5.0)
     return (yield from info(ctx))
