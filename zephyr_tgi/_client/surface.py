@@ -94,9 +94,9 @@ class ClientSurface(ABC):
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
-        """A client configured from `ZEPHYR_TGI_URL`, `ZEPHYR_TGI_API_KEY`, `ZEPHYR_TGI_TIMEOUT`,
-        `ZEPHYR_TGI_MAX_ATTEMPTS`, `ZEPHYR_TGI_SYSTEM_PROMPT` and `ZEPHYR_TGI_ENGINE`; keyword arguments win over
-        the environment.
+        """A client configured from `ZEPHYR_TGI_URL` (several replicas: comma-separated), `ZEPHYR_TGI_API_KEY`,
+        `ZEPHYR_TGI_TIMEOUT`, `ZEPHYR_TGI_MAX_ATTEMPTS`, `ZEPHYR_TGI_SYSTEM_PROMPT` and `ZEPHYR_TGI_ENGINE`;
+        keyword arguments win over the environment.
 
         Raises:
             ConfigurationError: no URL in the arguments or the environment, or a malformed variable.
