@@ -289,6 +289,39 @@ async def test_a_stream_counts_in_flight_until_it_ends(kind: str, replicas: list
     assert after == [0, 0, 0]
 
 
+async def test_a_chat_completion_stream_fails_over_before_its_first_event(
+    kind: str, replicas: list[TGIEmulator]
+) -> None:
+    replicas[0].set_faults(drop_before_first_byte_next=1)
+    twin = Twin(kind, _urls(replicas), engine="tgi", retry=SLOW_BACKOFF)
+    chunks = await twin.stream("chat_completion", "Hi", stream=True, max_tokens=8)
+    endpoints = twin.client.endpoints
+    await twin.close()
+    assert any(choice.finish_reason for chunk in chunks for choice in chunk.choices)
+    streams = [sum(r.path == "/v1/chat/completions" for r in s.stats.requests) for s in replicas]
+    assert streams == [1, 1, 0]
+    assert [e.in_flight for e in endpoints] == [0, 0, 0]
+
+
+async def test_a_batch_spreads_over_the_replicas(kind: str) -> None:
+    # Requests of about the same length (a few ms per token): balancing by in-flight counts shares them evenly.
+    servers = [TGIEmulator(token_latency=0.005).start() for _ in range(3)]
+    try:
+        twin = Twin(kind, _urls(servers), engine="tgi")
+        questions = [f"question {i}" for i in range(18)]
+        outcomes = await twin.call("batch_chat", questions, concurrency=6, progress=False)
+        endpoints = twin.client.endpoints
+        await twin.close()
+    finally:
+        for server in servers:
+            server.stop()
+    assert all(not isinstance(o, Exception) for o in outcomes)
+    assert sum(_generations(servers)) == 18
+    assert all(n >= 4 for n in _generations(servers)), _generations(servers)
+    assert max(e.in_flight for e in endpoints) == 0
+    assert max(s.stats.max_in_flight for s in servers) <= 3
+
+
 # --- conversations stick ----------------------------------------------------------------------------------
 
 

@@ -102,9 +102,11 @@ class Emit:
 
 @dataclass(frozen=True, slots=True)
 class Exclusive:
-    """Run a sub-flow while holding the endpoint's lock (one `/info` for many concurrent first calls)."""
+    """Run a sub-flow while holding `endpoint`'s lock (one `/info` for many concurrent first calls); each
+    replica has its own, so one replica's first `/info` does not hold up the others."""
 
     flow: Generator[Any, Any, Any]
+    endpoint: Endpoint
 
 
 Effect = Send | Read | Close | Sleep | Emit | Exclusive
@@ -312,7 +314,7 @@ _INFO_MISSING_STATUSES = (404, 405, 501)
 def info_attempt(ctx: Context, times: CallTimes) -> Flow[ServerInfo]:
     """One read of the engine's limits (`/info`, `/v1/models`); remembers them, or that there are none to read."""
     if ctx.endpoint.engine is None:
-        known: ServerInfo | None = yield Exclusive(_identify(ctx, times))
+        known: ServerInfo | None = yield Exclusive(_identify(ctx, times), ctx.endpoint)
         if known is not None:
             return known
     engine = ctx.engine
@@ -387,7 +389,7 @@ def _warn_no_info(ctx: Context, why: str) -> None:
 def ensure_limits(ctx: Context, times: CallTimes) -> Flow[None]:
     """Read `/info` once per endpoint, within the calling attempt and its deadline."""
     if not ctx.endpoint.limits_settled:
-        yield Exclusive(_settle_limits(ctx, times))
+        yield Exclusive(_settle_limits(ctx, times), ctx.endpoint)
 
 
 def tokenize_attempt(ctx: Context, text: str, times: CallTimes) -> Flow[list[TokenSpan]]:
@@ -493,7 +495,7 @@ def chat_completion(ctx: Context, payload: dict[str, Any], max_tokens: int | Non
 def _chat_body(ctx: Context, payload: dict[str, Any], times: CallTimes) -> Flow[bytes]:
     """The chat body for the engine serving the endpoint (identified first under `auto`)."""
     if ctx.endpoint.engine is None:
-        yield Exclusive(_identify(ctx, times))
+        yield Exclusive(_identify(ctx, times), ctx.endpoint)
     return encode_json(ctx.engine.chat_body(payload))
 
 

@@ -366,7 +366,7 @@ class ZephyrClient(ClientSurface):
             time.sleep(effect.seconds)
             return None
         if isinstance(effect, Exclusive):
-            with self._endpoint.lock:
+            with effect.endpoint.lock:
                 return self._run(effect.flow)
         raise TypeError(f"unknown effect {effect!r}")
 
