@@ -193,6 +193,17 @@ async def test_health_is_false_only_when_every_replica_is_down(kind: str, replic
     await twin.close()
 
 
+async def test_wait_until_ready_returns_once_one_replica_is_healthy(kind: str, replicas: list[TGIEmulator]) -> None:
+    replicas[0].stop()
+    replicas[1].set_faults(unavailable_for=60.0)
+    twin = Twin(kind, _urls(replicas), engine="tgi")
+    info = await twin.call("wait_until_ready", timeout=5.0, interval=0.05)
+    endpoints = twin.client.endpoints
+    await twin.close()
+    assert info.max_total_tokens == 4096
+    assert [e.healthy for e in endpoints] == [False, False, True]
+
+
 async def test_the_callers_error_is_not_failed_over(kind: str, replicas: list[TGIEmulator]) -> None:
     invalid = {
         "status": 422,
