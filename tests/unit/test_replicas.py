@@ -407,3 +407,16 @@ def test_derived_clients_share_the_replicas() -> None:
         derived = client.with_options(timeout=3.0)
         assert derived._ctx.replicas is client._ctx.replicas
         assert [e.url for e in derived.endpoints] == list(URLS)
+
+
+def test_a_conversation_keeps_its_session_id_through_json_and_checks_a_given_one() -> None:
+    from zephyr_tgi import Conversation
+
+    with ZephyrClient("http://a:1") as client:
+        first, second = Conversation(client), Conversation(client)
+        assert first.session_id != second.session_id
+        assert Conversation.from_json(first.to_json(), client).session_id == first.session_id
+        assert Conversation(client, session_id="user-42:chat.1").session_id == "user-42:chat.1"
+        for bad in ("", "has space", "x" * 129, "new\nline"):
+            with pytest.raises(ConfigurationError, match="session_id must be"):
+                Conversation(client, session_id=bad)
