@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         Limits,
         SamplingParams,
     )
+    from ._client.replicas import EndpointStatus
     from ._client.sync_client import Stream, ZephyrClient
     from ._client.templates import (
         SPECIAL_TOKENS,
@@ -116,6 +117,7 @@ __all__ = [
     "ContainerStartError",
     "Conversation",
     "DockerUnavailableError",
+    "EndpointStatus",
     "EngineName",
     "EngineSetting",
     "FinishReason",
@@ -199,6 +201,7 @@ _LAZY: dict[str, str] = {
     "ContainerStartError": "zephyr_tgi._errors",
     "Conversation": "zephyr_tgi._client.conversation",
     "DockerUnavailableError": "zephyr_tgi._errors",
+    "EndpointStatus": "zephyr_tgi._client.replicas",
     "EngineName": "zephyr_tgi._engines",
     "EngineSetting": "zephyr_tgi._engines",
     "MetricsSummary": "zephyr_tgi._engines",

@@ -22,7 +22,7 @@ FAST_RETRY = RetryPolicy(max_attempts=4, initial_delay=0.01, max_delay=0.05)
 class Twin:
     """One test body, either client: `await twin.call("chat", ...)`, `await twin.stream("chat_stream", ...)`."""
 
-    def __init__(self, kind: str, url: str, **kwargs: Any) -> None:
+    def __init__(self, kind: str, url: str | list[str], **kwargs: Any) -> None:
         self.kind = kind
         kwargs.setdefault("retry", FAST_RETRY)
         self.client: ZephyrClient | AsyncZephyrClient = (

@@ -89,6 +89,7 @@ _USER_FACING = {
     "budget",
     "limits",
     "engine",
+    "endpoints",
     "metrics_summary",
     "inference_client",
     "chat_prompt",

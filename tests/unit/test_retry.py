@@ -77,11 +77,11 @@ def _drive(flow: Flow[Any]) -> tuple[Any, list[float]]:
         return stop.value, sleeps
 
 
-def _attempts(*outcomes: BaseException | str) -> tuple[Callable[[], Flow[str]], list[int]]:
+def _attempts(*outcomes: BaseException | str) -> tuple[Callable[[Context], Flow[str]], list[int]]:
     calls: list[int] = []
     pending = iter(outcomes)
 
-    def attempt() -> Flow[str]:
+    def attempt(ctx: Context) -> Flow[str]:
         calls.append(1)
         outcome = next(pending)
         if isinstance(outcome, BaseException):

@@ -178,9 +178,10 @@ def _server_options(f: _F) -> _F:
         "--url",
         envvar="ZEPHYR_TGI_URL",
         show_envvar=True,
-        default=None,
+        multiple=True,
         metavar="URL",
-        help="Base URL of the TGI server, e.g. http://127.0.0.1:8080.",
+        help="Base URL of the TGI server, e.g. http://127.0.0.1:8080. Repeat it (or separate URLs with commas) "
+        "for several replicas: each request goes to a healthy one, the least busy first (docs/replicas.md).",
     )(f)
 
 
@@ -241,24 +242,28 @@ def _output_mode(as_json: bool, jsonl: bool) -> OutputMode:
 # -- helpers ------------------------------------------------------------------------------------------
 
 
-def _client(url: str | None, api_key: str | None) -> ZephyrClient:
+def _client(url: tuple[str, ...], api_key: str | None) -> ZephyrClient:
     """A client for --url/--api-key; the other ZEPHYR_TGI_* settings (timeout, attempts) come from the env.
 
     A URL that ends with a TGI route (`.../generate`, `.../v1`) is cut back to the server's base URL, with a note.
+    Several URLs (--url repeated, or comma-separated) make a client of several replicas.
     """
     from zephyr_tgi import ConfigurationError, RetryPolicy, ZephyrClient
     from zephyr_tgi._client.core import settings_from_env
 
-    if not url:
+    # click splits ZEPHYR_TGI_URL at whitespace for a repeatable option; commas separate URLs too.
+    urls = [part.strip() for value in url for part in value.split(",") if part.strip()]
+    if not urls:
         raise ConfigurationError(
             "no server URL: pass --url or set ZEPHYR_TGI_URL (`zephyr-tgi serve` prints it; "
             "`zephyr-tgi emulator` runs a test server)"
         )
-    base = split_route(url)
-    if base.note is not None:
-        click.echo(base.note, err=True)
-    click.get_current_context().meta[_BASE_URL] = base  # for the hint on a 404, see _fail
-    settings: dict[str, Any] = {"base_url": base.url}
+    bases = [split_route(u) for u in urls]
+    for base in bases:
+        if base.note is not None:
+            click.echo(base.note, err=True)
+    click.get_current_context().meta[_BASE_URL] = bases[0]  # for the hint on a 404, see _fail
+    settings: dict[str, Any] = {"base_url": bases[0].url if len(bases) == 1 else [b.url for b in bases]}
     if api_key:
         settings["api_key"] = api_key
     # At a terminal a refused connection means no server at that URL: say so at once instead of retrying.
@@ -441,7 +446,7 @@ def chat(
     no_stream: bool,
     as_json: bool,
     jsonl: bool,
-    url: str | None,
+    url: tuple[str, ...],
     api_key: str | None,
 ) -> None:
     """Chat with the model: one answer to PROMPT, or an interactive session.
@@ -521,7 +526,8 @@ def _interactive(conversation: Conversation, *, url: str) -> Conversation:
         with contextlib.suppress(ImportError):  # not on every platform; plain input() still works
             import readline  # noqa: F401  # line editing and history for input()
     # The emulator answers like TGI; someone reading its stand-in answers must know they are not the model's.
-    stand_in = " (the zephyr-tgi emulator: stand-in answers, not the model's)" if is_emulator(url) else ""
+    emulated = is_emulator(conversation.client.endpoints[0].url)
+    stand_in = " (the zephyr-tgi emulator: stand-in answers, not the model's)" if emulated else ""
     click.echo(
         f"Chatting with {info.model_id} at {url}{stand_in}. /help lists commands, Ctrl-D quits. "
         'Multi-line: end a line with \\ or wrap text in """.',
@@ -559,7 +565,7 @@ def generate(
     no_stream: bool,
     as_json: bool,
     jsonl: bool,
-    url: str | None,
+    url: tuple[str, ...],
     api_key: str | None,
 ) -> None:
     """Generate from a raw PROMPT (no chat template; its words need no quotes), or from stdin; streamed."""
@@ -598,7 +604,7 @@ def generate(
 @_json_option
 @_server_options
 @_debug_option
-def info(as_json: bool, url: str | None, api_key: str | None) -> None:
+def info(as_json: bool, url: tuple[str, ...], api_key: str | None) -> None:
     """Show the server's model, version and limits (TGI's /info)."""
     with _client(url, api_key) as client, notice_if_slow(client.base_url, "GET /info"):
         data = {"url": client.base_url, **client.info().model_dump(mode="json")}
@@ -616,7 +622,7 @@ def info(as_json: bool, url: str | None, api_key: str | None) -> None:
 @_json_option
 @_server_options
 @_debug_option
-def health(wait: float | None, as_json: bool, url: str | None, api_key: str | None) -> None:
+def health(wait: float | None, as_json: bool, url: tuple[str, ...], api_key: str | None) -> None:
     """Check the server: is it reachable, is it TGI (/info), is it healthy (/health)?
 
     Exit codes: 0 healthy; 1 TGI answers but is not healthy (still loading, or failing); 3 nothing answers at the
@@ -628,18 +634,24 @@ def health(wait: float | None, as_json: bool, url: str | None, api_key: str | No
         if wait is not None:
             with contextlib.suppress(APITimeoutError):  # the verdict below says what it is after the wait
                 client.wait_until_ready(timeout=wait)
-        diagnosis = diagnose(client)
+        diagnosis = diagnose(client)  # with several replicas, its /health probe checked each of them
         base_url = client.base_url
+        replicas = client.endpoints if len(client.endpoints) > 1 else ()
     healthy = diagnosis.health is Health.HEALTHY
     hint = _health_hint(diagnosis.health, click.get_current_context().meta.get(_BASE_URL))
     if as_json:
         found = {"url": base_url, "healthy": healthy, "state": str(diagnosis.health), "detail": diagnosis.detail}
+        if replicas:
+            found["replicas"] = [{"url": r.url, "healthy": r.healthy, "last_error": r.last_error} for r in replicas]
         _echo_json(found | ({"hint": hint} if hint else {}))
-    elif healthy:
-        click.echo(f"{base_url}: healthy")
     else:
-        click.echo(f"{base_url}: {diagnosis.health}: {diagnosis.detail}")
-        if hint:
+        if healthy:
+            click.echo(f"{base_url}: healthy")
+        else:
+            click.echo(f"{base_url}: {diagnosis.health}: {diagnosis.detail}")
+        for replica in replicas:  # healthy when at least one is: say which
+            click.echo(f"  {replica.url}: " + ("healthy" if replica.healthy else f"unhealthy ({replica.last_error})"))
+        if hint and not healthy:
             click.echo(hint, err=True)
     if not healthy:
         raise click.exceptions.Exit(_HEALTH_EXIT[diagnosis.health])
@@ -665,7 +677,7 @@ def _health_hint(found: Health, base: object) -> str | None:
 @_json_option
 @_server_options
 @_debug_option
-def tokenize(text: str | None, count: bool, as_json: bool, url: str | None, api_key: str | None) -> None:
+def tokenize(text: str | None, count: bool, as_json: bool, url: tuple[str, ...], api_key: str | None) -> None:
     """Show how the server tokenizes TEXT (or stdin): id, character span and text of each token.
 
     TGI's /tokenize counts the BOS token `<s>` that every prompt starts with.

@@ -105,7 +105,7 @@ class AsyncZephyrClient(ClientSurface):
     def _open(self) -> None:
         self._transport = AsyncTransport(self._config.shown_url)
         self._owns_transport = True
-        self._lock: asyncio.Lock | None = None
+        self._locks: dict[int, asyncio.Lock] = {}  # by id() of the Endpoint, which lives as long as the client
 
     def with_options(self, **changes: Any) -> AsyncZephyrClient:
         """A client with some settings changed (timeout, retry, params, ...), sharing this one's pool.
@@ -113,11 +113,11 @@ class AsyncZephyrClient(ClientSurface):
         Closing the derived client leaves the pool open; closing this one closes it.
         """
         derived = object.__new__(AsyncZephyrClient)
-        derived._configure(self._derived_config(changes), self._endpoint)
+        derived._configure(self._derived_config(changes), self._endpoint, self._ctx.replicas)
         derived._transport = self._transport
         derived._owns_transport = False
         derived._instrumentation = self._instrumentation
-        derived._lock = None
+        derived._locks = {}
         return derived
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -401,8 +401,10 @@ class AsyncZephyrClient(ClientSurface):
             await asyncio.sleep(effect.seconds)
             return None
         if isinstance(effect, Exclusive):
-            if self._lock is None:
-                self._lock = asyncio.Lock()
-            async with self._lock:
+            # One asyncio lock per endpoint (per replica), made on first use inside the running loop.
+            lock = self._locks.get(id(effect.endpoint))
+            if lock is None:
+                lock = self._locks[id(effect.endpoint)] = asyncio.Lock()
+            async with lock:
                 return await self._run(effect.flow, call)
         raise TypeError(f"unknown effect {effect!r}")

@@ -13,6 +13,8 @@ ones of an ask in a single count, and fitting the window is arithmetic, however 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
@@ -44,6 +46,7 @@ OverflowPolicy = Literal["drop_oldest", "raise"]
 _Client = TypeVar("_Client", "ZephyrClient", "AsyncZephyrClient")
 _T = TypeVar("_T")
 _FORMAT_VERSION = 1
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _EOS_ID = 2
 
 
@@ -103,7 +106,14 @@ class _ConversationState(Generic[_Client]):
         answer_reserve: int = 256,
         params: SamplingParams | None = None,
         messages: Sequence[Message] = (),
+        session_id: str | None = None,
     ) -> None:
+        if session_id is None:
+            session_id = uuid.uuid4().hex
+        elif not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+            raise ConfigurationError(
+                "session_id must be 1 to 128 letters, digits, '-', '_', '.' or ':' (it is sent as X-Session-ID)"
+            )
         if policy not in ("drop_oldest", "raise"):
             raise ConfigurationError(f"policy must be 'drop_oldest' or 'raise', got {policy!r}")
         if not isinstance(answer_reserve, int) or answer_reserve < 1:
@@ -123,6 +133,10 @@ class _ConversationState(Generic[_Client]):
         self._index: HistoryIndex = HistoryIndex()  # running sums over self.messages' pieces
         self._index_policy: SpecialTokenPolicy | None = None
         self.client: _Client = client
+        self.session_id = session_id
+        """Stable for this conversation (kept by `to_json()`): sent as `X-Session-ID` on its requests, for
+        routers that hash on it, and with several replicas it keeps the conversation on one of them."""
+        self._session_ctx: tuple[Context, Context] | None = None  # (the client's context, ours derived from it)
 
     def __repr__(self) -> str:
         last = f", last={self.messages[-1].role}: {preview(self.messages[-1].content)}" if self.messages else ""
@@ -156,6 +170,7 @@ class _ConversationState(Generic[_Client]):
                 "answer_reserve": self.answer_reserve,
                 "params": self.params.model_dump(exclude_unset=True, mode="json") if self.params else None,
                 "messages": [m.model_dump() for m in self.messages],
+                "session_id": self.session_id,
             },
             ensure_ascii=False,
         )
@@ -172,6 +187,7 @@ class _ConversationState(Generic[_Client]):
                 "answer_reserve": loaded.get("answer_reserve", 256),
                 "params": SamplingParams.model_validate(loaded["params"]) if loaded.get("params") else None,
                 "messages": [Message.model_validate(m) for m in loaded.get("messages", [])],
+                "session_id": loaded.get("session_id"),
             }
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise ConfigurationError(f"cannot load conversation: {exc}") from exc
@@ -183,11 +199,11 @@ class _ConversationState(Generic[_Client]):
     ) -> Flow[GenerationResult | None]:
         """One ask: the turn checked, the history fitted, the answer generated (or streamed: the turns join the
         history with the last chunk)."""
+        ctx = self._context(ctx)
         config = ctx.config
         user = check_special_tokens([make_message("user", text)], config.special_tokens)[0]
         merged = merge_params(config.params, self.params, params, overrides)
-        yield from flows.limits_known(ctx)
-        limits = ctx.endpoint.current_limits()
+        limits = yield from flows.limits_known(ctx)
         history, input_tokens = yield from self._fit(ctx, user, merged, limits)
         prompt = chat_prompt(config, history, system=self.system)
         request = native_request(config, ctx.endpoint, prompt, merged, {})
@@ -219,6 +235,15 @@ class _ConversationState(Generic[_Client]):
             opening: list[Message] = [make_message("system", system)] if system else []
             messages = [*opening, *self.messages, make_message("user", text)]
         return client._traced_native(flow, "chat", merged, stream=stream, messages=messages)
+
+    def _context(self, client_ctx: Context) -> Context:
+        """The client's context for this conversation's session, made once per client context."""
+        cached = self._session_ctx
+        if cached is not None and cached[0] is client_ctx:
+            return cached[1]
+        ours = client_ctx.for_session(self.session_id)
+        self._session_ctx = (client_ctx, ours)
+        return ours
 
     def _remember(self, user: Message, result: GenerationResult) -> None:
         self.messages += [user, Message(role="assistant", content=result.text)]

@@ -44,6 +44,7 @@ __all__ = [
     "encode_json",
     "make_config",
     "normalize_base_url",
+    "normalize_base_urls",
     "parse_metrics",
     "settings_from_env",
 ]
@@ -125,6 +126,35 @@ def normalize_base_url(base_url: object) -> tuple[str, str | None]:
     return url.removesuffix("/v1"), parts.password
 
 
+def normalize_base_urls(base_url: object) -> tuple[tuple[str, ...], list[str | None]]:
+    """One URL, or several (a list or tuple of URL strings, one per replica): normalized, with their passwords.
+
+    Raises:
+        ConfigurationError: the list is empty, an entry is not a valid http(s) URL, or two entries are the same
+            server (the message names the entry, its password redacted).
+    """
+    if isinstance(base_url, str) or not isinstance(base_url, (list, tuple)):
+        url, password = normalize_base_url(base_url)
+        return (url,), [password]
+    if not base_url:
+        raise ConfigurationError("base_url is an empty list; give one URL, or one URL per replica")
+    urls: list[str] = []
+    passwords: list[str | None] = []
+    for index, entry in enumerate(base_url):
+        try:
+            url, password = normalize_base_url(entry)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"base_url[{index}]: {exc}") from None
+        if url in urls:
+            shown = display_url(url)
+            raise ConfigurationError(
+                f"base_url[{index}] ({shown!r}) repeats base_url[{urls.index(url)}]; list each replica once"
+            )
+        urls.append(url)
+        passwords.append(password)
+    return tuple(urls), passwords
+
+
 def display_url(url: str) -> str:
     """The URL as it may be shown: without its userinfo's password."""
     parts = urllib.parse.urlsplit(url)
@@ -157,7 +187,10 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Client settings from `ZEPHYR_TGI_*` variables (URL, API_KEY, TIMEOUT, MAX_ATTEMPTS, SYSTEM_PROMPT, ENGINE)."""
+    """Client settings from `ZEPHYR_TGI_*` variables.
+
+    URL (several replicas: comma-separated), API_KEY, TIMEOUT, MAX_ATTEMPTS, SYSTEM_PROMPT and ENGINE.
+    """
     settings: dict[str, Any] = {}
     if engine := environ.get("ZEPHYR_TGI_ENGINE"):
         try:
@@ -165,7 +198,8 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         except ConfigurationError:
             raise ConfigurationError(f"ZEPHYR_TGI_ENGINE={engine!r} is not 'auto', 'tgi', 'vllm' or 'sglang'") from None
     if url := environ.get("ZEPHYR_TGI_URL"):
-        settings["base_url"] = url
+        # Several replicas: comma-separated (a comma cannot be part of a host name, so nothing is ambiguous).
+        settings["base_url"] = [part.strip() for part in url.split(",")] if "," in url else url
     if api_key := environ.get("ZEPHYR_TGI_API_KEY"):
         settings["api_key"] = api_key
     if timeout := environ.get("ZEPHYR_TGI_TIMEOUT"):
@@ -204,11 +238,12 @@ class ClientConfig:
     headers: Mapping[str, str]
     redactor: Redactor
     engine: EngineSetting = "auto"
+    replica_urls: tuple[str, ...] = ()  # with several URLs: all of them, normalized (base_url is the first)
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments that would make this configuration again."""
         return {
-            "base_url": self.base_url,
+            "base_url": list(self.replica_urls) if self.replica_urls else self.base_url,
             "api_key": self.api_key.get_secret_value() if self.api_key is not None else None,
             "timeout": self.timeout,
             "retry": self.retry,
@@ -239,7 +274,8 @@ def make_config(
     Raises:
         ConfigurationError: any setting is invalid.
     """
-    url, password = normalize_base_url(base_url)
+    urls, passwords = normalize_base_urls(base_url)
+    url = urls[0]
     engine = check_engine_setting(engine)
     if budget not in _BUDGETS:
         raise ConfigurationError(f"budget must be 'clamp', 'raise' or 'off', got {budget!r}")
@@ -262,7 +298,7 @@ def make_config(
         headers["authorization"] = f"Bearer {api_key}"
     return ClientConfig(
         base_url=url,
-        shown_url=display_url(url),
+        shown_url=", ".join(display_url(u) for u in urls),
         api_key=SecretStr(api_key) if api_key is not None else None,
         timeout=as_timeout(timeout) if timeout is not None else Timeout(),
         retry=retry if retry is not None else RetryPolicy(),
@@ -272,8 +308,9 @@ def make_config(
         tokenizer=tokenizer,
         budget=budget,
         headers=headers,
-        redactor=Redactor([api_key, password]),
+        redactor=Redactor([api_key, *passwords]),
         engine=engine,
+        replica_urls=urls if len(urls) > 1 else (),
     )
 
 

@@ -13,12 +13,13 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .._engines import ENGINES, IDENTIFY_ORDER, ChunkAssembler, Engine, MetricsSummary, summarize
 from .._errors import (
+    APIConnectionError,
     APIError,
     APITimeoutError,
     ConfigurationError,
@@ -26,13 +27,14 @@ from .._errors import (
     Redactor,
     ZephyrTGIError,
 )
-from .._retry import log_retry, next_wait
+from .._retry import RetryPolicy, is_retryable, log_retry, next_wait
 from .._timeout import CallTimes, RouteKind, call_times
 from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
 from .budget import fit_budget, needs_count
 from .core import ClientConfig, Endpoint, NativeRequest, encode_json, native_request, parse_metrics
-from .params import check_limits
+from .params import Limits, check_limits
 from .perplexity import chunk_text, in_characters, perplexity_of, plan_windows, scored_logprobs
+from .replicas import Lease, Replica, ReplicaSet, fails_over_at_once
 from .shaping import parse_answer, parse_chat_chunk
 from .sse import SSEDecoder
 from .transport import WireRequest, WireResponse
@@ -102,9 +104,11 @@ class Emit:
 
 @dataclass(frozen=True, slots=True)
 class Exclusive:
-    """Run a sub-flow while holding the endpoint's lock (one `/info` for many concurrent first calls)."""
+    """Run a sub-flow while holding `endpoint`'s lock (one `/info` for many concurrent first calls); each
+    replica has its own, so one replica's first `/info` does not hold up the others."""
 
     flow: Generator[Any, Any, Any]
+    endpoint: Endpoint
 
 
 Effect = Send | Read | Close | Sleep | Emit | Exclusive
@@ -116,16 +120,51 @@ EFFECTS = frozenset({Send, Read, Close, Sleep, Exclusive})
 
 @dataclass(slots=True)
 class Context:
-    """What a flow works with: the client's settings and what it knows of its server."""
+    """What a flow works with: the client's settings and what it knows of its server.
+
+    With several replicas, the client's context holds their `ReplicaSet`, and each attempt of the retry plan
+    runs with a context of its own for the replica it chose (`on()`): its URL, its `Endpoint`, its lease.
+    """
 
     config: ClientConfig
     endpoint: Endpoint
     rng: random.Random = field(default_factory=random.Random)
+    replicas: ReplicaSet | None = None
+    session: str | None = None  # a Conversation's id: sent as X-Session-ID, and keeps it on one replica
+    url: str = ""  # where requests go: the config's URL, or the chosen replica's
+    shown_url: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    lease: Lease | None = None
+
+    def __post_init__(self) -> None:
+        if not self.url:
+            self.url, self.shown_url = self.config.base_url, self.config.shown_url
+        if not self.headers:
+            headers = self.config.headers
+            self.headers = headers if self.session is None else {**headers, "x-session-id": self.session}
 
     @property
     def engine(self) -> Engine:
         """The engine serving the endpoint (TGI until `auto` has identified one)."""
         return self.endpoint.engine or ENGINES["tgi"]
+
+    def for_session(self, session: str) -> Context:
+        """This context for the requests of one session (a conversation)."""
+        return Context(self.config, self.endpoint, self.rng, self.replicas, session)
+
+    def on(self, replica: Replica, lease: Lease | None = None) -> Context:
+        """This context for one attempt on `replica`."""
+        return Context(
+            self.config,
+            replica.endpoint,
+            self.rng,
+            self.replicas,
+            self.session,
+            replica.url,
+            replica.shown_url,
+            self.headers,
+            lease,
+        )
 
 
 def tap(flow: Flow[_T], on_item: Callable[[Any], None]) -> Flow[_T]:
@@ -168,17 +207,28 @@ def probe(
 ) -> Flow[WireResponse]:
     """One request, whatever status it is answered with."""
     description = f"{method} {path}"
-    request = WireRequest(method, ctx.config.base_url + path, body, ctx.config.headers, times.httpx, description)
+    shown = ctx.shown_url if ctx.replicas is not None else None
+    request = WireRequest(method, ctx.url + path, body, ctx.headers, times.httpx, description, shown)
     response: WireResponse = yield Send(request, times.until(), stream)
     return response
 
 
-def retrying(ctx: Context, description: str, times: CallTimes, attempt: Callable[[], Flow[_T]]) -> Flow[_T]:
-    """`attempt()` under the retry policy; every attempt and wait within the call's one deadline."""
+def retrying(
+    ctx: Context, description: str, times: CallTimes, attempt: Callable[[Context], Flow[_T]], *, hold: bool = False
+) -> Flow[_T]:
+    """`attempt(ctx)` under the retry policy; every attempt and wait within the call's one deadline.
+
+    With several replicas each attempt goes to the replica `ReplicaSet.choose` gives, and the policy's
+    `max_attempts` counts attempts on all of them. A failure that says the replica cannot serve now is tried on
+    another one at once when one is available; otherwise the policy's wait applies. With `hold`, a successful
+    attempt keeps its lease (a stream stays in flight until it ends): the result's context releases it.
+    """
+    if ctx.replicas is not None:
+        return (yield from _retrying_replicas(ctx, ctx.replicas, description, times, attempt, hold))
     number = 1
     while True:
         try:
-            return (yield from attempt())
+            return (yield from attempt(ctx))
         except APIError as exc:
             policy = ctx.config.retry
             wait = next_wait(policy, exc, number, times.deadline_at, ctx.rng)
@@ -189,10 +239,73 @@ def retrying(ctx: Context, description: str, times: CallTimes, attempt: Callable
             number += 1
 
 
+def _retrying_replicas(
+    ctx: Context,
+    replicas: ReplicaSet,
+    description: str,
+    times: CallTimes,
+    attempt: Callable[[Context], Flow[_T]],
+    hold: bool,
+) -> Flow[_T]:
+    number = 1
+    failed: list[Replica] = []
+    while True:
+        replica = replicas.choose(ctx.session, failed)
+        lease = replicas.acquire(replica)
+        try:
+            result = yield from attempt(ctx.on(replica, lease))
+        except APIError as exc:
+            replicas.release(lease, exc)
+            policy = ctx.config.retry
+            failed.append(replica)
+            at_once = fails_over_at_once(exc) and replicas.others_available(replica, failed)
+            if at_once:
+                wait: float | None = _failover_wait(policy, exc, number, times.deadline_at)
+            else:
+                wait = next_wait(policy, exc, number, times.deadline_at, ctx.rng)
+            if wait is None:
+                raise
+            log_retry(f"{description} on {replica.shown_url}", number, policy, exc, wait)
+            # A failover waits 0 s, and still goes through Sleep: telemetry records each retry from it.
+            yield Sleep(wait, number, exc)
+            number += 1
+            continue
+        except BaseException:
+            replicas.abandon(lease)  # our own error (a ConfigurationError) or the caller closed the flow
+            raise
+        if not hold:
+            replicas.release(lease)
+        return result
+
+
+def _failover_wait(policy: RetryPolicy, exc: APIError, number: int, deadline_at: float | None) -> float | None:
+    """0 (go to another replica now) when the policy allows another attempt of this failure before the
+    deadline, else None. A refused connection goes to another replica even under `retry_refused=False`: that
+    setting makes a wrong URL fail at once, and another replica is another URL."""
+    refused = isinstance(exc, APIConnectionError) and exc.connect_failed and policy.retry_connection_errors
+    if number >= policy.max_attempts or not (refused or is_retryable(policy, exc)):
+        return None
+    if deadline_at is not None and time.monotonic() >= deadline_at:
+        return None
+    return 0.0
+
+
+def release(ctx: Context, error: APIError | None = None) -> None:
+    """End the lease a held attempt's context has (a stream that ended, or failed after its first token)."""
+    if ctx.lease is not None and ctx.replicas is not None:
+        ctx.replicas.release(ctx.lease, error)
+
+
+def abandon(ctx: Context) -> None:
+    """End a held lease without an outcome (the caller stopped reading)."""
+    if ctx.lease is not None and ctx.replicas is not None:
+        ctx.replicas.abandon(ctx.lease)
+
+
 def unary(ctx: Context, kind: RouteKind, method: str, path: str, body: bytes | None = None) -> Flow[WireResponse]:
     """A request whose answer is read whole, retried under the policy."""
     times = call_times(ctx.config.timeout, kind)
-    return (yield from retrying(ctx, f"{method} {path}", times, lambda: exchange(ctx, method, path, body, times)))
+    return (yield from retrying(ctx, f"{method} {path}", times, lambda c: exchange(c, method, path, body, times)))
 
 
 # --- what a generation needs first: limits and token counts ---------------------------------------------
@@ -203,7 +316,7 @@ _INFO_MISSING_STATUSES = (404, 405, 501)
 def info_attempt(ctx: Context, times: CallTimes) -> Flow[ServerInfo]:
     """One read of the engine's limits (`/info`, `/v1/models`); remembers them, or that there are none to read."""
     if ctx.endpoint.engine is None:
-        known: ServerInfo | None = yield Exclusive(_identify(ctx, times))
+        known: ServerInfo | None = yield Exclusive(_identify(ctx, times), ctx.endpoint)
         if known is not None:
             return known
     engine = ctx.engine
@@ -233,7 +346,7 @@ def _identify(ctx: Context, times: CallTimes) -> Flow[ServerInfo | None]:
             raise engine.error_for(response.status, response.body, response.headers, ctx.config.redactor)
         if engine.identifies(response.status, response.body):
             endpoint.engine = engine
-            logger.debug("%s is served by %s", ctx.config.shown_url, engine.title)
+            logger.debug("%s is served by %s", ctx.shown_url, engine.title)
             if engine.identify_path != engine.info_path:
                 return None
             try:
@@ -269,7 +382,7 @@ def _warn_no_info(ctx: Context, why: str) -> None:
     # Said once: the endpoint is settled from now on and no later call asks again.
     logger.warning(
         "%s has no usable %s (%s): TGI's default limits apply to this client's checks",
-        ctx.config.shown_url,
+        ctx.shown_url,
         ctx.engine.info_path,
         why,
     )
@@ -278,7 +391,7 @@ def _warn_no_info(ctx: Context, why: str) -> None:
 def ensure_limits(ctx: Context, times: CallTimes) -> Flow[None]:
     """Read `/info` once per endpoint, within the calling attempt and its deadline."""
     if not ctx.endpoint.limits_settled:
-        yield Exclusive(_settle_limits(ctx, times))
+        yield Exclusive(_settle_limits(ctx, times), ctx.endpoint)
 
 
 def tokenize_attempt(ctx: Context, text: str, times: CallTimes) -> Flow[list[TokenSpan]]:
@@ -335,22 +448,23 @@ def prepare(
 
 
 class _Prepared:
-    """A request prepared once per call, whatever the number of attempts."""
+    """A request prepared once per call, whatever the number of attempts (again for another replica: each has
+    its own limits)."""
 
-    __slots__ = ("_ctx", "_input_tokens", "_request", "_stream", "_times", "done")
+    __slots__ = ("_endpoint", "_input_tokens", "_request", "_stream", "_times", "done")
 
-    def __init__(
-        self, ctx: Context, request: NativeRequest, times: CallTimes, *, stream: bool, input_tokens: int | None
-    ) -> None:
-        self._ctx, self._request, self._times, self._stream = ctx, request, times, stream
+    def __init__(self, request: NativeRequest, times: CallTimes, *, stream: bool, input_tokens: int | None) -> None:
+        self._request, self._times, self._stream = request, times, stream
         self._input_tokens = input_tokens
+        self._endpoint: Endpoint | None = None
         self.done: NativeRequest | None = None
 
-    def get(self) -> Flow[NativeRequest]:
-        if self.done is None:
+    def get(self, ctx: Context) -> Flow[NativeRequest]:
+        if self.done is None or self._endpoint is not ctx.endpoint:
             self.done = yield from prepare(
-                self._ctx, self._request, self._times, stream=self._stream, input_tokens=self._input_tokens
+                ctx, self._request, self._times, stream=self._stream, input_tokens=self._input_tokens
             )
+            self._endpoint = ctx.endpoint
         return self.done
 
 
@@ -363,10 +477,10 @@ def generate(
     """`POST /generate`: one result (`times` when it is part of a larger call; `input_tokens` when counted)."""
     if times is None:
         times = call_times(ctx.config.timeout, "generate", max_new_tokens=request.params.max_new_tokens)
-    prepared = _Prepared(ctx, request, times, stream=False, input_tokens=input_tokens)
+    prepared = _Prepared(request, times, stream=False, input_tokens=input_tokens)
 
-    def attempt() -> Flow[GenerationResult]:
-        ready = yield from prepared.get()
+    def attempt(ctx: Context) -> Flow[GenerationResult]:
+        ready = yield from prepared.get(ctx)
         engine = ctx.engine
         body = engine.generate_body(ready, stream=False)
         response = yield from exchange(ctx, "POST", engine.generate_path, body, times)
@@ -379,7 +493,7 @@ def chat_completion(ctx: Context, payload: dict[str, Any], max_tokens: int | Non
     """`POST /v1/chat/completions` without streaming."""
     times = call_times(ctx.config.timeout, "generate", max_new_tokens=max_tokens)
 
-    def attempt() -> Flow[ChatCompletion]:
+    def attempt(ctx: Context) -> Flow[ChatCompletion]:
         body = yield from _chat_body(ctx, payload, times)
         response = yield from exchange(ctx, "POST", "/v1/chat/completions", body, times)
         return parse_answer(ChatCompletion, response.body, what="chat completion")
@@ -390,14 +504,14 @@ def chat_completion(ctx: Context, payload: dict[str, Any], max_tokens: int | Non
 def _chat_body(ctx: Context, payload: dict[str, Any], times: CallTimes) -> Flow[bytes]:
     """The chat body for the engine serving the endpoint (identified first under `auto`)."""
     if ctx.endpoint.engine is None:
-        yield Exclusive(_identify(ctx, times))
+        yield Exclusive(_identify(ctx, times), ctx.endpoint)
     return encode_json(ctx.engine.chat_body(payload))
 
 
 def info(ctx: Context) -> Flow[ServerInfo]:
     """`GET /info`, retried."""
     times = call_times(ctx.config.timeout, "admin")
-    return (yield from retrying(ctx, "GET /info", times, lambda: info_attempt(ctx, times)))
+    return (yield from retrying(ctx, "GET /info", times, lambda c: info_attempt(c, times)))
 
 
 def tokenize(ctx: Context, text: str) -> Flow[list[TokenSpan]]:
@@ -405,33 +519,46 @@ def tokenize(ctx: Context, text: str) -> Flow[list[TokenSpan]]:
     if not isinstance(text, str):
         raise ConfigurationError(f"text must be a string, got {type(text).__name__}")
     times = call_times(ctx.config.timeout, "admin")
-    if ctx.endpoint.engine is None:
-        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
-    path = ctx.engine.tokenize_path
-    return (yield from retrying(ctx, f"POST {path}", times, lambda: tokenize_attempt(ctx, text, times)))
+    engine = yield from _engine_known(ctx, times)
+    path = engine.tokenize_path
+    return (yield from retrying(ctx, f"POST {path}", times, lambda c: tokenize_attempt(c, text, times)))
 
 
 def token_ids(ctx: Context, text: str) -> Flow[list[int]]:
     """The server's token ids of `text` without BOS, retried: TGI's spans, or the engine's tokenize ids."""
     times = call_times(ctx.config.timeout, "admin")
-    if ctx.endpoint.engine is None:
-        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
-    engine = ctx.engine
+    engine = yield from _engine_known(ctx, times)
     if engine.name == "tgi":
         return [span.id for span in without_bos((yield from tokenize(ctx, text)))]
     body = engine.tokenize_body(text, add_special_tokens=False)
 
-    def attempt() -> Flow[list[int]]:
+    def attempt(ctx: Context) -> Flow[list[int]]:
         response = yield from exchange(ctx, "POST", engine.tokenize_path, body, times)
         return engine.parse_ids(response.body)
 
     return (yield from retrying(ctx, f"POST {engine.tokenize_path}", times, attempt))
 
 
+def _engine_known(ctx: Context, times: CallTimes) -> Flow[Engine]:
+    """The engine serving the call (identified first under `auto`, retried). All replicas of a client are
+    expected to serve the same engine: the one the chosen replica runs is taken for all."""
+    if ctx.replicas is None:
+        if ctx.endpoint.engine is not None:
+            return ctx.engine
+    elif (engine := ctx.replicas.choose(ctx.session).endpoint.engine) is not None:
+        return engine  # known for the replica the call would go to: no attempt needed
+    return (yield from retrying(ctx, "identify the engine", times, lambda c: _identified(c, times)))
+
+
+def _identified(ctx: Context, times: CallTimes) -> Flow[Engine]:
+    yield from ensure_limits(ctx, times)
+    return ctx.engine
+
+
 def count_tokens(ctx: Context, prompt: str) -> Flow[int]:
     """Tokens of a prompt, retried when counted by the server."""
     times = call_times(ctx.config.timeout, "admin")
-    return (yield from retrying(ctx, "POST /tokenize", times, lambda: count_attempt(ctx, prompt, times)))
+    return (yield from retrying(ctx, "POST /tokenize", times, lambda c: count_attempt(c, prompt, times)))
 
 
 def metrics(ctx: Context) -> Flow[dict[str, float]]:
@@ -443,20 +570,34 @@ def metrics(ctx: Context) -> Flow[dict[str, float]]:
 def metrics_summary(ctx: Context) -> Flow[MetricsSummary]:
     """`GET /metrics` as one typed summary in the serving engine's names."""
     times = call_times(ctx.config.timeout, "admin")
-    if ctx.endpoint.engine is None:
-        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
-    engine = ctx.engine
+    engine = yield from _engine_known(ctx, times)
     return summarize(engine.name, engine.summary_names, (yield from metrics(ctx)))
 
 
 def health(ctx: Context) -> Flow[bool]:
-    """One `GET /health` (no retries: the answer is about now); False when unreachable or unhealthy."""
+    """One `GET /health` (no retries: the answer is about now); False when unreachable or unhealthy.
+
+    With several replicas: one `GET /health` per replica, each outcome recorded (a 200 brings an ejected
+    replica back at once, anything else ejects it); True when at least one is healthy.
+    """
     times = call_times(ctx.config.timeout, "admin")
-    try:
-        yield from exchange(ctx, "GET", "/health", None, times)
-    except APIError:
-        return False
-    return True
+    if ctx.replicas is None:
+        try:
+            yield from exchange(ctx, "GET", "/health", None, times)
+        except APIError:
+            return False
+        return True
+    replicas = ctx.replicas
+    healthy = False
+    for replica in replicas.replicas:
+        try:
+            yield from exchange(ctx.on(replica), "GET", "/health", None, times)
+        except APIError as exc:
+            replicas.mark_health(replica, False, f"GET /health: {type(exc).__name__}: {exc}")
+            continue
+        replicas.mark_health(replica, True)
+        healthy = True
+    return healthy
 
 
 def wait_until_ready(ctx: Context, timeout: float, interval: float) -> Flow[ServerInfo]:
@@ -464,7 +605,7 @@ def wait_until_ready(ctx: Context, timeout: float, interval: float) -> Flow[Serv
     deadline = time.monotonic() + timeout
     while not (yield from health(ctx)):
         if time.monotonic() + interval > deadline:
-            raise APITimeoutError(f"{ctx.config.shown_url} was not healthy within {timeout:g} s")
+            raise APITimeoutError(f"{ctx.shown_url} was not healthy within {timeout:g} s")
         yield Sleep(interval)
         interval = min(interval * 1.5, 5.0)
     return (yield from info(ctx))
@@ -476,17 +617,14 @@ def perplexity(ctx: Context, text: str, stride: int | None) -> Flow[float]:
         raise ConfigurationError("text must be a non-empty string")
     if stride is not None and (not isinstance(stride, int) or stride < 1):
         raise ConfigurationError(f"stride must be a positive integer, got {stride!r}")
-    yield from limits_known(ctx)
-    if ctx.endpoint.engine is None:
-        times = call_times(ctx.config.timeout, "admin")
-        yield from retrying(ctx, "identify the engine", times, lambda: ensure_limits(ctx, times))
-    engine = ctx.engine
+    limits = yield from limits_known(ctx)
+    engine = yield from _engine_known(ctx, call_times(ctx.config.timeout, "admin"))
     tokenizer = ctx.config.tokenizer
     if tokenizer is not None:
         spans = tokenizer.encode_spans(text, add_bos=False)
     else:
         spans = in_characters(text, without_bos((yield from tokenize(ctx, text))))
-    window = ctx.endpoint.current_limits().max_input_tokens - 2  # BOS, and a token of slack for re-tokenizing
+    window = limits.max_input_tokens - 2  # BOS, and a token of slack for re-tokenizing
     # One deadline for the whole call when the caller set one; otherwise each window is a request of its own.
     shared = call_times(ctx.config.timeout, "generate") if "deadline" in ctx.config.timeout.model_fields_set else None
     logprobs: list[float] = []
@@ -502,10 +640,10 @@ def score(ctx: Context, request: NativeRequest, *, times: CallTimes | None) -> F
     """One logprob per prompt token (BOS first), from the engine's scoring route, retried."""
     if times is None:
         times = call_times(ctx.config.timeout, "generate", max_new_tokens=request.params.max_new_tokens)
-    prepared = _Prepared(ctx, request, times, stream=False, input_tokens=None)
+    prepared = _Prepared(request, times, stream=False, input_tokens=None)
 
-    def attempt() -> Flow[list[float | None]]:
-        ready = yield from prepared.get()
+    def attempt(ctx: Context) -> Flow[list[float | None]]:
+        ready = yield from prepared.get(ctx)
         engine = ctx.engine
         response = yield from exchange(ctx, "POST", engine.scoring_path, engine.scoring_body(ready), times)
         return engine.parse_prompt_logprobs(response.body, ready)
@@ -518,13 +656,24 @@ def without_bos(spans: list[TokenSpan]) -> list[TokenSpan]:
     return spans[1:] if spans and spans[0].id == 1 and spans[0].stop == 0 else spans
 
 
-def limits_known(ctx: Context) -> Flow[None]:
-    """Settle the server's limits before a batch fans out (a failure leaves TGI's defaults)."""
+def limits_known(ctx: Context) -> Flow[Limits]:
+    """Settle the server's limits before a batch fans out, and return them (a failure leaves TGI's defaults).
+
+    With several replicas: those of the replica the call goes to (a session's own).
+    """
     times = call_times(ctx.config.timeout, "admin")
+    endpoint = ctx.endpoint if ctx.replicas is None else ctx.replicas.choose(ctx.session).endpoint
+    if endpoint.limits_settled:  # nothing to ask: no attempt
+        return endpoint.current_limits()
     try:
-        yield from retrying(ctx, "GET /info", times, lambda: ensure_limits(ctx, times))
+        return (yield from retrying(ctx, "GET /info", times, lambda c: _limits_of(c, times)))
     except APIError:
-        return  # the batch's own requests report a real problem
+        return ctx.endpoint.current_limits()  # the batch's own requests report a real problem
+
+
+def _limits_of(ctx: Context, times: CallTimes) -> Flow[Limits]:
+    yield from ensure_limits(ctx, times)
+    return ctx.endpoint.current_limits()
 
 
 # --- streams --------------------------------------------------------------------------------------------
@@ -592,10 +741,10 @@ def _open_stream(ctx: Context, path: str, body: bytes, times: CallTimes) -> Flow
 def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int | None = None) -> Flow[None]:
     """`POST /generate_stream`: emits `StreamChunk`s; retried only until the first token has arrived."""
     times = call_times(ctx.config.timeout, "stream")
-    prepared = _Prepared(ctx, request, times, stream=True, input_tokens=input_tokens)
+    prepared = _Prepared(request, times, stream=True, input_tokens=input_tokens)
 
-    def first_chunk() -> Flow[tuple[_StreamSession, ChunkAssembler, StreamChunk]]:
-        ready = yield from prepared.get()
+    def first_chunk(ctx: Context) -> Flow[tuple[_StreamSession, ChunkAssembler, StreamChunk, Context]]:
+        ready = yield from prepared.get(ctx)
         engine = ctx.engine
         session = yield from _open_stream(ctx, engine.stream_path, engine.generate_body(ready, stream=True), times)
         assembler = engine.stream_assembler(ready, ctx.config.redactor)
@@ -604,28 +753,37 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
         except ZephyrTGIError:
             yield Close(session.body)
             raise
-        return session, assembler, chunk
+        return session, assembler, chunk, ctx
 
-    session, assembler, chunk = yield from retrying(ctx, f"POST {ctx.engine.stream_path}", times, first_chunk)
+    session, assembler, chunk, used = yield from retrying(
+        ctx, f"POST {ctx.engine.stream_path}", times, first_chunk, hold=True
+    )
     pending, body, feed_bytes = session.pending, session.body, session.decoder.feed
-    while chunk.result is None:
-        yield chunk  # an item for the caller
-        # The hot path, once per token: `next_event` written out here, so no generator sits between this flow
-        # and the driver on each packet (the same wait, timer and errors as `_StreamSession.next_event`).
-        if not pending:
-            until = times.until()
-            while not pending:
-                try:
-                    data = yield Read(body, until)
-                except APITimeoutError as exc:
-                    raise session.timeout_error(until) from exc
-                if not data:
-                    raise assembler.end_of_stream()
-                pending.extend(feed_bytes(data))
-        chunk = assembler.feed(pending.popleft())
-    # Read the end of the body before handing out the last chunk, so the connection goes back to the pool
-    # even when the caller stops iterating there.
-    yield from session.drain()
+    try:
+        while chunk.result is None:
+            yield chunk  # an item for the caller
+            # The hot path, once per token: `next_event` written out here, so no generator sits between this
+            # flow and the driver on each packet (the same wait, timer and errors as `_StreamSession.next_event`).
+            if not pending:
+                until = times.until()
+                while not pending:
+                    try:
+                        data = yield Read(body, until)
+                    except APITimeoutError as exc:
+                        raise session.timeout_error(until) from exc
+                    if not data:
+                        raise assembler.end_of_stream()
+                    pending.extend(feed_bytes(data))
+            chunk = assembler.feed(pending.popleft())
+        # Read the end of the body before handing out the last chunk, so the connection goes back to the pool
+        # even when the caller stops iterating there.
+        yield from session.drain()
+        release(used)
+    except APIError as exc:  # after the first token: never retried, but the replica's record keeps it
+        release(used, exc)
+        raise
+    finally:
+        abandon(used)  # the caller stopped early (a no-op once released)
     yield chunk
 
 
@@ -641,19 +799,30 @@ def chat_completion_stream(ctx: Context, payload: dict[str, Any]) -> Flow[None]:
     times = call_times(ctx.config.timeout, "stream")
     redactor = ctx.config.redactor
 
-    def first_event() -> Flow[tuple[_StreamSession, ChatCompletionChunk | None]]:
+    def first_event(ctx: Context) -> Flow[tuple[_StreamSession, ChatCompletionChunk | None, Context]]:
         body = yield from _chat_body(ctx, payload, times)
         session = yield from _open_stream(ctx, "/v1/chat/completions", body, times)
         try:
             data = yield from session.next_event()
             if data is None:
                 raise MalformedResponseError("the chat stream ended before its first event")
-            return session, parse_chat_chunk(data, redactor)
+            return session, parse_chat_chunk(data, redactor), ctx
         except ZephyrTGIError:
             yield Close(session.body)
             raise
 
-    session, chunk = yield from retrying(ctx, "POST /v1/chat/completions", times, first_event)
+    session, chunk, used = yield from retrying(ctx, "POST /v1/chat/completions", times, first_event, hold=True)
+    try:
+        yield from _chat_events(session, chunk, redactor)
+        release(used)
+    except APIError as exc:  # after the first event: never retried
+        release(used, exc)
+        raise
+    finally:
+        abandon(used)
+
+
+def _chat_events(session: _StreamSession, chunk: ChatCompletionChunk | None, redactor: Redactor) -> Flow[None]:
     while chunk is not None:
         if any(choice.finish_reason for choice in chunk.choices):
             # What follows (a usage chunk, then [DONE]) comes at once: read it before handing out the finish

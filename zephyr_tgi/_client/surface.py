@@ -23,6 +23,7 @@ from .core import (
     NativeRequest,
     chat_completion_payload,
     chat_prompt,
+    display_url,
     make_config,
     native_request,
     raw_prompt,
@@ -30,6 +31,7 @@ from .core import (
 )
 from .flows import Context, Flow
 from .params import Limits, SamplingParams
+from .replicas import EndpointStatus, Replica, ReplicaSet
 from .templates import Message, MessagesInput, SpecialTokenPolicy, build_messages
 
 if TYPE_CHECKING:
@@ -57,7 +59,7 @@ class ClientSurface(ABC):
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         api_key: str | None = None,
         timeout: TimeoutInput = None,
@@ -83,7 +85,9 @@ class ClientSurface(ABC):
             budget=budget,
             engine=engine,
         )
-        self._configure(config, Endpoint.for_setting(config.engine))
+        replicas = replica_set(config) if config.replica_urls else None
+        endpoint = replicas.replicas[0].endpoint if replicas is not None else Endpoint.for_setting(config.engine)
+        self._configure(config, endpoint, replicas)
         self._instrumentation = instrumentation
         self._open()
 
@@ -91,16 +95,16 @@ class ClientSurface(ABC):
     def _open(self) -> None:
         """Create the client's transport (each shell has its own)."""
 
-    def _configure(self, config: ClientConfig, endpoint: Endpoint) -> None:
+    def _configure(self, config: ClientConfig, endpoint: Endpoint, replicas: ReplicaSet | None) -> None:
         self._config = config
         self._endpoint = endpoint
-        self._ctx = Context(config, endpoint)
+        self._ctx = Context(config, endpoint, replicas=replicas)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
-        """A client configured from `ZEPHYR_TGI_URL`, `ZEPHYR_TGI_API_KEY`, `ZEPHYR_TGI_TIMEOUT`,
-        `ZEPHYR_TGI_MAX_ATTEMPTS`, `ZEPHYR_TGI_SYSTEM_PROMPT` and `ZEPHYR_TGI_ENGINE`; keyword arguments win over
-        the environment.
+        """A client configured from `ZEPHYR_TGI_URL` (several replicas: comma-separated), `ZEPHYR_TGI_API_KEY`,
+        `ZEPHYR_TGI_TIMEOUT`, `ZEPHYR_TGI_MAX_ATTEMPTS`, `ZEPHYR_TGI_SYSTEM_PROMPT` and `ZEPHYR_TGI_ENGINE`;
+        keyword arguments win over the environment.
 
         Raises:
             ConfigurationError: no URL in the arguments or the environment, or a malformed variable.
@@ -123,8 +127,32 @@ class ClientSurface(ABC):
 
     @property
     def base_url(self) -> str:
-        """The server's base URL (a password in it shown as `***`)."""
+        """The server's base URL (a password in it shown as `***`); with several replicas, their URLs joined
+        by ", " (`endpoints` shows each)."""
         return self._config.shown_url
+
+    @property
+    def endpoints(self) -> tuple[EndpointStatus, ...]:
+        """The state of each replica, in the order of the URLs: healthy or ejected, requests in flight,
+        consecutive failures, the engine and limits once known. One entry for a client of one URL (which does
+        no health tracking: it is always shown healthy, with its engine and limits once known)."""
+        replicas = self._ctx.replicas
+        if replicas is not None:
+            return replicas.statuses()
+        endpoint = self._endpoint
+        return (
+            EndpointStatus(
+                url=self._config.shown_url,
+                healthy=True,
+                ejected_for=0.0,
+                in_flight=0,
+                requests=0,
+                failures=0,
+                last_error=None,
+                engine=endpoint.engine.name if endpoint.engine is not None else None,
+                limits=endpoint.limits,
+            ),
+        )
 
     @property
     def timeout(self) -> Timeout:
@@ -163,14 +191,22 @@ class ClientSurface(ABC):
 
     @property
     def engine(self) -> str:
-        """The engine serving the model: "tgi", "vllm" or "sglang"; "auto" until the first call has identified it."""
-        engine = self._endpoint.engine
+        """The engine serving the model: "tgi", "vllm" or "sglang"; "auto" until the first call has identified it
+        (with several replicas: the first replica's engine that is known)."""
+        engine = self._known_endpoint().engine
         return engine.name if engine is not None else "auto"
 
     @property
     def limits(self) -> Limits:
-        """The server's limits from `/info`, or TGI's defaults until it has been read."""
-        return self._endpoint.current_limits()
+        """The server's limits from `/info`, or TGI's defaults until it has been read (with several replicas:
+        the first replica's that are known; `endpoints` shows each)."""
+        return self._known_endpoint().current_limits()
+
+    def _known_endpoint(self) -> Endpoint:
+        replicas = self._ctx.replicas
+        if replicas is None or self._endpoint.limits_settled:
+            return self._endpoint
+        return next((r.endpoint for r in replicas.replicas if r.endpoint.limits_settled), self._endpoint)
 
     @property
     def inference_client(self) -> InferenceClient:
@@ -268,3 +304,13 @@ class ClientSurface(ABC):
         # gen_ai.provider.name has no registered value for these engines: the engine's own name is used.
         engine = self._endpoint.engine
         return engine.name if engine is not None else None
+
+
+def replica_set(config: ClientConfig) -> ReplicaSet:
+    """One `Replica` per URL of `config`, each with an `Endpoint` of its own."""
+    return ReplicaSet(
+        [
+            Replica(index, url, display_url(url), Endpoint.for_setting(config.engine))
+            for index, url in enumerate(config.replica_urls)
+        ]
+    )

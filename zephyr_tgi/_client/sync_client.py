@@ -115,7 +115,7 @@ class ZephyrClient(ClientSurface):
         Closing the derived client leaves the pool open; closing this one closes it.
         """
         derived = object.__new__(ZephyrClient)
-        derived._configure(self._derived_config(changes), self._endpoint)
+        derived._configure(self._derived_config(changes), self._endpoint, self._ctx.replicas)
         derived._transport = self._transport
         derived._owns_transport = False
         derived._instrumentation = self._instrumentation
@@ -396,7 +396,7 @@ class ZephyrClient(ClientSurface):
             time.sleep(effect.seconds)
             return None
         if isinstance(effect, Exclusive):
-            with self._endpoint.lock:
+            with effect.endpoint.lock:
                 return self._run(effect.flow, call)
         raise TypeError(f"unknown effect {effect!r}")
 

@@ -240,6 +240,7 @@ class WireRequest:
     headers: Mapping[str, str]
     timeout: httpx2.Timeout
     description: str  # "POST /generate": for messages and logs
+    shown_url: str | None = None  # with several replicas: the one this goes to (else the transport's URL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +267,7 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
 
 def _translate(exc: Exception, request: WireRequest, display_url: str) -> APIConnectionError:
     """The transport's exception as ours; the URL shown is the redacted one."""
-    where = f"{request.description} to {display_url}"
+    where = f"{request.description} to {request.shown_url or display_url}"
     if isinstance(exc, (httpx2.TimeoutException, httpcore2.TimeoutException)):
         return APITimeoutError(f"{where} timed out ({type(exc).__name__})")
     detail = str(exc) or type(exc).__name__

@@ -117,7 +117,7 @@ class Instrumentation:
                     attributes.update(server_attributes(effect.request.url))
                     effect = Send(_with_headers(effect.request, carrier), effect.until, effect.stream)
                 elif kind is Exclusive:
-                    effect = Exclusive(_injecting(effect.flow, carrier))
+                    effect = Exclusive(_injecting(effect.flow, carrier), effect.endpoint)
                 elif kind is Sleep and effect.cause is not None:
                     span.add_event(
                         "zephyr_tgi.retry",
