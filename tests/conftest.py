@@ -38,12 +38,3 @@ def reference() -> Path:
 # speed is checked by benchmarks, never by tests.
 settings.register_profile("zephyr_tgi", deadline=None, print_blob=True)
 settings.load_profile("zephyr_tgi")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every warning is an error (pyproject.toml), with one exception named here: ResourceWarning in the Docker
-    tests, where the docker SDK's and the owner processes' pipes and sockets are closed by the garbage collector
-    rather than explicitly (Python's default filters hide these; fixing them belongs to the launcher)."""
-    for item in items:
-        if item.get_closest_marker("docker") is not None:
-            item.add_marker(pytest.mark.filterwarnings("ignore::ResourceWarning"))

@@ -90,6 +90,13 @@ class PromptInjectionError(PromptError):
     """Message content contains a special token or a role tag of the Zephyr template."""
 
     def __init__(self, message: str, *, token: str, message_index: int) -> None:
+        """The error, with the token found and where.
+
+        Args:
+            message: What was found and what to do about it.
+            token: The special token or role tag found (kept as `.token`).
+            message_index: The index of the message it is in (kept as `.message_index`).
+        """
         super().__init__(message)
         self.token = token
         self.message_index = message_index
@@ -107,6 +114,15 @@ class TokenBudgetError(PromptError):
         max_input_tokens: int,
         max_total_tokens: int,
     ) -> None:
+        """The error, with the counts that do not fit.
+
+        Args:
+            message: What does not fit and what to do about it.
+            input_tokens: The prompt's tokens (kept as `.input_tokens`, like the other arguments).
+            max_new_tokens: The new tokens asked for.
+            max_input_tokens: The server's longest prompt.
+            max_total_tokens: The server's limit on prompt + new tokens.
+        """
         super().__init__(message)
         self.input_tokens = input_tokens
         self.max_new_tokens = max_new_tokens
@@ -118,6 +134,12 @@ class StructuredOutputError(ZephyrTGIError):
     """The model's answer is not valid for the requested JSON schema or regex; `raw_text` keeps it."""
 
     def __init__(self, message: str, *, raw_text: str) -> None:
+        """The error, with the answer that did not validate.
+
+        Args:
+            message: Why the answer is not valid.
+            raw_text: The model's answer as it came (kept as `.raw_text`).
+        """
         super().__init__(message)
         self.raw_text = raw_text
 
@@ -134,6 +156,15 @@ class APIError(ZephyrTGIError):
         body: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        """The error, with what the server answered (when it answered).
+
+        Args:
+            message: What failed, with the server's own message when it sent one (kept as `.message`).
+            status_code: The HTTP status, or None when no answer came (kept as `.status_code`).
+            error_type: The engine's error type (TGI's `error_type`, vLLM's `type`), if the body had one.
+            body: The answer's body, capped in size, with secrets redacted.
+            headers: The answer's headers (kept lower-cased as `.headers`; `retry_after` reads them).
+        """
         super().__init__(message)
         self.message = message
         self.status_code = status_code
@@ -160,6 +191,13 @@ class APIConnectionError(APIError):
     """
 
     def __init__(self, message: str, *, connect_failed: bool = False, **kwargs: Any) -> None:
+        """The error, with whether a connection was made at all.
+
+        Args:
+            message: What failed.
+            connect_failed: No connection could be made at all (kept as `.connect_failed`).
+            **kwargs: `APIError`'s other arguments.
+        """
         super().__init__(message, **kwargs)
         self.connect_failed = connect_failed
 
@@ -220,6 +258,13 @@ class ContainerStartError(ServerError):
     """The TGI container exited before it became ready."""
 
     def __init__(self, message: str, *, exit_code: int | None, logs: str) -> None:
+        """The error, with the container's exit code and log tail.
+
+        Args:
+            message: Why the container stopped, with a hint of what to do.
+            exit_code: The container's exit code, None when it did not exit (kept as `.exit_code`).
+            logs: The last lines of its log, secrets redacted (kept as `.logs`).
+        """
         super().__init__(message)
         self.exit_code = exit_code
         self.logs = logs
@@ -229,6 +274,12 @@ class ServerNotReadyError(ServerError):
     """The TGI container did not become ready before the timeout."""
 
     def __init__(self, message: str, *, logs: str) -> None:
+        """The error, with the container's log tail.
+
+        Args:
+            message: How long was waited, with a hint of what to do.
+            logs: The last lines of the container's log, secrets redacted (kept as `.logs`).
+        """
         super().__init__(message)
         self.logs = logs
 

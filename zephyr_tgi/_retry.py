@@ -37,6 +37,18 @@ class RetryPolicy(OptionsModel):
     `max_delay`), shortened by up to `jitter` so many clients do not retry in step; a server's `Retry-After`
     is used exactly when it is at most `max_retry_after`, and a longer one ends the retries at once. All
     attempts of one call share its deadline: a wait that would end past it is not started.
+
+    Attributes:
+        max_attempts: Attempts in total, the first included.
+        initial_delay: Seconds before the first retry; each further wait doubles.
+        max_delay: Seconds one wait lasts at most.
+        jitter: Fraction of each wait that is randomly cut off, from 0 to 1.
+        max_retry_after: The longest `Retry-After` honoured, in seconds; a longer one ends the retries.
+        retry_connection_errors: Retry connection failures and timeouts.
+        retry_refused: Retry refused connections (nothing listening yet).
+        retry_overloaded: Retry 429 overloaded answers.
+        retry_unavailable: Retry 502, 503 and 504.
+        retry_incomplete: Retry incomplete generations (500), before a stream's first token.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -35,6 +35,12 @@ class Timeout(OptionsModel):
     `read` bounds each wait for data: for a stream that is the gap between two tokens (keep-alive comments do
     not count as data), for other calls the wait for the whole answer. `deadline` bounds a whole call, retries
     and the waits between them included; for calls that are not streams it defaults to the read timeout.
+
+    Attributes:
+        connect: Seconds to open a connection.
+        read: Seconds of each wait for data (a stream's gap between tokens); unset, the route's default.
+        write: Seconds to send the request.
+        deadline: Seconds for the whole call, retries included; unset, the read timeout for calls that are not streams.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -39,7 +39,14 @@ class _Frozen(BaseModel):
 
 
 class Token(_Frozen):
-    """A generated token."""
+    """A generated token.
+
+    Attributes:
+        id: The token id.
+        text: Its text.
+        logprob: Its log-probability, when the server sent one.
+        special: Whether it is a special token (`<s>`, `</s>`, `<unk>`).
+    """
 
     id: int
     text: str
@@ -48,7 +55,13 @@ class Token(_Frozen):
 
 
 class PrefillToken(_Frozen):
-    """A prompt token with its logprob (TGI fills these only with `--enable-prefill-logprobs`)."""
+    """A prompt token with its logprob (TGI fills these only with `--enable-prefill-logprobs`).
+
+    Attributes:
+        id: The token id.
+        text: Its text.
+        logprob: Its log-probability given the tokens before it (None for the first token).
+    """
 
     id: int
     text: str
@@ -56,7 +69,17 @@ class PrefillToken(_Frozen):
 
 
 class BestOfSequence(_Frozen):
-    """One of the `best_of` candidates that lost."""
+    """One of the `best_of` candidates that lost.
+
+    Attributes:
+        generated_text: The candidate's text, as TGI returned it.
+        finish_reason: Why it ended.
+        generated_tokens: Its length in tokens.
+        seed: The seed it was sampled with.
+        prefill: The prompt's tokens, when asked for.
+        tokens: Its tokens.
+        top_tokens: The most likely tokens at each step, when asked for.
+    """
 
     generated_text: str
     finish_reason: FinishReason
@@ -72,6 +95,19 @@ class GenerationResult(_Frozen):
 
     `text` is the answer with a trailing stop sequence removed (so `</s>` never appears in it);
     `generated_text` is exactly what TGI returned.
+
+    Attributes:
+        text: The answer, a trailing stop sequence removed.
+        generated_text: The answer exactly as the server returned it.
+        finish_reason: Why it ended: "length", "eos_token" or "stop_sequence".
+        generated_tokens: Its length in tokens.
+        seed: The seed it was sampled with (when sampling).
+        input_length: The prompt's length in tokens, BOS included (when the server reports it).
+        tokens: Its tokens, with logprobs.
+        prefill: The prompt's tokens with logprobs (`decoder_input_details=True`).
+        top_tokens: The `top_n_tokens` most likely tokens at each step.
+        best_of_sequences: The `best_of` candidates that lost.
+        prompt: The exact prompt sent (the rendered Zephyr chat for `chat()`).
     """
 
     text: str
@@ -114,6 +150,13 @@ class StreamChunk(_Frozen):
     `text` is what to show now. It can be empty (special tokens, or text held back while it might still
     turn out to be the start of a stop sequence) and it can carry held-back text from earlier tokens;
     joining every chunk's `text` gives exactly `result.text` of the last chunk.
+
+    Attributes:
+        index: The position of the chunk's token in the answer (TGI's `index`).
+        text: The text to show now (see above).
+        token: The token behind the chunk.
+        top_tokens: The most likely tokens at this step, when asked for.
+        result: On the last chunk, the whole answer; None before.
     """
 
     index: int
@@ -134,7 +177,14 @@ class StreamChunk(_Frozen):
 
 
 class TokenSpan(_Frozen):
-    """A token of a tokenized text, with its character offsets (TGI's `/tokenize`)."""
+    """A token of a tokenized text, with its character offsets (TGI's `/tokenize`).
+
+    Attributes:
+        id: The token id.
+        text: Its text.
+        start: The offset of its first character in the text.
+        stop: The offset just after its last character.
+    """
 
     id: int
     text: str
@@ -143,7 +193,26 @@ class TokenSpan(_Frozen):
 
 
 class ServerInfo(BaseModel):
-    """TGI's `/info`: the model served and the deployment's limits."""
+    """TGI's `/info`: the model served and the deployment's limits.
+
+    Attributes:
+        model_id: The model served.
+        model_sha: Its revision's commit.
+        model_pipeline_tag: Its Hub pipeline tag (e.g. "text-generation").
+        max_concurrent_requests: Requests in flight before the server answers 429.
+        max_best_of: `best_of` at most.
+        max_stop_sequences: Stop sequences per request at most.
+        max_input_tokens: The longest prompt, in tokens (`max_input_length` in TGI 1.x).
+        max_total_tokens: Prompt + new tokens at most, per request.
+        max_top_n_tokens: `top_n_tokens` at most.
+        validation_workers: TGI's validation workers.
+        max_client_batch_size: Inputs per batched request at most.
+        router: The router's name (TGI's "text-generation-router").
+        version: The server's version.
+        sha: The server's commit.
+        docker_label: The server image's label.
+        engine: Which engine answered: "tgi", "vllm" or "sglang" (vLLM and SGLang report their limits in `/v1/models`).
+    """
 
     model_config = ConfigDict(frozen=True, extra="allow", protected_namespaces=())
 
@@ -168,7 +237,13 @@ class ServerInfo(BaseModel):
 
 
 class ChatCompletionUsage(_Frozen):
-    """Token counts of a chat completion."""
+    """Token counts of a chat completion.
+
+    Attributes:
+        prompt_tokens: The prompt's tokens.
+        completion_tokens: The answer's tokens.
+        total_tokens: Both.
+    """
 
     prompt_tokens: int
     completion_tokens: int
@@ -176,7 +251,13 @@ class ChatCompletionUsage(_Frozen):
 
 
 class ToolCallFunction(_Frozen):
-    """The function a tool call names, with its arguments as the JSON text the server sent."""
+    """The function a tool call names, with its arguments as the JSON text the server sent.
+
+    Attributes:
+        name: The function's name.
+        arguments: Its arguments, as JSON text.
+        description: A description, when the server sends one.
+    """
 
     name: str
     arguments: str = "{}"
@@ -203,7 +284,13 @@ class ToolCallFunction(_Frozen):
 
 
 class ToolCall(_Frozen):
-    """One tool call of an assistant message (`message.tool_calls[i]`)."""
+    """One tool call of an assistant message (`message.tool_calls[i]`).
+
+    Attributes:
+        id: The call's id, to answer it with a tool message.
+        type: Always "function" today.
+        function: The function called and its arguments.
+    """
 
     id: str
     type: str = "function"
@@ -211,7 +298,15 @@ class ToolCall(_Frozen):
 
 
 class ToolCallDelta(_Frozen):
-    """A fragment of a streamed tool call (`delta.tool_calls[i]`): the name comes once, the arguments in pieces."""
+    """A fragment of a streamed tool call (`delta.tool_calls[i]`): the name comes once, the arguments in pieces.
+
+    Attributes:
+        index: Which tool call of the message this fragment belongs to.
+        id: The call's id (on its first fragment).
+        type: "function" (on its first fragment).
+        name: The function's name (on its first fragment).
+        arguments: The next piece of the arguments' JSON text.
+    """
 
     index: int = 0
     id: str | None = None
@@ -230,7 +325,13 @@ class ToolCallDelta(_Frozen):
 
 
 class ChatCompletionMessage(_Frozen):
-    """The assistant's message in a chat completion."""
+    """The assistant's message in a chat completion.
+
+    Attributes:
+        role: Always "assistant".
+        content: The answer's text (None for a message of tool calls only).
+        tool_calls: The tool calls as sent (typed ones: `ChatCompletion.tool_calls`).
+    """
 
     role: str = "assistant"
     content: str | None = None
@@ -238,7 +339,14 @@ class ChatCompletionMessage(_Frozen):
 
 
 class ChatCompletionChoice(_Frozen):
-    """One choice of a chat completion."""
+    """One choice of a chat completion.
+
+    Attributes:
+        index: The choice's position.
+        message: The assistant's message.
+        finish_reason: Why it ended ("stop", "length", "tool_calls", ...).
+        logprobs: The tokens' logprobs, when asked for.
+    """
 
     index: int = 0
     message: ChatCompletionMessage
@@ -247,7 +355,17 @@ class ChatCompletionChoice(_Frozen):
 
 
 class ChatCompletion(_Frozen):
-    """A non-streaming `/v1/chat/completions` answer."""
+    """A non-streaming `/v1/chat/completions` answer.
+
+    Attributes:
+        id: The completion's id.
+        object: Always "chat.completion".
+        created: When it was made (Unix seconds).
+        model: The model that answered.
+        system_fingerprint: The server's version, as it reports it.
+        choices: The answers (one unless `n` asked for more).
+        usage: Token counts.
+    """
 
     id: str = ""
     object: str = "chat.completion"
@@ -283,7 +401,13 @@ class ChatCompletion(_Frozen):
 
 
 class ChatCompletionDelta(_Frozen):
-    """The new part of the assistant message in a stream chunk."""
+    """The new part of the assistant message in a stream chunk.
+
+    Attributes:
+        role: "assistant" (on the first chunk).
+        content: The new text.
+        tool_calls: Fragments of tool calls, as sent (typed ones: `ChatCompletionChunk.tool_calls`).
+    """
 
     role: str | None = None
     content: str | None = None
@@ -291,7 +415,14 @@ class ChatCompletionDelta(_Frozen):
 
 
 class ChatCompletionChunkChoice(_Frozen):
-    """One choice of a chat completion stream chunk."""
+    """One choice of a chat completion stream chunk.
+
+    Attributes:
+        index: The choice's position.
+        delta: What this chunk adds to the message.
+        finish_reason: Why it ended, on its last chunk.
+        logprobs: The new tokens' logprobs, when asked for.
+    """
 
     index: int = 0
     delta: ChatCompletionDelta = ChatCompletionDelta()
@@ -300,7 +431,17 @@ class ChatCompletionChunkChoice(_Frozen):
 
 
 class ChatCompletionChunk(_Frozen):
-    """One `chat.completion.chunk` event of a streamed `/v1/chat/completions` answer."""
+    """One `chat.completion.chunk` event of a streamed `/v1/chat/completions` answer.
+
+    Attributes:
+        id: The completion's id (the same on every chunk).
+        object: Always "chat.completion.chunk".
+        created: When it was made (Unix seconds).
+        model: The model that answers.
+        system_fingerprint: The server's version, as it reports it.
+        choices: What this chunk adds to each choice.
+        usage: Token counts, on the chunk that carries them (the last one, when the server sends them).
+    """
 
     id: str = ""
     object: str = "chat.completion.chunk"

@@ -51,6 +51,11 @@ def test_mkdocs_build_is_strict_and_quiet(tmp_path: Path) -> None:
     assert 'id="zephyr_tgi.ZephyrClient.chat_stream"' in api_page  # mkdocstrings rendered the docstrings
     assert "Bases:" not in api_page  # plumbing (ClientSurface, BaseChatModel) is hidden
     assert 'id="zephyr_tgi.integrations.langchain.ZephyrChatModel.bind_tools"' in api_page
+    # What the clients and conversations inherit from their shared (private) parts is shown on each of them.
+    assert 'id="zephyr_tgi.AsyncZephyrClient.from_env"' in api_page
+    assert 'id="zephyr_tgi.Conversation.from_json"' in api_page
+    chat = api_page[api_page.index('id="zephyr_tgi.ZephyrClient.chat"') :]
+    assert "Parameters:" in chat[: chat.index('id="zephyr_tgi.ZephyrClient.chat_stream"')]  # a parameter table
 
 
 def test_every_public_name_is_in_the_api_reference() -> None:

@@ -210,6 +210,9 @@ def test_notebook_runs_against_the_emulator_and_its_committed_outputs_are_curren
     [streaming] = [cell for cell in code if "Write a haiku" in cell.source]
     pieces = [o.text for o in streaming.outputs if o.output_type == "stream"]
     assert len(pieces) > 1, "the streaming cell should print its answer piece by piece"
+    [capacity] = [cell for cell in code if "run_load(" in cell.source]
+    assert "from zephyr_tgi.bench import" in capacity.source  # the library's load generator draws the curve
+    assert [o for o in capacity.outputs if "image/png" in o.get("data", {})], "the capacity curve is plotted"
     assert "finish: " in pieces[-1]
     markdown = [o.data["text/markdown"] for o in outputs if "data" in o and "text/markdown" in o.data]
     assert any("<sub>finish: " in text for text in markdown), "a GenerationResult should render as Markdown"

@@ -154,6 +154,10 @@ async def test_a_refused_connection_fails_over_at_once(kind: str, replicas: list
     assert elapsed < 1.0  # no 2 s backoff
     assert not endpoints[0].healthy
     assert "APIConnectionError" in (endpoints[0].last_error or "")
+    # The error names the replica that refused, not the client's whole list (X-Request-Id and telemetry
+    # re-stamp each request: they must keep where it goes).
+    assert f"to {replicas[0].url}:" in (endpoints[0].last_error or "")
+    assert replicas[1].url not in (endpoints[0].last_error or "")
 
 
 async def test_a_503_from_a_replica_fails_over_at_once(kind: str, replicas: list[TGIEmulator]) -> None:

@@ -271,6 +271,22 @@ async def test_retries_are_span_events_with_attempt_wait_and_cause(
     assert span.status.status_code is StatusCode.UNSET  # the third attempt succeeded
 
 
+async def test_a_failover_to_another_replica_is_a_retry_event_and_the_span_names_the_replica_that_answered(
+    kind: str, emulator: TGIEmulator, recorded: Recorded
+) -> None:
+    with TGIEmulator() as stopped:
+        refused_url = stopped.url
+    twin = Twin(kind, [refused_url, emulator.url], engine="tgi", telemetry=recorded.telemetry())
+    await twin.call("chat", "Hi", max_new_tokens=2)
+    await twin.close()
+
+    span = recorded.only_span()
+    (retry,) = [event for event in span.events if event.name == "zephyr_tgi.retry"]
+    assert _attributes(retry)["error.type"] == "APIConnectionError"
+    assert _attributes(retry)["zephyr_tgi.retry.wait"] == 0  # another replica was up: no wait
+    assert _attributes(span)["server.port"] == int(emulator.url.rsplit(":", 1)[1])
+
+
 async def test_a_failed_call_has_error_type_an_error_status_and_a_failed_duration(
     kind: str, emulator: TGIEmulator, recorded: Recorded
 ) -> None:

@@ -35,8 +35,12 @@ def _connect() -> tuple[DockerClient | None, str]:
         return None, f"the docker SDK is not installed ({exc}): pip install 'zephyr-tgi[docker]'"
     try:
         client = docker.from_env(timeout=60)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        return None, f"Docker daemon not reachable: {exc}"
+    try:
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        client.close()
         return None, f"Docker daemon not reachable: {exc}"
     return client, ""
 

@@ -126,6 +126,8 @@ def test_serve_ended_by_a_signal_leaves_no_container(
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+        if process.stdout is not None:  # the pipe is ours to close, not the garbage collector's
+            process.stdout.close()
 
 
 def test_detached_serve_is_kept_listed_and_removed_by_name(

@@ -71,6 +71,8 @@ def start_owner(emulator_image: str, tmp_path: Path) -> Iterator[Callable[[str],
         if owner.poll() is None:
             owner.kill()
             owner.wait(timeout=30)
+        if owner.stdout is not None:  # the pipe is ours to close, not the garbage collector's
+            owner.stdout.close()
 
 
 def reapers_of(pid: int) -> list[psutil.Process]:

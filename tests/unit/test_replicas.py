@@ -253,12 +253,16 @@ def test_the_session_hash_is_the_same_in_every_process() -> None:
 
 
 def _drive(flow: Flow[str]) -> tuple[str, list[float]]:
+    """The flow's result and its waits (a failover's Sleep of 0 s, which records the retry, is no wait)."""
     sleeps: list[float] = []
     try:
         effect = next(flow)
         while True:
             assert isinstance(effect, Sleep)
-            sleeps.append(effect.seconds)
+            assert effect.cause is not None
+            assert effect.attempt >= 1
+            if effect.seconds:
+                sleeps.append(effect.seconds)
             effect = flow.send(None)
     except StopIteration as stop:
         return stop.value, sleeps

@@ -245,6 +245,7 @@ class FakeDocker:
         return {"Runtimes": self.runtimes, "DefaultRuntime": "runc"}
 
     def close(self) -> None:
+        self.calls.append("close")
         for container in self.created + self.existing:
             if container.emulator is not None:
                 container.emulator.stop()
@@ -533,6 +534,45 @@ def test_an_unreachable_daemon_is_docker_unavailable_with_the_cause(fake: FakeDo
         make(fake).start()
     assert isinstance(caught.value.__cause__, requests.exceptions.ConnectionError)
     assert "create" not in fake.calls
+
+
+def test_a_client_the_factory_made_is_closed_with_the_server(fake: FakeDocker) -> None:
+    server = TGIServer(docker_client=lambda: cast("DockerClient", fake), progress=False, cache_dir="c", hf_token="")
+    with server:
+        assert "close" not in fake.calls
+    assert fake.calls.count("close") == 1
+
+
+def test_a_client_passed_in_stays_open_for_its_owner(fake: FakeDocker) -> None:
+    with make(fake):
+        pass
+    assert "close" not in fake.calls
+
+
+def test_a_client_the_factory_made_is_closed_when_the_preflight_refuses(fake: FakeDocker) -> None:
+    fake.runtimes = {"runc": {}}
+    server = TGIServer(docker_client=lambda: cast("DockerClient", fake), progress=False, cache_dir="c", hf_token="")
+    with pytest.raises(GPUUnavailableError):
+        server.start()
+    assert fake.calls.count("close") == 1
+
+
+def test_a_client_the_factory_made_is_closed_when_its_ping_fails(fake: FakeDocker) -> None:
+    fake.ping_error = requests.exceptions.ConnectionError("Connection refused")
+    server = TGIServer(docker_client=lambda: cast("DockerClient", fake), progress=False, cache_dir="c", hf_token="")
+    with pytest.raises(DockerUnavailableError):
+        server.start()
+    assert fake.calls.count("close") == 1
+
+
+def test_a_kept_server_closes_the_client_it_made_when_its_block_ends(fake: FakeDocker) -> None:
+    server = TGIServer(
+        docker_client=lambda: cast("DockerClient", fake), keep=True, progress=False, cache_dir="c", hf_token=""
+    )
+    with server:
+        pass
+    assert fake.calls.count("close") == 1
+    assert fake.created[0].status == "running"  # kept: only the client's pool is released
 
 
 def test_a_failing_client_factory_is_docker_unavailable() -> None:

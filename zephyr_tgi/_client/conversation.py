@@ -108,6 +108,23 @@ class _ConversationState(Generic[_Client]):
         messages: Sequence[Message] = (),
         session_id: str | None = None,
     ) -> None:
+        """Start a conversation (or continue `messages`) with `client`; nothing is sent until the first ask.
+
+        Args:
+            client: The client that sends the requests.
+            system: The system prompt of every request; default the client's `system_prompt`.
+            policy: When the history does not fit the window: "drop_oldest" drops whole turns, oldest first (never
+                the system prompt or the newest user turn); "raise" raises `TokenBudgetError`.
+            answer_reserve: Tokens kept free for the answer when `max_new_tokens` is unset (or larger than the window).
+            params: Sampling options of every ask, layered over the client's.
+            messages: The history to start from.
+            session_id: Sent as `X-Session-ID` on every request, for routers that hash on it; with several
+                replicas it keeps the conversation on one. Default: a new random id (kept by `to_json()`).
+
+        Raises:
+            ConfigurationError: an unknown `policy`, `answer_reserve` below 1, `params` not `SamplingParams`, or a
+                `session_id` that is not 1 to 128 letters, digits, `-`, `_`, `.` or `:`.
+        """
         if session_id is None:
             session_id = uuid.uuid4().hex
         elif not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
@@ -151,7 +168,18 @@ class _ConversationState(Generic[_Client]):
 
     @classmethod
     def from_json(cls, data: str, client: _Client) -> Self:
-        """A conversation saved by `to_json()`."""
+        """A conversation saved by `to_json()`.
+
+        Args:
+            data: The JSON text `to_json()` returned.
+            client: The client the restored conversation sends with.
+
+        Returns:
+            The conversation, with its history, system prompt and settings.
+
+        Raises:
+            ConfigurationError: `data` is not a conversation saved by `to_json()`.
+        """
         return cls(client, **cls._parse(data))
 
     def reset(self) -> None:
@@ -352,7 +380,19 @@ class Conversation(_ConversationState["ZephyrClient"]):
     """A chat history with a `ZephyrClient` that keeps every request inside the context window."""
 
     def ask(self, text: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
-        """Send a user turn with as much history as fits; both turns join the history on success."""
+        """Send a user turn with as much history as fits; both turns join the history on success.
+
+        Args:
+            text: The user's turn.
+            params: Sampling options of this ask, layered over the conversation's.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, ...), layered over `params`.
+
+        Returns:
+            The answer.
+
+        Raises:
+            TokenBudgetError: the newest turn alone does not fit, or any history does not with `policy="raise"`.
+        """
         result = self.client._run(
             self._traced(
                 self._ask_flow(self.client._ctx, text, params, overrides, stream=False),
@@ -366,7 +406,16 @@ class Conversation(_ConversationState["ZephyrClient"]):
         return result
 
     def ask_stream(self, text: str, *, params: SamplingParams | None = None, **overrides: Any) -> Iterator[StreamChunk]:
-        """Like `ask`, streaming; the turns join the history when the stream completes."""
+        """Like `ask`, streaming; the turns join the history when the stream completes.
+
+        Args:
+            text: The user's turn.
+            params: Sampling options of this ask, layered over the conversation's.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, ...), layered over `params`.
+
+        Returns:
+            The answer's chunks; the last one carries the whole `GenerationResult`.
+        """
         from .sync_client import Stream
 
         flow = self._ask_flow(self.client._ctx, text, params, overrides, stream=True)
@@ -377,7 +426,19 @@ class AsyncConversation(_ConversationState["AsyncZephyrClient"]):
     """A chat history with an `AsyncZephyrClient` that keeps every request inside the context window."""
 
     async def ask(self, text: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
-        """Send a user turn with as much history as fits; both turns join the history on success."""
+        """Send a user turn with as much history as fits; both turns join the history on success.
+
+        Args:
+            text: The user's turn.
+            params: Sampling options of this ask, layered over the conversation's.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, ...), layered over `params`.
+
+        Returns:
+            The answer.
+
+        Raises:
+            TokenBudgetError: the newest turn alone does not fit, or any history does not with `policy="raise"`.
+        """
         result = await self.client._run(
             self._traced(
                 self._ask_flow(self.client._ctx, text, params, overrides, stream=False),
@@ -393,7 +454,16 @@ class AsyncConversation(_ConversationState["AsyncZephyrClient"]):
     def ask_stream(
         self, text: str, *, params: SamplingParams | None = None, **overrides: Any
     ) -> AsyncIterator[StreamChunk]:
-        """Like `ask`, streaming; the turns join the history when the stream completes."""
+        """Like `ask`, streaming; the turns join the history when the stream completes.
+
+        Args:
+            text: The user's turn.
+            params: Sampling options of this ask, layered over the conversation's.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, ...), layered over `params`.
+
+        Returns:
+            The answer's chunks; the last one carries the whole `GenerationResult`.
+        """
         from .async_client import AsyncStream
 
         flow = self._ask_flow(self.client._ctx, text, params, overrides, stream=True)

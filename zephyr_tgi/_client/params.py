@@ -42,7 +42,12 @@ PresetName = Literal["model_card", "zephyr_card", "greedy"]
 
 
 class Grammar(OptionsModel):
-    """Constrained decoding: a JSON schema or a regular expression (TGI's `grammar` parameter)."""
+    """Constrained decoding: a JSON schema or a regular expression (TGI's `grammar` parameter).
+
+    Attributes:
+        type: "json" (a JSON schema), "json_schema" (`{"schema": {...}, "name": ...}`) or "regex".
+        value: The schema, or the regular expression.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -64,13 +69,21 @@ class Grammar(OptionsModel):
 
     @classmethod
     def json_schema(cls, schema: Mapping[str, Any] | builtins.type[BaseModel]) -> Grammar:
-        """A JSON grammar from a schema dict or a pydantic model class."""
+        """A JSON grammar from a schema dict or a pydantic model class.
+
+        Args:
+            schema: A JSON schema, or a pydantic model class whose schema is used.
+        """
         value = schema.model_json_schema() if isinstance(schema, type) else dict(schema)
         return cls(type="json", value=value)
 
     @classmethod
     def regex(cls, pattern: str) -> Grammar:
-        """A regular-expression grammar."""
+        """A regular-expression grammar.
+
+        Args:
+            pattern: The regular expression the whole answer must match.
+        """
         return cls(type="regex", value=pattern)
 
 
@@ -82,6 +95,28 @@ class SamplingParams(OptionsModel):
     `typical_p=1.0` mean "off" and are not sent (TGI only accepts values strictly below 1).
     Limits that depend on the server (stop-sequence count, best_of, top_n_tokens, the token budget) are
     checked against its `/info` when a request is built.
+
+    Attributes:
+        max_new_tokens: Tokens to generate at most; unset, the client fits it to the window (`budget="clamp"`).
+        temperature: Softmax temperature; 0 means greedy decoding.
+        top_p: Nucleus sampling: keep the most likely tokens up to this probability mass (1.0: off).
+        top_k: Keep the `top_k` most likely tokens.
+        typical_p: Typical sampling mass (1.0: off).
+        repetition_penalty: Penalty on tokens already in the prompt or answer (1.0: none).
+        frequency_penalty: OpenAI-style penalty growing with a token's count so far, from -2 to 2.
+        do_sample: Sample instead of greedy decoding (implied by the sampling options above).
+        seed: Random seed of the sampling, for repeatable answers.
+        stop: Stop sequences (a string or several); `</s>` is always one.
+        truncate: Keep only the last `truncate` prompt tokens.
+        watermark: Watermark the answer (Kirchenbauer et al., 2023).
+        return_full_text: Put the prompt before the answer in `generated_text`.
+        details: Ask for tokens, logprobs and the finish reason (the client asks by default).
+        decoder_input_details: Ask for the prompt's tokens and logprobs (`prefill`; TGI needs
+            `--enable-prefill-logprobs`).
+        top_n_tokens: Also return the `top_n_tokens` most likely tokens at each step.
+        best_of: Generate `best_of` sequences and return the best (needs sampling).
+        grammar: Constrain the answer to a JSON schema or a regex.
+        engine_options: Options only vLLM or SGLang has; any other engine refuses them before sending.
     """
 
     # inf and NaN cannot be sent as JSON; TGI reads floats as f32 and integers as u32/i32/u64.
@@ -161,7 +196,14 @@ class SamplingParams(OptionsModel):
 
     @classmethod
     def preset(cls, name: PresetName) -> SamplingParams:
-        """A named preset: `model_card`, `zephyr_card` or `greedy`."""
+        """A named preset: `model_card`, `zephyr_card` or `greedy`.
+
+        Args:
+            name: The preset's name (the keys of `PRESETS`).
+
+        Raises:
+            ConfigurationError: an unknown name.
+        """
         try:
             return PRESETS[name]
         except KeyError:
@@ -208,7 +250,16 @@ def merge_params(*layers: ParamsLayer) -> SamplingParams:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The deployment limits TGI enforces, as its `/info` reports them (TGI's launcher defaults here)."""
+    """The deployment limits TGI enforces, as its `/info` reports them (TGI's launcher defaults here).
+
+    Attributes:
+        max_input_tokens: The longest prompt, in tokens.
+        max_total_tokens: Prompt + new tokens at most, per request.
+        max_stop_sequences: Stop sequences per request at most.
+        max_best_of: `best_of` at most.
+        max_top_n_tokens: `top_n_tokens` at most.
+        max_concurrent_requests: Requests in flight before the server answers 429.
+    """
 
     max_input_tokens: int = 4095
     max_total_tokens: int = 4096

@@ -41,6 +41,7 @@ class CallId:
             {**request.headers, REQUEST_ID_HEADER: self.sent},
             request.timeout,
             request.description,
+            request.shown_url,
         )
 
     def heard(self, headers: Mapping[str, str]) -> None:

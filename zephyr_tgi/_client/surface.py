@@ -72,6 +72,27 @@ class ClientSurface(ABC):
         engine: EngineSetting = "auto",
         telemetry: TelemetryInput = False,
     ) -> None:
+        """Check the settings and open the client's connection pool; nothing is sent until the first call.
+
+        Args:
+            base_url: The server's base URL, e.g. `http://127.0.0.1:8080`, or a list of URLs of replicas that
+                serve the same model: each call goes to a healthy one, the least busy first (docs/replicas.md).
+            api_key: Sent as `Authorization: Bearer ...` (TGI's `--api-key`); never an implicit HF token.
+            timeout: A `Timeout`, or seconds of read timeout (the connect timeout at most 5 s); None, `Timeout()`.
+            retry: When and how long to retry; default `RetryPolicy()`.
+            params: Default sampling options of every generation; a call's own options are layered over them.
+            system_prompt: The system prompt used when a conversation has none.
+            special_tokens: What to do with special tokens in message content: "raise", "strip" or "allow".
+            tokenizer: A local `ZephyrTokenizer` to count tokens with, instead of the server's `/tokenize`.
+            budget: When prompt + max_new_tokens exceed the server's window: "clamp" max_new_tokens, "raise"
+                `TokenBudgetError`, or "off" (send as is).
+            engine: The engine serving the model ("tgi", "vllm", "sglang"), or "auto" to identify it on first use.
+            telemetry: OpenTelemetry spans and metrics for each generation call (extra `otel`): True for the
+                global providers, a `Telemetry` for chosen ones, False (the default) for none.
+
+        Raises:
+            ConfigurationError: a malformed URL or an invalid setting.
+        """
         instrumentation = instrumentation_for(telemetry, os.environ)
         config = make_config(
             base_url,
@@ -102,9 +123,16 @@ class ClientSurface(ABC):
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
-        """A client configured from `ZEPHYR_TGI_URL` (several replicas: comma-separated), `ZEPHYR_TGI_API_KEY`,
-        `ZEPHYR_TGI_TIMEOUT`, `ZEPHYR_TGI_MAX_ATTEMPTS`, `ZEPHYR_TGI_SYSTEM_PROMPT` and `ZEPHYR_TGI_ENGINE`;
-        keyword arguments win over the environment.
+        """A client configured from the environment; keyword arguments win over it.
+
+        The variables are `ZEPHYR_TGI_URL` (several replicas: comma-separated), `ZEPHYR_TGI_API_KEY`,
+        `ZEPHYR_TGI_TIMEOUT`, `ZEPHYR_TGI_MAX_ATTEMPTS`, `ZEPHYR_TGI_SYSTEM_PROMPT` and `ZEPHYR_TGI_ENGINE`.
+
+        Args:
+            **overrides: The constructor's arguments, by name (`base_url=`, `timeout=`, ...).
+
+        Returns:
+            A new client.
 
         Raises:
             ConfigurationError: no URL in the arguments or the environment, or a malformed variable.
@@ -217,7 +245,18 @@ class ClientSurface(ABC):
         return inference_client_for(self._config)
 
     def chat_prompt(self, messages: MessagesInput, *, system: str | None = None) -> str:
-        """The exact Zephyr prompt `chat()` sends for these messages."""
+        """The exact Zephyr prompt `chat()` sends for these messages.
+
+        Args:
+            messages: A user turn as a string, or a list of `Message`s or `{"role": ..., "content": ...}` dicts.
+            system: The system prompt, as in `chat()`.
+
+        Returns:
+            The rendered prompt, ending with the assistant's turn marker.
+
+        Raises:
+            PromptInjectionError: a special token in a message's content, with `special_tokens="raise"`.
+        """
         return chat_prompt(self._config, messages, system=system)
 
     def __repr__(self) -> str:

@@ -39,6 +39,12 @@ class Stream(Generic[_I]):
     """A streamed answer: iterate it for its items; the request goes out on the first `next()`.
 
     Use it in a `with` block (or call `close()`) to free its connection when you stop early.
+
+    The client's `*_stream` methods make streams; there is no need to build one.
+
+    Args:
+        flow: The flow that produces the stream's items.
+        client: The client whose connection pool carries the request.
     """
 
     __slots__ = ("_call", "_client", "_flow", "_opened")
@@ -113,6 +119,16 @@ class ZephyrClient(ClientSurface):
         """A client with some settings changed (timeout, retry, params, ...), sharing this one's pool.
 
         Closing the derived client leaves the pool open; closing this one closes it.
+
+        Args:
+            **changes: New values for `api_key`, `timeout`, `retry`, `params`, `system_prompt`, `special_tokens`,
+                `tokenizer` or `budget` (the constructor's arguments of the same names).
+
+        Returns:
+            A new client of the same kind, for the same server.
+
+        Raises:
+            ConfigurationError: a setting that cannot change (the URL, the engine) or an invalid value.
         """
         derived = object.__new__(ZephyrClient)
         derived._configure(self._derived_config(changes), self._endpoint, self._ctx.replicas)
@@ -147,7 +163,24 @@ class ZephyrClient(ClientSurface):
         **overrides: Any,
     ) -> GenerationResult:
         """Answer a conversation: render Zephyr's prompt here and send it to the engine's raw-prompt route (TGI's
-        `/generate`, vLLM's and SGLang's `/v1/completions`), so the model sees the same text on every engine."""
+        `/generate`, vLLM's and SGLang's `/v1/completions`), so the model sees the same text on every engine.
+
+        Args:
+            messages: A user turn as a string, or a list of `Message`s or `{"role": ..., "content": ...}` dicts.
+            system: The system prompt of this call; default the client's `system_prompt` (messages that start
+                with a system message take neither).
+            params: Sampling options of this call, layered over the client's `params`.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, `seed=1`, ...), layered over
+                `params`.
+
+        Returns:
+            The answer, with its finish reason, token counts and (when asked for) tokens and logprobs.
+
+        Raises:
+            PromptInjectionError: a special token in a message's content, with `special_tokens="raise"`.
+            TokenBudgetError: the prompt does not fit the server's window, with `budget="raise"`.
+            APIError: the server's refusal or a transport failure, after the retries the policy allows.
+        """
         request = self._chat_request(messages, system, params, overrides)
         flow = self._traced_chat(flows.generate(self._ctx, request), request, messages, system, stream=False)
         return self._run(flow)
@@ -160,20 +193,65 @@ class ZephyrClient(ClientSurface):
         params: SamplingParams | None = None,
         **overrides: Any,
     ) -> Stream[StreamChunk]:
-        """Like `chat`, streaming: text deltas as they come, the whole result on the last chunk."""
+        """Like `chat`, streaming: text deltas as they come, the whole result on the last chunk.
+
+        Nothing is sent until the stream is first iterated; close it (or leave its `with` block) to stop early.
+
+        Args:
+            messages: A user turn as a string, or a list of `Message`s or `{"role": ..., "content": ...}` dicts.
+            system: The system prompt of this call; default the client's `system_prompt` (messages that start
+                with a system message take neither).
+            params: Sampling options of this call, layered over the client's `params`.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, `seed=1`, ...), layered over
+                `params`.
+
+        Returns:
+            A stream of chunks; the last one carries the whole `GenerationResult` as `chunk.result`.
+
+        Raises:
+            PromptInjectionError: a special token in a message's content, with `special_tokens="raise"`.
+            TokenBudgetError: the prompt does not fit the server's window, with `budget="raise"`.
+        """
         request = self._chat_request(messages, system, params, overrides)
         flow = self._traced_chat(flows.generate_stream(self._ctx, request), request, messages, system, stream=True)
         return Stream(flow, self)
 
     def generate(self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any) -> GenerationResult:
-        """Generate from a raw prompt (no chat template)."""
+        """Generate from a raw prompt (no chat template).
+
+        Args:
+            prompt: The exact text the model continues.
+            params: Sampling options of this call, layered over the client's `params`.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, `seed=1`, ...), layered over
+                `params`.
+
+        Returns:
+            The continuation, with its finish reason and token counts.
+
+        Raises:
+            TokenBudgetError: the prompt does not fit the server's window, with `budget="raise"`.
+            APIError: the server's refusal or a transport failure, after the retries the policy allows.
+        """
         request = self._raw_request(prompt, params, overrides)
         return self._run(self._traced_generate(flows.generate(self._ctx, request), request, stream=False))
 
     def generate_stream(
         self, prompt: str, *, params: SamplingParams | None = None, **overrides: Any
     ) -> Stream[StreamChunk]:
-        """Stream from a raw prompt (no chat template)."""
+        """Stream from a raw prompt (no chat template).
+
+        Args:
+            prompt: The exact text the model continues.
+            params: Sampling options of this call, layered over the client's `params`.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, `seed=1`, ...), layered over
+                `params`.
+
+        Returns:
+            A stream of chunks; the last one carries the whole `GenerationResult` as `chunk.result`.
+
+        Raises:
+            TokenBudgetError: the prompt does not fit the server's window, with `budget="raise"`.
+        """
         request = self._raw_request(prompt, params, overrides)
         return Stream(self._traced_generate(flows.generate_stream(self._ctx, request), request, stream=True), self)
 
@@ -190,10 +268,21 @@ class ZephyrClient(ClientSurface):
     def chat_completion(
         self, messages: MessagesInput, *, stream: bool = False, **options: Any
     ) -> ChatCompletion | Stream[ChatCompletionChunk]:
-        """TGI's OpenAI-compatible `/v1/chat/completions` (the server renders the template).
+        """The engine's OpenAI-compatible `/v1/chat/completions` (the server renders the template).
 
-        `options` are the Messages API's: max_tokens, temperature, top_p, seed, stop, frequency_penalty,
-        presence_penalty, logprobs, top_logprobs, response_format, tools, tool_choice, stream_options, ...
+        Args:
+            messages: A user turn as a string, or a list of `Message`s or `{"role": ..., "content": ...}` dicts.
+            stream: Stream the answer as chunks instead of returning it whole.
+            **options: The Messages API's fields: `max_tokens`, `temperature`, `top_p`, `seed`, `stop`,
+                `frequency_penalty`, `presence_penalty`, `logprobs`, `top_logprobs`, `response_format`, `tools`,
+                `tool_choice`, `stream_options`, ...
+
+        Returns:
+            The completion, or with `stream=True` a stream of completion chunks.
+
+        Raises:
+            ConfigurationError: an option out of range, or one the engine does not take.
+            APIError: the server's refusal or a transport failure, after the retries the policy allows.
         """
         body = self._chat_completion_body(messages, stream, options)
         if stream:
@@ -234,7 +323,19 @@ class ZephyrClient(ClientSurface):
         params: SamplingParams | None = None,
         **overrides: Any,
     ) -> Any:
-        """Answer as JSON constrained by TGI's grammar and validated: a model instance, or a dict for a dict schema.
+        """Answer as JSON constrained by the engine's grammar and validated: a model instance, or a dict.
+
+        Args:
+            messages: A user turn as a string, or a list of `Message`s or `{"role": ..., "content": ...}` dicts.
+            schema: A pydantic model class, or a JSON schema as a dict.
+            system: The system prompt of this call; default the client's `system_prompt` (messages that start
+                with a system message take neither).
+            params: Sampling options of this call, layered over the client's `params`.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, `seed=1`, ...), layered over
+                `params`.
+
+        Returns:
+            An instance of `schema` when it is a model class, else the parsed dict.
 
         Raises:
             StructuredOutputError: the answer does not validate (it is kept as `raw_text`).
@@ -251,7 +352,23 @@ class ZephyrClient(ClientSurface):
         params: SamplingParams | None = None,
         **overrides: Any,
     ) -> str:
-        """Answer constrained to a regular expression (TGI's regex grammar), checked to match it."""
+        """Answer constrained to a regular expression (the engine's regex grammar), checked to match it.
+
+        Args:
+            messages: A user turn as a string, or a list of `Message`s or `{"role": ..., "content": ...}` dicts.
+            pattern: The regular expression the whole answer must match.
+            system: The system prompt of this call; default the client's `system_prompt` (messages that start
+                with a system message take neither).
+            params: Sampling options of this call, layered over the client's `params`.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, `seed=1`, ...), layered over
+                `params`.
+
+        Returns:
+            The answer's text.
+
+        Raises:
+            StructuredOutputError: the answer does not match `pattern` (it is kept as `raw_text`).
+        """
         overrides = {**overrides, "grammar": Grammar.regex(pattern)}
         return parse_regex_answer(self.chat(messages, system=system, params=params, **overrides).text, pattern)
 
@@ -268,9 +385,27 @@ class ZephyrClient(ClientSurface):
     ) -> list[Outcome]:
         """Answer many conversations with at most `concurrency` requests in flight; results in input order.
 
-        Every input is checked before anything is sent. With `return_exceptions`, a failed item's place holds
-        its `ZephyrTGIError`; otherwise the first failure cancels what has not started and is raised. Runs on
-        threads, so it also works inside a running event loop (Jupyter).
+        Every input is checked before anything is sent. With `return_exceptions`, a failed item's place holds its
+        `ZephyrTGIError`; otherwise the first failure cancels what has not started and is raised. The sync client runs
+        the batch on threads, so it also works inside a running event loop (Jupyter); the async one on tasks.
+
+        Args:
+            conversations: The conversations, each as `chat()` takes `messages`.
+            concurrency: Requests in flight at most; default from the server's `max_concurrent_requests`.
+            progress: Show a tqdm progress bar when stderr is a terminal.
+            return_exceptions: Put a failed item's error in its place instead of raising it.
+            system: The system prompt of this call; default the client's `system_prompt` (messages that start
+                with a system message take neither).
+            params: Sampling options of this call, layered over the client's `params`.
+            **overrides: Single `SamplingParams` fields (`max_new_tokens=64`, `seed=1`, ...), layered over
+                `params`.
+
+        Returns:
+            One `GenerationResult` (or, with `return_exceptions`, `ZephyrTGIError`) per conversation, in order.
+
+        Raises:
+            ConfigurationError: `concurrency` below 1.
+            ZephyrTGIError: the first failure, without `return_exceptions`.
         """
         requests = [self._chat_request(c, system, params, overrides) for c in conversations]
         workers = check_concurrency(concurrency)
@@ -303,8 +438,15 @@ class ZephyrClient(ClientSurface):
     def perplexity(self, text: str, *, stride: int | None = None) -> float:
         """Perplexity of `text` under the served model, from TGI's prefill logprobs.
 
-        Texts longer than the server's input window are scored in windows moving by `stride` tokens (default:
-        half a window), each token once, with the tokens before it in its window as context.
+        Texts longer than the server's input window are scored in windows moving by `stride` tokens, each token
+        once, with the tokens before it in its window as context.
+
+        Args:
+            text: The text to score.
+            stride: Tokens each window moves by; default half a window.
+
+        Returns:
+            exp of the mean negative logprob of the text's tokens.
 
         Raises:
             PrefillUnavailableError: TGI runs without `--enable-prefill-logprobs`.
@@ -315,7 +457,11 @@ class ZephyrClient(ClientSurface):
     # -- server ---------------------------------------------------------------------------------------
 
     def info(self) -> ServerInfo:
-        """The server's `/info`: model, version and limits."""
+        """The server's `/info`: model, version and limits.
+
+        Returns:
+            What the server says about itself, with the engine that serves it.
+        """
         return self._run(flows.info(self._ctx))
 
     def health(self) -> bool:
@@ -325,6 +471,13 @@ class ZephyrClient(ClientSurface):
     def wait_until_ready(self, timeout: float = 600.0, *, interval: float = 0.5) -> ServerInfo:
         """Poll `/health` until it answers 200, then return `/info`.
 
+        Args:
+            timeout: Seconds to wait at most.
+            interval: Seconds between two polls.
+
+        Returns:
+            The server's `/info`, once it is healthy.
+
         Raises:
             APITimeoutError: not healthy within `timeout` seconds.
         """
@@ -333,13 +486,19 @@ class ZephyrClient(ClientSurface):
     def tokenize(self, text: str) -> list[TokenSpan]:
         """The server's tokenization of `text` (TGI's `/tokenize`, spans with offsets).
 
+        Args:
+            text: The text to tokenize, as sent (no BOS is added).
+
+        Returns:
+            One span per token: its id, its text and its character offsets in `text`.
+
         Raises:
             ConfigurationError: the server is vLLM or SGLang, which give no offsets; `count_tokens()` works there.
         """
         return self._run(flows.tokenize(self._ctx, text))
 
     def metrics(self) -> dict[str, float]:
-        """TGI's Prometheus metrics, as {"name{labels}": value}."""
+        """The engine's Prometheus metrics, as {"name{labels}": value}."""
         return self._run(flows.metrics(self._ctx))
 
     def metrics_summary(self) -> MetricsSummary:
@@ -347,8 +506,17 @@ class ZephyrClient(ClientSurface):
         return self._run(flows.metrics_summary(self._ctx))
 
     def count_tokens(self, text: MessagesInput, *, system: str | None = None) -> int:
-        """Tokens TGI counts for a prompt, BOS included: a string as `generate()` sends it, messages as
-        `chat()` renders them. Uses the local tokenizer when the client has one, else the server's `/tokenize`."""
+        """Tokens the server counts for a prompt, BOS included.
+
+        Uses the local tokenizer when the client has one, else the server's `/tokenize`.
+
+        Args:
+            text: A raw prompt, counted as `generate()` sends it, or messages, counted as `chat()` renders them.
+            system: The system prompt for messages, as in `chat()`.
+
+        Returns:
+            The number of tokens.
+        """
         return self._run(flows.count_tokens(self._ctx, self._prompt_of(text, system)))
 
     # -- the driver -----------------------------------------------------------------------------------

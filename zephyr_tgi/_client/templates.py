@@ -48,7 +48,12 @@ def check_unicode(text: str, what: str) -> None:
 
 
 class Message(BaseModel):
-    """One turn of a conversation."""
+    """One turn of a conversation.
+
+    Attributes:
+        role: "system", "user" or "assistant".
+        content: The turn's text.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

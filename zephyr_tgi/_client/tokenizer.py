@@ -35,6 +35,15 @@ class ZephyrTokenizer:
     """
 
     def __init__(self, processor: Any, *, source: str) -> None:
+        """Wrap a loaded SentencePiece model, after checking it is Zephyr's.
+
+        Args:
+            processor: A `sentencepiece.SentencePieceProcessor` with Zephyr's model loaded.
+            source: Where the model came from, for messages (kept as `.source`).
+
+        Raises:
+            ConfigurationError: the model is not Zephyr's (vocabulary size, BOS or EOS id differ).
+        """
         self._sp = processor
         self.source = source
         if self._sp.vocab_size() != 32000 or self._sp.bos_id() != BOS_ID or self._sp.eos_id() != EOS_ID:
@@ -46,6 +55,12 @@ class ZephyrTokenizer:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ZephyrTokenizer:
         """Load a SentencePiece `tokenizer.model`.
+
+        Args:
+            path: The `tokenizer.model` file.
+
+        Returns:
+            The tokenizer.
 
         Raises:
             ConfigurationError: sentencepiece is not installed, or the file is missing or not Zephyr's.
@@ -77,6 +92,18 @@ class ZephyrTokenizer:
         """Download `tokenizer.model` from the Hugging Face Hub (cached) and load it.
 
         Every GPTQ branch of TheBloke's repository carries the same tokenizer; `revision` picks the branch.
+
+        Args:
+            model_id: The Hub repository.
+            revision: The branch, tag or commit.
+            token: A Hugging Face token for a private or gated repository.
+            cache_dir: The Hub cache to use instead of the default one.
+
+        Returns:
+            The tokenizer.
+
+        Raises:
+            ConfigurationError: the download failed (offline: use `from_file()`), or the file is not Zephyr's.
         """
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -101,7 +128,11 @@ class ZephyrTokenizer:
         return int(self._sp.vocab_size())
 
     def pieces(self, text: str) -> list[tuple[int, int, int]]:
-        """(id, start, stop) for each token of `text`, special tokens split out; offsets in characters."""
+        """(id, start, stop) for each token of `text`, special tokens split out; offsets in characters.
+
+        Args:
+            text: The text to split (no BOS is added).
+        """
         spans: list[tuple[int, int, int]] = []
         position = 0
         for part in _SPECIAL_SPLIT.split(text):
@@ -120,7 +151,12 @@ class ZephyrTokenizer:
         return spans
 
     def encode(self, text: str, *, add_bos: bool = True) -> list[int]:
-        """Token ids of `text` as TGI's `/generate` sees them (BOS first unless `add_bos=False`)."""
+        """Token ids of `text` as TGI's `/generate` sees them.
+
+        Args:
+            text: The prompt.
+            add_bos: Put the BOS token first, as TGI does.
+        """
         ids = [BOS_ID] if add_bos else []
         for part in _SPECIAL_SPLIT.split(text):
             if part:
@@ -132,7 +168,12 @@ class ZephyrTokenizer:
         return ids
 
     def encode_spans(self, text: str, *, add_bos: bool = True) -> list[TokenSpan]:
-        """Tokens with character offsets, in the shape of TGI's `/tokenize` (BOS as an empty span at 0)."""
+        """Tokens with character offsets, in the shape of TGI's `/tokenize` (BOS as an empty span at 0).
+
+        Args:
+            text: The prompt.
+            add_bos: Put the BOS token first, as TGI does.
+        """
         spans = [TokenSpan(id=BOS_ID, text="", start=0, stop=0)] if add_bos else []
         spans.extend(
             TokenSpan(id=token_id, text=text[start:stop], start=start, stop=stop)
@@ -141,23 +182,45 @@ class ZephyrTokenizer:
         return spans
 
     def count(self, text: str, *, add_bos: bool = True) -> int:
-        """How many tokens TGI counts for `text` as a prompt (BOS included unless `add_bos=False`)."""
+        """How many tokens TGI counts for `text` as a prompt.
+
+        Args:
+            text: The prompt.
+            add_bos: Count the BOS token, as TGI does.
+        """
         return len(self.encode(text, add_bos=add_bos))
 
     def count_messages(self, messages: MessagesInput, *, add_generation_prompt: bool = True) -> int:
-        """How many tokens the rendered Zephyr prompt of `messages` costs, BOS included."""
+        """How many tokens the rendered Zephyr prompt of `messages` costs, BOS included.
+
+        Args:
+            messages: A user turn as a string, or a list of `Message`s or `{"role": ..., "content": ...}` dicts.
+            add_generation_prompt: Count the `<|assistant|>` turn marker that `chat()` ends the prompt with.
+        """
         return self.count(render_prompt(messages, add_generation_prompt=add_generation_prompt, special_tokens="allow"))
 
     def id_to_piece(self, token_id: int) -> str:
-        """The SentencePiece piece of an id (`▁Hello`, `<0xE2>`, `<s>`)."""
+        """The SentencePiece piece of an id (`▁Hello`, `<0xE2>`, `<s>`).
+
+        Args:
+            token_id: A token id of the vocabulary.
+        """
         return str(self._sp.id_to_piece(token_id))
 
     def decode_one(self, token_id: int) -> str:
-        """One id decoded alone, as Hugging Face tokenizers decode it (special tokens kept as their text)."""
+        """One id decoded alone, as Hugging Face tokenizers decode it (special tokens kept as their text).
+
+        Args:
+            token_id: A token id of the vocabulary.
+        """
         if token_id in (0, BOS_ID, EOS_ID):
             return str(self._sp.id_to_piece(token_id))
         return str(self._sp.decode([token_id]))
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of `ids`, special tokens dropped."""
+        """Text of `ids`, special tokens dropped.
+
+        Args:
+            ids: Token ids.
+        """
         return str(self._sp.decode([i for i in ids if i not in (0, BOS_ID, EOS_ID)]))

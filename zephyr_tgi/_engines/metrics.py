@@ -10,7 +10,16 @@ __all__ = ["MetricsSummary", "summarize"]
 
 
 class MetricsSummary(BaseModel):
-    """What every engine's `/metrics` says, under one set of names (None: the engine does not report it)."""
+    """What every engine's `/metrics` says, under one set of names (None: the engine does not report it).
+
+    Attributes:
+        engine: The engine whose metrics these are.
+        requests_running: Requests being generated now.
+        requests_waiting: Requests queued.
+        requests_succeeded: Requests finished since the server started.
+        prompt_tokens: Prompt tokens processed since the server started.
+        generated_tokens: Tokens generated since the server started.
+    """
 
     model_config = ConfigDict(frozen=True)
 

@@ -27,7 +27,18 @@ class _EngineOptions(OptionsModel):
 
 
 class VLLMOptions(_EngineOptions):
-    """vLLM's own request fields (vllm/entrypoints/openai/completion/protocol.py)."""
+    """vLLM's own request fields (vllm/entrypoints/openai/completion/protocol.py).
+
+    Attributes:
+        engine: Always "vllm": which engine these options are for.
+        min_p: Keep tokens at least `min_p` times as likely as the most likely one.
+        min_tokens: Tokens to generate before a stop sequence or EOS may end the answer.
+        ignore_eos: Keep generating past EOS (for benchmarks).
+        priority: The request's priority, for a server that schedules by priority.
+        session_id: The engine's `session_id` request field, sent as is.
+        cache_salt: Salt that keeps this request's prefix cache apart from other tenants'.
+        presence_penalty: OpenAI-style penalty on tokens present so far, from -2 to 2.
+    """
 
     engine: Literal["vllm"] = "vllm"
     cache_salt: str | None = Field(default=None, min_length=1, max_length=1024)
@@ -35,7 +46,18 @@ class VLLMOptions(_EngineOptions):
 
 
 class SGLangOptions(_EngineOptions):
-    """SGLang's own request fields (sglang/srt/entrypoints/openai/protocol.py, CompletionRequest)."""
+    """SGLang's own request fields (sglang/srt/entrypoints/openai/protocol.py, CompletionRequest).
+
+    Attributes:
+        engine: Always "sglang": which engine these options are for.
+        min_p: Keep tokens at least `min_p` times as likely as the most likely one.
+        min_tokens: Tokens to generate before a stop sequence or EOS may end the answer.
+        ignore_eos: Keep generating past EOS (for benchmarks).
+        priority: The request's priority, for a server that schedules by priority.
+        session_id: The engine's `session_id` request field, sent as is.
+        no_stop_trim: Keep the stop sequence at the end of the answer.
+        presence_penalty: OpenAI-style penalty on tokens present so far, from -2 to 2.
+    """
 
     engine: Literal["sglang"] = "sglang"
     no_stop_trim: bool | None = None

@@ -106,7 +106,30 @@ _SECRET_ENV = {"HF_TOKEN": "hf_token", "HUGGING_FACE_HUB_TOKEN": "hf_token", "AP
 
 
 class LaunchConfig(BaseModel):
-    """Everything that decides what container runs; frozen, with secrets kept out of repr and hash."""
+    """Everything that decides what container runs; frozen, with secrets kept out of repr and hash.
+
+    Attributes:
+        engine: "tgi", "vllm" or "sglang".
+        variant: The GPTQ branch.
+        model_id: The Hugging Face repo.
+        image: The container image.
+        gpus: "all", a count, device ids, or None for no GPU.
+        num_shard: Shards for tensor parallelism.
+        host: The address the port is published on.
+        port: The host port (None: docker picks one).
+        api_key: The server's api key.
+        hf_token: The Hugging Face token for downloads.
+        cache_dir: The Hugging Face cache mounted at /data.
+        max_input_tokens: The longest prompt, in tokens.
+        max_total_tokens: Prompt + new tokens at most, per request.
+        max_batch_prefill_tokens: Prompt tokens prefilled in one batch at most.
+        usage_stats: TGI's `--usage-stats`.
+        enable_prefill_logprobs: TGI's `--enable-prefill-logprobs`.
+        chat_template: Whether the whitespace-safe Zephyr chat template is copied in.
+        shm_size: The container's shared memory.
+        extra_args: More launcher flags.
+        env: More environment variables.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

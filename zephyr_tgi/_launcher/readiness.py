@@ -54,7 +54,14 @@ class Stage(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ProgressEvent:
-    """A progress report while a server starts; `current`/`total` are bytes during a pull."""
+    """A progress report while a server starts; `current`/`total` are bytes during a pull.
+
+    Args:
+        stage: How far the start has come.
+        message: What happens, in a line.
+        current: Bytes pulled so far, during a pull.
+        total: Bytes to pull, during a pull (when docker knows).
+    """
 
     stage: Stage
     message: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -97,15 +97,28 @@ class TGIServer:
         variant: a GPTQ branch name or `GPTQVariant` (see `zephyr_tgi.VARIANTS`); unknown names are refused.
         engine: "tgi" (default), "vllm" or "sglang": which server runs the model, in its pinned image
             (`image=` overrides it); the lifecycle (readiness, hints, cleanup, reuse, ownership) is the same.
+        model_id: the Hugging Face repo the server loads (default TheBloke/zephyr-7B-alpha-GPTQ).
+        image: the container image; default the engine's pinned image.
         gpus: "all", a GPU count, device ids (list or "0,1"), or None for no GPU (e.g. the emulator image).
         num_shard: shards for tensor parallelism over several GPUs (TGI's `--num-shard`).
         host: the address the port is published on; loopback by default because TGI has no auth by default.
         port: the host port; None lets docker pick a free one (read back after start).
         api_key: TGI's `--api-key` (sent as API_KEY); `client()` uses it.
+        hf_token: the Hugging Face token for downloads (sent as HF_TOKEN); default HF_TOKEN from the
+            environment, "" for none.
         cache_dir: the Hugging Face cache mounted at /data: a host path, or a docker volume name.
+        max_input_tokens: the longest prompt the server accepts (TGI's `--max-input-tokens`).
+        max_total_tokens: prompt + answer at most, per request (TGI's `--max-total-tokens`).
+        max_batch_prefill_tokens: prompt tokens prefilled in one batch at most (TGI's `--max-batch-prefill-tokens`).
+        usage_stats: TGI's `--usage-stats`: "off" (default) sends Hugging Face no telemetry.
+        enable_prefill_logprobs: TGI's `--enable-prefill-logprobs`, which `perplexity()` needs.
         chat_template: copy the whitespace-safe Zephyr chat template into the container and pass
             `--tokenizer-config-path`, so that `/v1/chat/completions` works with TheBloke's repo.
+        shm_size: the container's shared memory (NCCL needs it with several shards), e.g. "1g".
         extra_args: more TGI launcher flags (flags that have a parameter here are refused).
+        env: more environment variables for the container (API_KEY and HF_TOKEN go through `api_key=` and
+            `hf_token=`).
+        name: the container's name; default one docker picks.
         reuse: attach to a running container with the same config (labels) instead of starting another.
             It never takes ownership: the container stays its owner's (or, if kept, stays up). Orphans are
             removed before looking, so `reuse=True` never attaches to one (it starts a fresh container).
@@ -217,7 +230,17 @@ class TGIServer:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
-        """Like the constructor, with defaults also read from ZEPHYR_TGI_* variables; arguments win."""
+        """Like the constructor, with defaults also read from ZEPHYR_TGI_* variables; arguments win.
+
+        Args:
+            **overrides: The constructor's arguments, by name.
+
+        Returns:
+            A server handle, not started yet.
+
+        Raises:
+            ConfigurationError: an invalid setting, from the arguments or the environment.
+        """
         defaults = environment_defaults(os.environ)
         chosen: dict[str, Any] = {k: defaults[k] for k in ("variant", "image", "gpus", "api_key") if k in defaults}
         return cls(**(chosen | overrides))
@@ -281,9 +304,9 @@ class TGIServer:
         if self._container is not None:
             return self
         client = self._connect()
-        self._preflight(client)
-        self._remove_orphans(client)
         try:
+            self._preflight(client)
+            self._remove_orphans(client)
             if not (self._reuse and self._attach(client)):
                 self._ensure_image(client)
                 self._create_and_start(client)
@@ -298,9 +321,13 @@ class TGIServer:
     def wait_until_ready(self, timeout: float | None = None) -> None:
         """Block until `/health` is 200 and a one-token generate works; watch the container meanwhile.
 
+        Args:
+            timeout: Seconds to wait at most; default `startup_timeout`.
+
         Raises:
             ContainerStartError: the container exited (with its exit code, log tail and a hint).
-            ServerNotReadyError: still not ready after `timeout` seconds (default `startup_timeout`).
+            ServerNotReadyError: still not ready after `timeout` seconds.
+            ConfigurationError: the container answers 401 to this handle's api key.
         """
         container = self._require_container()
         limit = self._startup_timeout if timeout is None else timeout
@@ -338,7 +365,11 @@ class TGIServer:
         )
 
     def stop(self, *, force: bool = False) -> None:
-        """Stop and remove the container if this handle started it (or if `force`); otherwise just detach."""
+        """Stop and remove the container if this handle started it (or if `force`); otherwise just detach.
+
+        Args:
+            force: Remove the container even when this handle did not start it (it attached with `reuse=True`).
+        """
         container, self._container = self._container, None
         owned, self._owned = self._owned, False
         self._url, self._ready = None, False
@@ -348,9 +379,7 @@ class TGIServer:
             with _docker_errors("remove the container", missing_ok=True):
                 container.remove(force=True, v=True)
         self._release_reaper()
-        if self._docker is not None and self._docker_source is None:
-            self._docker.close()  # ours (docker.from_env()): release its connection pool
-            self._docker = None
+        self._release_docker()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -361,13 +390,21 @@ class TGIServer:
         if self._keep:  # detach and leave it running for a later reuse=True
             self._container, self._url, self._ready, self._owned = None, None, False, False
             self._release_reaper()
+            self._release_docker()
         else:
             self.stop()
 
     # -- using it ---------------------------------------------------------------------------------------
 
     def client(self, **kwargs: Any) -> ZephyrClient:
-        """A `ZephyrClient` for this server, with its api key; keyword arguments go to the client."""
+        """A `ZephyrClient` for this server, with its api key and engine.
+
+        Args:
+            **kwargs: More `ZephyrClient` arguments (`timeout=`, `retry=`, ...); they win over the server's.
+
+        Returns:
+            A new client; close it (or use it in a `with` block) when done.
+        """
         from .. import ZephyrClient
 
         kwargs.setdefault("api_key", self._api_key_value())
@@ -375,7 +412,14 @@ class TGIServer:
         return ZephyrClient(self.url, **kwargs)
 
     def async_client(self, **kwargs: Any) -> AsyncZephyrClient:
-        """An `AsyncZephyrClient` for this server, with its api key; keyword arguments go to the client."""
+        """An `AsyncZephyrClient` for this server, with its api key and engine.
+
+        Args:
+            **kwargs: More `AsyncZephyrClient` arguments (`timeout=`, `retry=`, ...); they win over the server's.
+
+        Returns:
+            A new client; close it (or use it in an `async with` block) when done.
+        """
         from .. import AsyncZephyrClient
 
         kwargs.setdefault("api_key", self._api_key_value())
@@ -386,6 +430,13 @@ class TGIServer:
         """The container's log lines (secrets redacted); with `follow=True`, keep streaming until it stops.
 
         Close the generator (`.close()`) to stop following early; the docker stream is closed with it.
+
+        Args:
+            follow: Keep yielding new lines until the container stops.
+            tail: Only the last `tail` lines written so far; default all.
+
+        Returns:
+            A generator of log lines, each without its newline.
         """
         container = self._require_container()
         return self._stream_lines(container, follow=follow, tail=tail)
@@ -414,10 +465,26 @@ class TGIServer:
                 client = source()
         else:
             client = source
-        with _docker_errors("connect to the Docker daemon"):
-            client.ping()
+        try:
+            with _docker_errors("connect to the Docker daemon"):
+                client.ping()
+        except BaseException:
+            if self._owns_docker:
+                client.close()
+            raise
         self._docker = client
         return client
+
+    @property
+    def _owns_docker(self) -> bool:
+        """Whether this handle made its docker client (`docker.from_env()` or the factory it was given)."""
+        return self._docker_source is None or callable(self._docker_source)
+
+    def _release_docker(self) -> None:
+        """Close the docker client's connection pool if this handle made the client (a given one is the caller's)."""
+        client, self._docker = self._docker, None
+        if client is not None and self._owns_docker:
+            client.close()
 
     def _preflight(self, client: DockerClient) -> None:
         if self._config.gpus is None or not self._check_gpu_runtime:
@@ -617,9 +684,7 @@ class TGIServer:
                 for line in splitter.flush():
                     yield redact(line, secrets)
             finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
+                _close_log_stream(stream)
 
     def _discard_after_failure(self, exc: BaseException) -> None:
         """Remove a container we started for a start that failed (detach from a reused one), keeping the error."""
@@ -670,6 +735,23 @@ def _package_version() -> str:
         return version("zephyr-tgi")
     except PackageNotFoundError:  # running from a source tree that is not installed
         return "0+unknown"
+
+
+def _close_log_stream(stream: Any) -> None:
+    """Close a docker log stream and its HTTP response.
+
+    docker-py's `CancellableStream.close()` shuts the socket down (which ends a read blocked in another
+    thread) but leaves the response's file object holding it, so the socket was only freed by the garbage
+    collector, with a ResourceWarning. The response (a `requests.Response`) is closed here explicitly;
+    `_response` is the only handle docker-py keeps on it, read here and never changed.
+    """
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
+    response = getattr(stream, "_response", None)
+    if response is not None:
+        with suppress(OSError):  # a socket already shut down may complain while it is released
+            response.close()
 
 
 def _import_docker() -> Any:

@@ -49,7 +49,18 @@ def kv_cache_gb(tokens: int) -> float:
 
 
 class VariantInfo(BaseModel):
-    """One row of the model card's branch table, plus a VRAM estimate."""
+    """One row of the model card's branch table, plus a VRAM estimate.
+
+    Attributes:
+        variant: The branch.
+        bits: Bits per weight (4 or 8).
+        group_size: The quantisation group size (None: no grouping).
+        act_order: Whether the weights were quantised in activation order.
+        damp_percent: GPTQ's dampening, in percent.
+        size_gb: The weights' size on disk, in GB.
+        exllama_compatible: Whether ExLlama kernels can run it (the model card's column).
+        description: The model card's words on the branch.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -141,7 +152,17 @@ VARIANTS: dict[GPTQVariant, VariantInfo] = {
 
 
 def get_variant(name: str | GPTQVariant) -> VariantInfo:
-    """Look a branch up by its name (or enum member); unknown names list the valid ones."""
+    """Look a branch up by its name (or enum member).
+
+    Args:
+        name: A branch name such as "gptq-4bit-32g-actorder_True", or a `GPTQVariant`.
+
+    Returns:
+        The branch's quantisation settings and size.
+
+    Raises:
+        ConfigurationError: an unknown name (the message lists the valid ones).
+    """
     try:
         return VARIANTS[GPTQVariant(name)]
     except ValueError:

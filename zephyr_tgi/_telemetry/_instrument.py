@@ -197,6 +197,7 @@ def _with_headers(request: WireRequest, extra: dict[str, str]) -> WireRequest:
         {**request.headers, **extra},
         request.timeout,
         request.description,
+        request.shown_url,
     )
 
 

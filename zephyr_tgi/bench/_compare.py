@@ -36,7 +36,14 @@ _WARMUP_REQUESTS = 2
 
 
 def tgi_server_factory(**server_options: Any) -> ServerFactory:
-    """Launch each branch with `TGIServer(variant, **server_options)` (engine, image, gpus, extra_args, ...)."""
+    """Launch each branch with `TGIServer(variant, **server_options)` (image, gpus, extra_args, ...).
+
+    Args:
+        **server_options: `TGIServer` arguments other than the variant.
+
+    Returns:
+        A factory for `compare_variants(server_factory=...)`.
+    """
 
     @contextlib.contextmanager
     def launch(info: VariantInfo) -> Iterator[str]:
@@ -94,6 +101,24 @@ async def compare_variants(
     With `results_path`, the comparison is saved after every step and branches already measured there are
     not run again (resume an interrupted run by calling again with the same path). `processes` shares each
     load level among worker processes (see `run_load`).
+
+    Args:
+        variants: The branches to compare, in order (`resolve_variants`).
+        prompts: Makes the prompts once per branch, from a client for its server (e.g. `synthetic_prompts`).
+        profile: How requests are sent to each branch.
+        server_factory: Starts a branch's server and yields its URL (`tgi_server_factory`).
+        free_memory: Reads the GPU's free memory in GB (None when it cannot tell: every branch is tried).
+        bounds: When each load level ends; default `Bounds()`.
+        slo: The latency target; default `SLO()`.
+        results_path: A JSON file to save the comparison to and resume from.
+        api_key: The servers' api key, if they have one.
+        engine: The engine `server_factory` launches ("tgi", "vllm" or "sglang"), which the clients speak.
+        on_progress: Called twice a second with the level running now.
+        on_event: Called with a line for each branch launched, skipped, measured or failed.
+        processes: Worker processes sharing each load level.
+
+    Returns:
+        Every branch's plan and, when it ran, its measurements or error.
     """
     say = on_event or (lambda _text: None)
     path = Path(results_path) if results_path is not None else None

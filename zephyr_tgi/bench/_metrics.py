@@ -16,7 +16,15 @@ __all__ = ["SLO", "Distribution", "RequestRecord", "StepResult", "summarize"]
 
 @dataclass(slots=True)
 class RequestRecord:
-    """One request's timeline in seconds since the run started (perf_counter), filled in as it streams."""
+    """One request's timeline in seconds since the run started (perf_counter), filled in as it streams.
+
+    Args:
+        started: When the request was sent.
+        input_tokens: The prompt's length in tokens, as the server counts it.
+        token_times: When each token arrived.
+        ended: When the answer's last byte arrived (None while it streams, or when cancelled).
+        error: The exception class name of a failed request.
+    """
 
     started: float
     input_tokens: int
@@ -59,7 +67,18 @@ class RequestRecord:
 
 
 class Distribution(BaseModel):
-    """Summary statistics of one metric (seconds, or tokens/s for throughput per user)."""
+    """Summary statistics of one metric (seconds, or tokens/s for throughput per user).
+
+    Attributes:
+        count: How many values.
+        mean: Their mean.
+        median: Their median.
+        p90: Their 90th percentile.
+        p95: Their 95th percentile.
+        p99: Their 99th percentile.
+        min: The smallest.
+        max: The largest.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -74,7 +93,11 @@ class Distribution(BaseModel):
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Distribution | None:
-        """Statistics of `values` (None when there are none); percentiles interpolate linearly (numpy's default)."""
+        """Statistics of `values` (None when there are none); percentiles interpolate linearly (numpy's default).
+
+        Args:
+            values: The measurements, in any order.
+        """
         if not values:
             return None
         ordered = sorted(values)
@@ -102,6 +125,11 @@ class SLO(BaseModel):
 
     The defaults are the chat targets GuideLLM's documentation cites (TTFT p99 <= 200 ms, ITL p99 <= 50 ms).
     For goodput a single request counts as good when its own TTFT and TPOT are within the targets.
+
+    Attributes:
+        ttft_p99: Seconds the 99th percentile of time to first token may take at most.
+        itl_p99: Seconds the 99th percentile of inter-token latency may take at most.
+        max_error_rate: The share of requests that may fail, from 0 to 1.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -111,7 +139,11 @@ class SLO(BaseModel):
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
 
     def request_is_good(self, record: RequestRecord) -> bool:
-        """Whether one request met the targets (the goodput criterion)."""
+        """Whether one request met the targets (the goodput criterion).
+
+        Args:
+            record: The request: good when it succeeded and its TTFT and TPOT are within the targets.
+        """
         if not record.ok:
             return False
         tpot = record.tpot
@@ -119,7 +151,31 @@ class SLO(BaseModel):
 
 
 class StepResult(BaseModel):
-    """The measurements of one load level (a number of users, or a request rate)."""
+    """The measurements of one load level (a number of users, or a request rate).
+
+    Attributes:
+        label: The level's name (e.g. "8 users").
+        users: Concurrent users of a closed-loop level.
+        rate: Requests/s of an open-loop level.
+        duration: Seconds from the first request sent to the last answer's end.
+        requests: Requests finished, failed ones included.
+        successful: Requests that succeeded.
+        errors: Failed requests by exception class.
+        input_tokens_mean: Mean prompt length of the successful requests, in tokens.
+        output_tokens_mean: Mean answer length of the successful requests, in tokens.
+        output_tokens_per_second: All tokens of the successful requests / `duration`.
+        requests_per_second: Successful requests / `duration`.
+        goodput: Requests/s that met the SLO on their own.
+        ttft: Time to first token, in seconds.
+        itl: Inter-token latency (all gaps of the level pooled), in seconds.
+        tpot: Time per output token after the first, per request, in seconds.
+        latency: End-to-end latency, in seconds.
+        tokens_per_second_per_user: 1 / TPOT per request.
+        meets_slo: Whether the level met the SLO.
+        interrupted: Whether the level was cut short (Ctrl-C).
+        processes: The worker processes that generated it.
+        client_cpu_seconds: CPU seconds the generator spent on it, when measured.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -171,7 +227,21 @@ def summarize(
     processes: int = 1,
     client_cpu_seconds: float | None = None,
 ) -> StepResult:
-    """Turn the records of one load level into its metrics (unfinished records are left out)."""
+    """Turn the records of one load level into its metrics (unfinished records are left out).
+
+    Args:
+        records: The level's request records.
+        slo: The latency target the level is judged by.
+        label: The level's name in reports (e.g. "8 users").
+        users: The concurrent users of a closed-loop level.
+        rate: The requests/s of an open-loop level.
+        interrupted: The level was cut short (Ctrl-C).
+        processes: The worker processes that generated the level.
+        client_cpu_seconds: CPU seconds the generator spent on the level, when measured.
+
+    Returns:
+        The level's metrics.
+    """
     finished = [r for r in records if r.ended is not None]
     ok = [r for r in finished if r.ok]
     errors = Counter(r.error or "EmptyAnswer" for r in finished if not r.ok)

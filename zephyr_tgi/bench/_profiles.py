@@ -14,21 +14,37 @@ class _Profile(BaseModel):
 
 
 class Concurrent(_Profile):
-    """`users` simulated users in a closed loop: each sends its next request when the last one ends."""
+    """`users` simulated users in a closed loop: each sends its next request when the last one ends.
+
+    Attributes:
+        kind: Always "concurrent" (the profile's tag in saved results).
+        users: Simulated users, each with one request in flight.
+    """
 
     kind: Literal["concurrent"] = "concurrent"
     users: int = Field(ge=1, le=4096)
 
 
 class Constant(_Profile):
-    """Requests started at a fixed rate (requests/s), whatever the server's pace (an open loop)."""
+    """Requests started at a fixed rate (requests/s), whatever the server's pace (an open loop).
+
+    Attributes:
+        kind: Always "constant" (the profile's tag in saved results).
+        rate: Requests started per second.
+    """
 
     kind: Literal["constant"] = "constant"
     rate: float = Field(gt=0, le=10_000)
 
 
 class Poisson(_Profile):
-    """Requests arriving as a Poisson process of mean `rate` requests/s (exponential gaps, seeded)."""
+    """Requests arriving as a Poisson process of mean `rate` requests/s (exponential gaps, seeded).
+
+    Attributes:
+        kind: Always "poisson" (the profile's tag in saved results).
+        rate: Mean requests started per second.
+        seed: Seed of the arrival times, so that two runs send on the same schedule.
+    """
 
     kind: Literal["poisson"] = "poisson"
     rate: float = Field(gt=0, le=10_000)
@@ -42,6 +58,15 @@ class Sweep(_Profile):
     step whose median TTFT grew more than `latency_growth` times over the previous step's while its output
     tokens/s followed less than `min_throughput_gain` of the load's growth (doubling the users and gaining
     under 25% more tokens/s, by default).
+
+    Attributes:
+        kind: Always "sweep" (the profile's tag in saved results).
+        start_users: Concurrent users of the first step.
+        max_users: Concurrent users of the last step at most.
+        factor: How much the users grow from one step to the next.
+        min_throughput_gain: The share of the load's growth that throughput must follow for the sweep to go on.
+        latency_growth: How much median TTFT may grow from one step to the next before the server counts as
+            saturated (when throughput stalled too).
     """
 
     kind: Literal["sweep"] = "sweep"
@@ -80,6 +105,12 @@ class Bounds(BaseModel):
     No request starts after either bound; requests still running get `drain_seconds` to finish before they
     are cancelled (and left out). `max_in_flight` caps open-loop profiles, which would otherwise pile up
     requests without limit against a saturated server.
+
+    Attributes:
+        max_requests: Requests per level at most (None: bounded by time only).
+        max_seconds: Seconds per level at most (None: bounded by requests only).
+        drain_seconds: Seconds the requests under way get to finish after a bound.
+        max_in_flight: Requests in flight at most in open-loop profiles.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -28,6 +28,12 @@ class BenchPrompt(BaseModel):
 
     `input_tokens` is the prompt's length as the server counts it (the rendered Zephyr chat, BOS included)
     when known.
+
+    Attributes:
+        content: The user turn.
+        max_new_tokens: The answer length to ask for.
+        system: The system prompt, if any.
+        input_tokens: The rendered chat's length in tokens, when known.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -82,6 +88,18 @@ async def synthetic_prompts(
     Counting uses `client.count_tokens` (its local tokenizer, else the server's `/tokenize`). When the chat
     template alone is longer than `input_tokens`, or a server's tokenizer cannot hit the number exactly,
     ConfigurationError says so.
+
+    Args:
+        client: A client for the server whose tokenizer counts the prompts.
+        input_tokens: The length of each rendered chat prompt, in tokens.
+        output_tokens: The answer length each prompt asks for (`max_new_tokens`).
+        count: How many distinct prompts.
+
+    Returns:
+        The prompts, with their measured `input_tokens`.
+
+    Raises:
+        ConfigurationError: a number below 1, or a length the template or tokenizer cannot hit.
     """
     if input_tokens < 1 or output_tokens < 1 or count < 1:
         raise ConfigurationError(
@@ -105,7 +123,18 @@ async def synthetic_prompts(
 
 def load_jsonl_prompts(path: str | os.PathLike[str], *, default_max_new_tokens: int = 128) -> list[BenchPrompt]:
     """Prompts from a JSON-lines file: one object per line with `content` (or `prompt`), optionally
-    `max_new_tokens` (or `output_tokens`) and `system`. Blank lines are skipped."""
+    `max_new_tokens` (or `output_tokens`) and `system`. Blank lines are skipped.
+
+    Args:
+        path: The JSON-lines file.
+        default_max_new_tokens: The answer length for lines that give none.
+
+    Returns:
+        The prompts, in file order.
+
+    Raises:
+        ConfigurationError: the file is missing, a line is not a JSON object, or it has no content.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             lines = handle.readlines()

@@ -67,7 +67,12 @@ def _slo_text(result: LoadResult) -> str:
 
 
 def load_markdown(result: LoadResult, *, title: str | None = None) -> str:
-    """A load test as markdown: what ran, the table, and the answer to "how many users meet the SLO"."""
+    """A load test as markdown: what ran, the table, and the answer to "how many users meet the SLO".
+
+    Args:
+        result: The load test.
+        title: The section's heading; default the server's URL.
+    """
     lines = [f"## {title or result.url}", "", f"Profile `{result.profile.kind}`, SLO: {_slo_text(result)}.", ""]
     lines.append(step_table(result.steps))
     if result.users_meeting_slo is not None:
@@ -93,6 +98,9 @@ def advice(comparison: VariantComparison) -> str:
 
     Among branches serving as many users at about the same speed (peak throughput within 5%), the larger one
     wins: more bits and smaller groups are the model card's higher-quality branches.
+
+    Args:
+        comparison: The branch comparison.
     """
     measured = [(o, o.result) for o in comparison.outcomes if o.result is not None]
     if not measured:
@@ -115,7 +123,11 @@ def _peak(result: LoadResult) -> float:
 
 
 def comparison_markdown(comparison: VariantComparison) -> str:
-    """The branch comparison: a summary table, then each branch's load table."""
+    """The branch comparison: a summary table, then each branch's load table.
+
+    Args:
+        comparison: The branch comparison.
+    """
     lines = ["# Branch comparison", ""]
     free = "unknown" if comparison.free_gb is None else f"{comparison.free_gb:.2f} GB"
     lines += [f"Engine `{comparison.engine}`, free GPU memory {free}.", ""]
@@ -211,7 +223,16 @@ def plot_comparison(comparison: VariantComparison, directory: Path) -> list[Path
 
 
 def write_reports(report: LoadResult | VariantComparison, directory: str | Path, *, plots: bool = True) -> list[Path]:
-    """Write results.json, report.md and (with matplotlib) the PNG plots into `directory`."""
+    """Write results.json, report.md and (with matplotlib) the PNG plots into `directory`.
+
+    Args:
+        report: A load test or a branch comparison.
+        directory: Where the files go (created if missing).
+        plots: Also draw the PNG plots (needs matplotlib).
+
+    Returns:
+        The files written.
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.json", out / "report.md"]

@@ -70,6 +70,15 @@ async def open_clients(
 
     They make one attempt per request (a retry would hide an error and add its wait to the latency) and do
     not count prompts against the context window first (that would add a request to each measured one).
+
+    Args:
+        url: The server's base URL.
+        users: The concurrent users the clients must carry.
+        api_key: The server's api key, if it has one.
+        engine: The engine serving `url`, or "auto" to identify it once per client before the measured requests.
+
+    Yields:
+        The clients (use it as `async with open_clients(url, users) as clients:`).
     """
     from .. import AsyncZephyrClient
     from .._retry import RetryPolicy
@@ -87,7 +96,16 @@ async def open_clients(
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A live view of the load level running now (sent to the progress callback twice a second)."""
+    """A live view of the load level running now (sent to the progress callback twice a second).
+
+    Args:
+        label: The load level (e.g. "8 users").
+        elapsed: Seconds since the level started.
+        requests_done: Requests finished, failed ones included.
+        in_flight: Requests under way.
+        errors: Requests failed.
+        tokens_per_second: Output tokens/s so far.
+    """
 
     label: str
     elapsed: float
@@ -106,6 +124,17 @@ class LoadResult(BaseModel):
     `saturation_users` is the last user count whose step still grew throughput before the sweep saw latency
     climb while throughput stalled (None when the sweep never saturated, or for other profiles);
     `users_meeting_slo` is the largest user count whose step met the SLO (None when none did).
+
+    Attributes:
+        url: The server's base URL.
+        engine: The engine the clients spoke to ("tgi", "vllm", "sglang"); None before it was known.
+        profile: How requests were sent.
+        bounds: When each level ended.
+        slo: The latency target.
+        steps: Every level's measurements, in order.
+        saturation_users: See above.
+        users_meeting_slo: See above.
+        interrupted: Whether the run was cut short (Ctrl-C).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -313,6 +342,19 @@ async def run_step(
 
     Pass `records` (an empty list) to keep the raw records; when the task is cancelled (Ctrl-C) they hold
     what was measured until then.
+
+    Args:
+        client: A client for the server, or several for the same server (`open_clients`) above
+            `USERS_PER_CLIENT` concurrent requests.
+        prompts: The prompts, sent in turn (cycled when the load needs more).
+        profile: How requests are sent: `Concurrent`, `Constant` or `Poisson` (a sweep is `run_load`'s).
+        bounds: When the level ends; default `Bounds()`.
+        slo: The latency target the step is judged by; default `SLO()`.
+        on_progress: Called twice a second with the level's live counters.
+        records: A list the raw request records are appended to.
+
+    Returns:
+        The level's metrics.
     """
     if not prompts:
         raise ConfigurationError("a load test needs at least one prompt")
@@ -365,6 +407,24 @@ async def run_load(
     `on_step` receives the result so far after every step (to save it: an interrupted run keeps what it
     measured). On cancellation (Ctrl-C) the step under way is summarised from what it measured, marked
     `interrupted`, passed to `on_step`, and the cancellation propagates.
+
+    Args:
+        client: A client for the server, or several for the same server (`open_clients`) above
+            `USERS_PER_CLIENT` concurrent requests.
+        prompts: The prompts, sent in turn (cycled when the load needs more).
+        profile: How requests are sent: `Concurrent`, `Constant`, `Poisson` or `Sweep`.
+        bounds: When each load level ends; default `Bounds()`.
+        slo: The latency target the steps are judged by; default `SLO()`.
+        on_progress: Called twice a second with the level running now.
+        on_step: Called with the result so far after every step.
+        processes: Worker processes sharing each load level.
+        api_key: The api key of the worker processes' clients (with `processes` > 1).
+
+    Returns:
+        Every step's metrics, and the users meeting the SLO and the saturation point they show.
+
+    Raises:
+        ConfigurationError: no prompts, or a load the worker `processes` cannot share.
     """
     bounds = bounds or Bounds()
     slo = slo or SLO()

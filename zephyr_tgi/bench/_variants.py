@@ -33,7 +33,12 @@ RUNTIME_HEADROOM_GB = 1.5
 
 
 def nvidia_smi_free_memory_gb(gpu_index: int = 0, *, timeout: float = 10.0) -> float | None:
-    """Free memory of one GPU from `nvidia-smi` (None when nvidia-smi is missing or fails)."""
+    """Free memory of one GPU from `nvidia-smi` (None when nvidia-smi is missing or fails).
+
+    Args:
+        gpu_index: The GPU, as nvidia-smi numbers them.
+        timeout: Seconds nvidia-smi may take.
+    """
     executable = shutil.which("nvidia-smi")
     if executable is None:
         return None
@@ -60,7 +65,14 @@ def parse_nvidia_smi_free_mib(output: str) -> float | None:
 
 
 def resolve_variants(spec: str | Sequence[str]) -> list[VariantInfo]:
-    """`"all"`, a comma-separated list, or a list of branch names, in the order given (duplicates dropped)."""
+    """`"all"`, a comma-separated list, or a list of branch names, in the order given (duplicates dropped).
+
+    Args:
+        spec: "all", branch names separated by commas, or a list of branch names.
+
+    Raises:
+        ConfigurationError: nothing given, or an unknown branch name.
+    """
     names = [part.strip() for part in spec.split(",")] if isinstance(spec, str) else [str(name) for name in spec]
     names = [name for name in names if name]
     if not names:
@@ -76,7 +88,14 @@ def resolve_variants(spec: str | Sequence[str]) -> list[VariantInfo]:
 
 
 class VariantPlan(BaseModel):
-    """Whether one branch is launched, and why not when it is skipped."""
+    """Whether one branch is launched, and why not when it is skipped.
+
+    Attributes:
+        variant: The branch name.
+        needs_gb: The GPU memory it needs, in GB.
+        fits: Whether it is launched.
+        reason: Why (or why not).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -89,7 +108,13 @@ class VariantPlan(BaseModel):
 def plan_variants(
     variants: Sequence[VariantInfo], free_gb: float | None, *, headroom_gb: float = RUNTIME_HEADROOM_GB
 ) -> list[VariantPlan]:
-    """Decide which branches fit `free_gb` of free GPU memory (all of them when the memory is unknown)."""
+    """Decide which branches fit `free_gb` of free GPU memory (all of them when the memory is unknown).
+
+    Args:
+        variants: The branches.
+        free_gb: The GPU's free memory in GB, or None when unknown.
+        headroom_gb: Memory each branch needs beyond its weights and KV cache (CUDA context, activations).
+    """
     plans: list[VariantPlan] = []
     for info in variants:
         needs = round(info.estimated_vram_gb + headroom_gb, 2)
@@ -112,7 +137,13 @@ def plan_variants(
 
 
 class VariantOutcome(BaseModel):
-    """One branch of a comparison: its plan, and its measurements when it ran."""
+    """One branch of a comparison: its plan, and its measurements when it ran.
+
+    Attributes:
+        plan: Whether it was launched, and why.
+        result: Its measurements, when it ran.
+        error: Why it failed to start or run, when it did.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -122,7 +153,13 @@ class VariantOutcome(BaseModel):
 
 
 class VariantComparison(BaseModel):
-    """A comparison of branches (the file a resumed run continues)."""
+    """A comparison of branches (the file a resumed run continues).
+
+    Attributes:
+        engine: The engine the branches ran on.
+        free_gb: The GPU's free memory in GB, None when unknown.
+        outcomes: Each branch's outcome, in the order asked.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -131,14 +168,28 @@ class VariantComparison(BaseModel):
     outcomes: list[VariantOutcome]
 
     def outcome(self, variant: str) -> VariantOutcome | None:
+        """The outcome of one branch, if the comparison holds it.
+
+        Args:
+            variant: The branch name.
+        """
         return next((o for o in self.outcomes if o.plan.variant == variant), None)
 
     def completed(self, variant: str) -> bool:
-        """Measured to the end (an interrupted or failed branch runs again on resume)."""
+        """Measured to the end (an interrupted or failed branch runs again on resume).
+
+        Args:
+            variant: The branch name.
+        """
         found = self.outcome(variant)
         return found is not None and found.result is not None and not found.result.interrupted
 
     def with_outcome(self, outcome: VariantOutcome) -> VariantComparison:
+        """A copy with `outcome` added, or replacing the one of the same branch (in the comparison's order).
+
+        Args:
+            outcome: The branch's new outcome.
+        """
         others = [o for o in self.outcomes if o.plan.variant != outcome.plan.variant]
         order = {o.plan.variant: i for i, o in enumerate(self.outcomes)}
         merged = sorted([*others, outcome], key=lambda o: order.get(o.plan.variant, len(order)))

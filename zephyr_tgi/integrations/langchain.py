@@ -76,6 +76,12 @@ class ZephyrChatModel(BaseChatModel):
         system_prompt: The system turn used when the messages have none.
         streaming: `invoke` streams underneath (and calls `on_llm_new_token`).
         stream_usage: Streams end with a chunk carrying token usage.
+
+    Args:
+        **data: The attributes above, by name (`model=` for `model_name`).
+
+    Raises:
+        ConfigurationError: no `base_url` and no `$ZEPHYR_TGI_URL`.
     """
 
     model_config = ConfigDict(populate_by_name=True)
@@ -332,6 +338,7 @@ class ZephyrChatModel(BaseChatModel):
             tools: LangChain tools, functions, pydantic models or OpenAI tool dicts.
             tool_choice: "auto" (the default: the model may answer in text), "any" or "required" (some tool),
                 "none", a tool's name, True (the only tool), or an OpenAI tool-choice dict.
+            **kwargs: More options bound with the tools, passed to each call.
 
         Raises:
             ConfigurationError: tool_choice names no bound tool, or True with more than one tool.
@@ -358,6 +365,7 @@ class ZephyrChatModel(BaseChatModel):
             method: "json_schema" (default) and "json_mode" constrain generation with TGI's JSON grammar and
                 check the answer as `ZephyrClient.chat_json` does; "function_calling" forces a tool call.
             strict: Accepted for LangChain's interface; TGI's grammar is always strict.
+            **kwargs: None is taken; any is refused (LangChain's interface has the parameter).
 
         Raises:
             ConfigurationError: the schema cannot be a TGI grammar (e.g. it has no properties).

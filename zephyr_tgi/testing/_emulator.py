@@ -39,6 +39,33 @@ class TGIEmulator:
     `performance` (a `PerformanceModel`) makes generations take the time an emulated GPU batch would, queueing
     beyond its token budget; it replaces `token_latency`.
     `engine="vllm"` or `"sglang"` speaks that engine's API instead of TGI's (routes, errors, streams).
+
+    Args:
+        host: The address to listen on.
+        port: The port; 0 lets the OS pick a free one (read it back from `url`).
+        model_id: The model `/info` reports.
+        revision: The model revision `/info` reports.
+        api_key: Answer 401 to requests without `Authorization: Bearer <api_key>` (TGI's `--api-key`).
+        max_input_tokens: The longest prompt, in tokens (TGI's `--max-input-tokens`).
+        max_total_tokens: Prompt + new tokens at most, per request (TGI's `--max-total-tokens`).
+        max_concurrent_requests: Requests in flight before the emulator answers 429.
+        max_best_of: `best_of` at most.
+        max_stop_sequences: Stop sequences per request at most.
+        max_top_n_tokens: `top_n_tokens` at most.
+        max_client_batch_size: Prompts in one `/v1/completions` request at most (TGI's `--max-client-batch-size`).
+        replies: Fixed answers, keyed by a raw prompt or by a chat's last user turn (see `expected_reply`).
+        token_latency: Seconds between two generated tokens.
+        enable_prefill_logprobs: Return prompt logprobs (TGI's `--enable-prefill-logprobs`).
+        chat_template: Serve `/v1/chat/completions` (TGI refuses it for a model without a chat template).
+        grammar_support: Accept grammars, as TGI does without `--disable-grammar-support`.
+        tokenizer: How prompts are counted and tokenized; default `BuiltinTokenizer()`.
+        faults: What should go wrong; change it later with `set_faults()`.
+        sampling_seed: Salts the seed reported for sampling requests that send none.
+        performance: Time generations as an emulated GPU batch would, instead of `token_latency`.
+        engine: The API spoken: "tgi", "vllm" or "sglang".
+
+    Raises:
+        ValueError: an unknown `engine`.
     """
 
     def __init__(
@@ -158,7 +185,11 @@ class TGIEmulator:
         return self._listening.is_set()
 
     def set_faults(self, **changes: Any) -> None:
-        """Change fault knobs atomically from any thread (unknown names raise ValueError)."""
+        """Change fault knobs atomically from any thread (unknown names raise ValueError).
+
+        Args:
+            **changes: `Faults` fields and their new values, e.g. `overload_next=2`.
+        """
         self._faults.update(changes)
 
     def reset(self) -> None:

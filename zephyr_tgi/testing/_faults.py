@@ -42,7 +42,14 @@ def error_for_type(error_type: str) -> tuple[int, str]:
 
 @dataclass
 class ScriptedResponse:
-    """A canned answer for the next generation request, sent verbatim."""
+    """A canned answer for the next generation request, sent verbatim.
+
+    Args:
+        status: The HTTP status.
+        body: The body, sent as is (a string is UTF-8 encoded).
+        content_type: The `Content-Type` header, if any.
+        headers: More headers.
+    """
 
     status: int = 200
     body: bytes | str = b""
@@ -51,7 +58,14 @@ class ScriptedResponse:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> ScriptedResponse:
-        """Build from the admin route's JSON object."""
+        """Build from the admin route's JSON object.
+
+        Args:
+            obj: An object with `status`, `body`, `content_type` and `headers`, each optional.
+
+        Raises:
+            ValueError: an unknown field or a value of the wrong type.
+        """
         unknown = set(obj) - {"status", "body", "content_type", "headers"}
         if unknown:
             raise ValueError(f"unknown ScriptedResponse fields: {sorted(unknown)}")
@@ -96,10 +110,13 @@ class Faults:
     drop_mid_stream_next: int = 0
     """Reset the next N streams after `drop_after_tokens` token events."""
     drop_after_tokens: int = 3
+    """Token events a stream sends before `drop_mid_stream_next` resets it."""
     stream_error_next: int = 0
     """The next N generation requests fail with `stream_error_type` (in-band after N tokens on streams)."""
     stream_error_after_tokens: int = 0
+    """Token events a stream sends before `stream_error_next` fails it in-band."""
     stream_error_type: str = "generation"
+    """The `error_type` of those failures (TGI's: "generation", "overloaded", "validation", ...)."""
     stream_error_streams_only: bool = False
     """Only streams consume `stream_error_next`: which requests fail no longer depends on arrival order."""
     scripted_responses: list[ScriptedResponse] = field(default_factory=list)
@@ -111,7 +128,9 @@ class Faults:
     exit_after: float | None = None
     """CLI only: log `exit_message` and exit with `exit_code` after this many seconds."""
     exit_code: int = 1
+    """CLI only: the exit status of `exit_after`."""
     exit_message: str = DEFAULT_EXIT_MESSAGE
+    """CLI only: the log line `exit_after` ends with."""
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {

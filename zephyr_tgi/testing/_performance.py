@@ -36,6 +36,14 @@ class PerformanceModel:
     plus 0.08 ms per prompt token (about 12,500 prompt tokens/s), 18 ms per decode step for one sequence
     growing by 0.25 ms per extra sequence in the batch (about 55 tokens/s for one user, 1,900 tokens/s at 64),
     and a KV budget of 32,768 tokens. They are illustrative, not measured; set them to what your GPU shows.
+
+    Attributes:
+        prefill_base: Seconds of one prefill step, whatever its length.
+        prefill_per_token: Seconds a prefill step grows by per prompt token.
+        decode_step_base: Seconds of one decode step for a single sequence.
+        decode_step_per_sequence: Seconds a decode step grows by per extra sequence in the batch.
+        max_batch_total_tokens: The batch's token budget (TGI's `--max-batch-total-tokens`): prompt +
+            `max_new_tokens` of every running request.
     """
 
     prefill_base: float = 0.010
@@ -53,19 +61,35 @@ class PerformanceModel:
             raise ValueError(f"PerformanceModel.max_batch_total_tokens must be >= 1, got {self.max_batch_total_tokens}")
 
     def prefill_seconds(self, input_tokens: int) -> float:
-        """One prefill step over `input_tokens` prompt tokens (of every request admitted together)."""
+        """One prefill step over `input_tokens` prompt tokens (of every request admitted together).
+
+        Args:
+            input_tokens: The prompt tokens prefilled in the step.
+        """
         return self.prefill_base + self.prefill_per_token * input_tokens
 
     def decode_step_seconds(self, batch_size: int) -> float:
-        """One decode step of a batch of `batch_size` sequences."""
+        """One decode step of a batch of `batch_size` sequences.
+
+        Args:
+            batch_size: The sequences in the batch.
+        """
         return self.decode_step_base + self.decode_step_per_sequence * max(batch_size - 1, 0)
 
     def max_batch_size(self, tokens_per_request: int) -> int:
-        """How many requests reserving `tokens_per_request` each fit in the budget at once."""
+        """How many requests reserving `tokens_per_request` each fit in the budget at once.
+
+        Args:
+            tokens_per_request: Prompt + `max_new_tokens` of one request.
+        """
         return max(self.max_batch_total_tokens // max(tokens_per_request, 1), 1)
 
     def decode_tokens_per_second(self, batch_size: int) -> float:
-        """Output tokens/s of a steady batch of `batch_size` sequences (prefill excluded)."""
+        """Output tokens/s of a steady batch of `batch_size` sequences (prefill excluded).
+
+        Args:
+            batch_size: The sequences in the batch.
+        """
         return batch_size / self.decode_step_seconds(batch_size)
 
 

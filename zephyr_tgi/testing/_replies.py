@@ -129,6 +129,11 @@ def expected_reply(prompt: str, *, replies: Mapping[str, str] | None = None, see
     A scripted reply keyed by the raw prompt wins; for a Zephyr chat prompt (ending in
     `<|assistant|>\\n`) a reply keyed by the last user turn's content comes next; otherwise the text is
     derived from `sha256(prompt + str(seed))`. `seed` matters only for sampling requests that send one.
+
+    Args:
+        prompt: The raw prompt the emulator receives.
+        replies: The emulator's fixed answers (its `replies=`).
+        seed: The request's seed.
     """
     if replies:
         if prompt in replies:
@@ -145,6 +150,9 @@ def render_zephyr_prompt(messages: Sequence[tuple[str, str]]) -> str:
 
     Unknown roles are dropped. The generation prompt is added unless the last message is the
     assistant's, which TGI continues instead (cut after its content, trailing whitespace trimmed).
+
+    Args:
+        messages: (role, content) pairs.
     """
     if not messages:
         return ""

@@ -14,7 +14,14 @@ _KEPT_REQUESTS = 1000
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """One request as the emulator received it (header names lower-cased; json None if not JSON)."""
+    """One request as the emulator received it (header names lower-cased; json None if not JSON).
+
+    Args:
+        method: The HTTP method.
+        path: The request's path, query included.
+        headers: Its headers.
+        json: Its JSON body, parsed.
+    """
 
     method: str
     path: str
@@ -24,7 +31,17 @@ class RecordedRequest:
 
 @dataclass(frozen=True)
 class EmulatorStats:
-    """A snapshot of what the emulator has seen since start or the last reset()."""
+    """A snapshot of what the emulator has seen since start or the last reset().
+
+    Args:
+        requests_total: Requests answered.
+        requests_by_route: Requests per route.
+        in_flight: Generation requests under way now.
+        max_in_flight: The most generation requests under way at once.
+        overloaded_total: Requests answered 429.
+        connections_total: TCP connections accepted (shows whether a client reuses its connections).
+        requests: Every request received, in order.
+    """
 
     requests_total: int = 0
     requests_by_route: dict[str, int] = field(default_factory=dict)

@@ -31,7 +31,14 @@ _SPECIAL_RE = re.compile("|".join(re.escape(token) for token in SPECIAL_TOKENS))
 
 @dataclass(frozen=True, slots=True)
 class TokenSpan:
-    """One token of an encoding: its id, its text and its character offsets in the input."""
+    """One token of an encoding: its id, its text and its character offsets in the input.
+
+    Args:
+        id: The token id.
+        text: The token's text.
+        start: The character offset where it starts in the input.
+        stop: The character offset just after it.
+    """
 
     id: int
     text: str
@@ -57,7 +64,11 @@ class EmulatorTokenizer(Protocol):
     """
 
     def encode(self, text: str) -> list[TokenSpan]:
-        """Tokenize `text` into spans (no BOS)."""
+        """Tokenize `text` into spans (no BOS).
+
+        Args:
+            text: The text to tokenize.
+        """
         ...
 
 
@@ -101,7 +112,11 @@ class BuiltinTokenizer:
         self._pieces: dict[int, str] = {}
 
     def token_id(self, piece: str) -> int:
-        """The stable id of a non-special piece."""
+        """The stable id of a non-special piece.
+
+        Args:
+            piece: A piece of text, as `encode()` cuts them.
+        """
         token_id = self._ids.get(piece)
         if token_id is None:
             token_id = 3 + zlib.crc32(piece.encode("utf-8")) % (self._VOCAB_SIZE - 3)
@@ -112,19 +127,31 @@ class BuiltinTokenizer:
         return token_id
 
     def piece(self, token_id: int) -> str:
-        """The id as a SentencePiece-style piece (spaces as `▁`), as vLLM's `token_strs` show tokens."""
+        """The id as a SentencePiece-style piece (spaces as `▁`), as vLLM's `token_strs` show tokens.
+
+        Args:
+            token_id: An id this tokenizer gave.
+        """
         special = _SPECIAL_PIECES.get(token_id)
         if special is not None:
             return special
         return self._pieces.get(token_id, "").replace(" ", "▁")
 
     def decode_one(self, token_id: int) -> str:
-        """The id decoded alone, as SentencePiece decodes one token (its leading space dropped)."""
+        """The id decoded alone, as SentencePiece decodes one token (its leading space dropped).
+
+        Args:
+            token_id: An id this tokenizer gave.
+        """
         text = self.piece(token_id).replace("▁", " ")
         return text[1:] if text.startswith(" ") else text
 
     def encode(self, text: str) -> list[TokenSpan]:
-        """Tokenize `text` (no BOS)."""
+        """Tokenize `text` (no BOS).
+
+        Args:
+            text: The text to tokenize.
+        """
         spans: list[TokenSpan] = []
         for start, stop, special in _split_special(text):
             if special is not None:
@@ -137,7 +164,14 @@ class BuiltinTokenizer:
 
 
 class SentencePieceTokenizer:
-    """Zephyr's SentencePiece model, tokenizing exactly as `zephyr_tgi.ZephyrTokenizer` (and TGI) do."""
+    """Zephyr's SentencePiece model, tokenizing exactly as `zephyr_tgi.ZephyrTokenizer` (and TGI) do.
+
+    Args:
+        model_path: Zephyr's `tokenizer.model`.
+
+    Raises:
+        FileNotFoundError: no file at `model_path`.
+    """
 
     def __init__(self, model_path: str | Path) -> None:
         path = Path(model_path)
@@ -149,15 +183,27 @@ class SentencePieceTokenizer:
         self._tokenizer = ZephyrTokenizer.from_file(path)
 
     def piece(self, token_id: int) -> str:
-        """The id's SentencePiece piece (`▁Hello`, `<0xE2>`, `<s>`), as vLLM's `token_strs` show it."""
+        """The id's SentencePiece piece (`▁Hello`, `<0xE2>`, `<s>`), as vLLM's `token_strs` show it.
+
+        Args:
+            token_id: A token id of the vocabulary.
+        """
         return self._tokenizer.id_to_piece(token_id)
 
     def decode_one(self, token_id: int) -> str:
-        """The id decoded alone (its leading `▁` dropped; a lone byte-fallback token is not text)."""
+        """The id decoded alone (its leading `▁` dropped; a lone byte-fallback token is not text).
+
+        Args:
+            token_id: A token id of the vocabulary.
+        """
         return self._tokenizer.decode_one(token_id)
 
     def encode(self, text: str) -> list[TokenSpan]:
-        """Tokenize `text` (no BOS) like TGI's legacy tokenizer.json, with texts that join back to `text`."""
+        """Tokenize `text` (no BOS) like TGI's legacy tokenizer.json, with texts that join back to `text`.
+
+        Args:
+            text: The text to tokenize.
+        """
         spans: list[TokenSpan] = []
         emitted = 0
         for token_id, start, stop in self._tokenizer.pieces(text):
