@@ -27,7 +27,7 @@ def _gpu_unavailable_reason() -> str | None:
     if os.environ.get("ZEPHYR_TGI_GPU_TESTS") == "0":
         return "real-GPU tests switched off by ZEPHYR_TGI_GPU_TESTS=0"
     if shutil.which("nvidia-smi") is None:
-        return "no NVIDIA GPU here (nvidia-smi not found): real TGI needs a GPU, its image and network access"
+        return "no NVIDIA GPU here (nvidia-smi not found): real TGI, vLLM or SGLang need a GPU, images, network"
     try:
         subprocess.run(["nvidia-smi", "-L"], check=True, capture_output=True, timeout=30)
     except (subprocess.SubprocessError, OSError) as exc:
