@@ -368,7 +368,7 @@ def test_one_url_in_a_list_is_exactly_one_url() -> None:
 def test_several_urls_are_normalized_and_each_gets_its_endpoint() -> None:
     config = make_config(["http://a:1/v1", "https://b:2/"])
     assert config.replica_urls == ("http://a:1", "https://b:2")
-    replicas = replica_set(config)
+    replicas = replica_set(config, None)
     assert len({id(r.endpoint) for r in replicas.replicas}) == 2
 
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import httpx2
+
 from .._engines import ENGINES, IDENTIFY_ORDER, ChunkAssembler, Engine, MetricsSummary, summarize
 from .._errors import (
     APIConnectionError,
@@ -34,7 +36,7 @@ from .budget import fit_budget, needs_count
 from .core import ClientConfig, Endpoint, NativeRequest, encode_json, native_request, parse_metrics
 from .params import Limits, check_limits
 from .perplexity import chunk_text, in_characters, perplexity_of, plan_windows, scored_logprobs
-from .replicas import Lease, Replica, ReplicaSet, fails_over_at_once
+from .replicas import LOAD_READ_TIMEOUT, Lease, Replica, ReplicaSet, fails_over_at_once, waiting_in
 from .shaping import parse_answer, parse_chat_chunk
 from .sse import SSEDecoder
 from .transport import WireRequest, WireResponse
@@ -249,6 +251,11 @@ def _retrying_replicas(
 ) -> Flow[_T]:
     number = 1
     failed: list[Replica] = []
+    # A call refreshes at most one stale load reading, before it chooses: one /metrics of at most
+    # LOAD_READ_TIMEOUT (and never past the call's deadline) every `load_refresh` seconds per replica.
+    if ctx.session is None:
+        for stale in replicas.claim_load_reads(limit=1):
+            yield from read_load(ctx, replicas, stale, times.deadline_at)
     while True:
         replica = replicas.choose(ctx.session, failed)
         lease = replicas.acquire(replica)
@@ -276,6 +283,27 @@ def _retrying_replicas(
         if not hold:
             replicas.release(lease)
         return result
+
+
+def read_load(ctx: Context, replicas: ReplicaSet, replica: Replica, deadline_at: float | None) -> Flow[None]:
+    """One `GET /metrics` on `replica` for its engine's waiting count, recorded in `replicas`. It never fails:
+    an error status, a timeout (LOAD_READ_TIMEOUT, or the deadline if sooner) or a body without the metric
+    leaves the signal unknown. Not retried, not counted in flight, and no outcome about the replica's health."""
+    now = time.monotonic()
+    until = now + LOAD_READ_TIMEOUT if deadline_at is None else min(now + LOAD_READ_TIMEOUT, deadline_at)
+    if until <= now:
+        return  # no time left for anything but the call itself
+    timeout = httpx2.Timeout(LOAD_READ_TIMEOUT)
+    here = ctx.on(replica)
+    request = WireRequest("GET", replica.url + "/metrics", None, here.headers, timeout, "GET /metrics", here.shown_url)
+    waiting: float | None = None
+    try:
+        response: WireResponse = yield Send(request, until)
+        if response.status == 200:
+            waiting = waiting_in(parse_metrics(response.body.decode("utf-8", "replace")))
+    except ZephyrTGIError as exc:
+        logger.debug("load signal of %s unknown: %s: %s", replica.shown_url, type(exc).__name__, exc)
+    replicas.record_load(replica, waiting)
 
 
 def _failover_wait(policy: RetryPolicy, exc: APIError, number: int, deadline_at: float | None) -> float | None:
@@ -597,6 +625,8 @@ def health(ctx: Context) -> Flow[bool]:
             continue
         replicas.mark_health(replica, True)
         healthy = True
+    for stale in replicas.claim_load_reads():  # the healthy ones whose reading is due: at most one per interval
+        yield from read_load(ctx, replicas, stale, times.deadline_at)
     return healthy
 
 
