@@ -41,7 +41,8 @@ class Clock:
 
 def _set(clock: Clock | None = None, urls: tuple[str, ...] = URLS) -> ReplicaSet:
     replicas = [Replica(i, url, url, Endpoint()) for i, url in enumerate(urls)]
-    return ReplicaSet(replicas, clock=clock or Clock(), ejection=1.0, max_ejection=8.0)
+    # The load signal off: these tests are about ejection, sessions and the retry plan (tests/unit/test_load_signal.py).
+    return ReplicaSet(replicas, clock=clock or Clock(), ejection=1.0, max_ejection=8.0, load_refresh=None)
 
 
 def _names(replicas: list[Replica]) -> list[str]:

@@ -287,13 +287,17 @@ def _retrying_replicas(
 
 def read_load(ctx: Context, replicas: ReplicaSet, replica: Replica, deadline_at: float | None) -> Flow[None]:
     """One `GET /metrics` on `replica` for its engine's waiting count, recorded in `replicas`. It never fails:
-    an error status, a timeout (LOAD_READ_TIMEOUT, or the deadline if sooner) or a body without the metric
-    leaves the signal unknown. Not retried, not counted in flight, and no outcome about the replica's health."""
+    an error status, a timeout or a body without the metric leaves the signal unknown. It takes at most
+    LOAD_READ_TIMEOUT, and at most a quarter of the time left to the call's deadline, so the call keeps the rest.
+    Not retried, not counted in flight, and no outcome about the replica's health."""
+    budget = LOAD_READ_TIMEOUT
     now = time.monotonic()
-    until = now + LOAD_READ_TIMEOUT if deadline_at is None else min(now + LOAD_READ_TIMEOUT, deadline_at)
-    if until <= now:
-        return  # no time left for anything but the call itself
-    timeout = httpx2.Timeout(LOAD_READ_TIMEOUT)
+    if deadline_at is not None:
+        budget = min(budget, (deadline_at - now) / 4)
+    if budget <= 0.001:
+        return  # no time to spare: the older reading (if any) stays, aging; the claim waits an interval
+    until = now + budget
+    timeout = httpx2.Timeout(budget)
     here = ctx.on(replica)
     request = WireRequest("GET", replica.url + "/metrics", None, here.headers, timeout, "GET /metrics", here.shown_url)
     waiting: float | None = None
