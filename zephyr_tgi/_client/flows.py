@@ -610,7 +610,8 @@ def health(ctx: Context) -> Flow[bool]:
     """One `GET /health` (no retries: the answer is about now); False when unreachable or unhealthy.
 
     With several replicas: one `GET /health` per replica, each outcome recorded (a 200 brings an ejected
-    replica back at once, anything else ejects it); True when at least one is healthy.
+    replica back at once, anything else ejects it); True when at least one is healthy. Then one `/metrics` per
+    healthy replica whose load signal is due (`read_load`: bounded, never a failure of the call).
     """
     times = call_times(ctx.config.timeout, "admin")
     if ctx.replicas is None:

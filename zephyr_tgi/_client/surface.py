@@ -168,8 +168,9 @@ class ClientSurface(ABC):
     @property
     def endpoints(self) -> tuple[EndpointStatus, ...]:
         """The state of each replica, in the order of the URLs: healthy or ejected, requests in flight,
-        consecutive failures, the engine and limits once known. One entry for a client of one URL (which does
-        no health tracking: it is always shown healthy, with its engine and limits once known)."""
+        consecutive failures, the engine and limits once known, the engine's waiting count and its age. One
+        entry for a client of one URL (which does no health tracking: it is always shown healthy, with its
+        engine and limits once known)."""
         replicas = self._ctx.replicas
         if replicas is not None:
             return replicas.statuses()
