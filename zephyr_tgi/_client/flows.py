@@ -251,8 +251,8 @@ def _retrying_replicas(
 ) -> Flow[_T]:
     number = 1
     failed: list[Replica] = []
-    # A call refreshes at most one stale load reading, before it chooses: one /metrics of at most
-    # LOAD_READ_TIMEOUT (and never past the call's deadline) every `load_refresh` seconds per replica.
+    # A retry plan refreshes at most one stale load reading, before it chooses: one /metrics of at most
+    # LOAD_READ_TIMEOUT and a quarter of the time left, per replica every `load_refresh` seconds (claimed).
     if ctx.session is None:
         for stale in replicas.claim_load_reads(limit=1):
             yield from read_load(ctx, replicas, stale, times.deadline_at)
