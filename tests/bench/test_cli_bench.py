@@ -138,3 +138,30 @@ def test_worker_processes_share_the_load(emulator: TGIEmulator, tmp_path: Path) 
     assert step["processes"] == 2
     assert step["successful"] == 4
     assert step["client_cpu_seconds"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--url", "http://127.0.0.1:9", "--url", "http://u:secret@127.0.0.1:10"], {}),
+        (["--url", "http://127.0.0.1:9,http://u:secret@127.0.0.1:10"], {}),
+        ([], {"ZEPHYR_TGI_URL": "http://127.0.0.1:9,http://u:secret@127.0.0.1:10"}),
+    ],
+)
+def test_several_urls_are_refused_naming_the_option_and_why(args: list[str], env: dict[str, str]) -> None:
+    # Nothing listens on those ports: the refusal comes before anything is sent.
+    result = CliRunner().invoke(cli, ["bench", *args, *SMALL], env={**CLEAN_ENV, **env})
+    assert result.exit_code == 2, result.output
+    assert "--url" in result.stderr
+    assert "ZEPHYR_TGI_URL" in result.stderr
+    assert "got 2 URLs" in result.stderr
+    assert "a load test measures one server" in result.stderr
+    assert "secret" not in result.stderr
+
+
+def test_one_url_from_the_environment_with_a_trailing_comma_is_one_url(emulator: TGIEmulator, tmp_path: Path) -> None:
+    env = {**CLEAN_ENV, "ZEPHYR_TGI_URL": emulator.url + ","}
+    result = CliRunner().invoke(cli, ["bench", "--profile", "concurrent", "--users", "1", *SMALL,
+                                      "--out", str(tmp_path), "--no-plots"], env=env)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert LoadResult.model_validate_json((tmp_path / "results.json").read_text()).steps[0].successful == 4

@@ -248,7 +248,9 @@ async def test_max_attempts_counts_attempts_on_every_replica(kind: str, replicas
     with pytest.raises(ServerUnavailableError):
         await twin.call("generate", "Hi")
     await twin.close()
-    assert sum(len(s.stats.requests) for s in replicas) == 2  # each failed at its /info: the attempt's first step
+    paths = [r.path for s in replicas for r in s.stats.requests]
+    assert [p for p in paths if p != "/metrics"] == ["/info", "/info"]  # each attempt failed at its first step
+    assert paths.count("/metrics") == 1  # the call's one read of a load signal (it failed too: no attempt)
 
 
 # --- streams ----------------------------------------------------------------------------------------------

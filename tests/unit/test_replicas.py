@@ -41,7 +41,8 @@ class Clock:
 
 def _set(clock: Clock | None = None, urls: tuple[str, ...] = URLS) -> ReplicaSet:
     replicas = [Replica(i, url, url, Endpoint()) for i, url in enumerate(urls)]
-    return ReplicaSet(replicas, clock=clock or Clock(), ejection=1.0, max_ejection=8.0)
+    # The load signal off: these tests are about ejection, sessions and the retry plan (tests/unit/test_load_signal.py).
+    return ReplicaSet(replicas, clock=clock or Clock(), ejection=1.0, max_ejection=8.0, load_refresh=None)
 
 
 def _names(replicas: list[Replica]) -> list[str]:
@@ -368,7 +369,7 @@ def test_one_url_in_a_list_is_exactly_one_url() -> None:
 def test_several_urls_are_normalized_and_each_gets_its_endpoint() -> None:
     config = make_config(["http://a:1/v1", "https://b:2/"])
     assert config.replica_urls == ("http://a:1", "https://b:2")
-    replicas = replica_set(config)
+    replicas = replica_set(config, None)
     assert len({id(r.endpoint) for r in replicas.replicas}) == 2
 
 

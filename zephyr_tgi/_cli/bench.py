@@ -65,6 +65,27 @@ class _Status:
             self._width = 0
 
 
+def _one_url(values: Sequence[str]) -> str | None:
+    """The one URL of `--url` (given once, or ZEPHYR_TGI_URL), or None.
+
+    Raises:
+        click.BadParameter: several URLs (`--url` repeated, or a comma-separated list): a load test through a
+            client that spreads requests over replicas would measure its balancing and the sum of the servers,
+            not a server; bench each replica on its own.
+    """
+    urls = [url.strip() for value in values for url in value.split(",") if url.strip()]
+    if len(urls) > 1:
+        from zephyr_tgi._client.core import display_url  # a password in a URL is not echoed
+
+        shown = ", ".join(display_url(url) for url in urls)
+        raise click.BadParameter(
+            f"got {len(urls)} URLs ({shown}), but a load test measures one server: "
+            "run one bench per replica (a client of several replicas would measure its balancing, not a server)",
+            param_hint="'--url' / ZEPHYR_TGI_URL",
+        )
+    return urls[0] if urls else None
+
+
 def _profile(kind: str, users: int | None, rate: float | None, max_users: int, seed: int) -> Any:
     from zephyr_tgi.bench import Concurrent, Constant, Poisson, Sweep
 
@@ -98,7 +119,15 @@ def _interrupted_exit(written: list[Path], status: _Status) -> None:
 
 
 @click.command("bench")
-@click.option("--url", envvar="ZEPHYR_TGI_URL", show_envvar=True, metavar="URL", help="The server to measure.")
+@click.option(
+    "--url",
+    envvar="ZEPHYR_TGI_URL",
+    show_envvar=True,
+    metavar="URL",
+    multiple=True,
+    callback=lambda _ctx, _param, value: _one_url(value),
+    help="The server to measure (one: a load test measures one server).",
+)
 @click.option("--api-key", envvar="ZEPHYR_TGI_API_KEY", show_envvar=True, help="The server's api key.")
 @click.option("--emulator", is_flag=True, help="Measure a built-in emulator with its performance model (no GPU).")
 @click.option("--profile", "kind", type=click.Choice(_PROFILES), default="sweep", show_default=True)

@@ -475,7 +475,10 @@ class AsyncZephyrClient(ClientSurface):
         return await self._run(flows.info(self._ctx))
 
     async def health(self) -> bool:
-        """True when `/health` answers 200; False while the server is unreachable or unhealthy."""
+        """True when `/health` answers 200; False while the server is unreachable or unhealthy.
+
+        With several replicas: True when one of them is healthy; each one's outcome is recorded, and the healthy
+        ones whose load signal is due have their `/metrics` read (docs/replicas.md)."""
         return await self._run(flows.health(self._ctx))
 
     async def wait_until_ready(self, timeout: float = 600.0, *, interval: float = 0.5) -> ServerInfo:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import httpx2
+
 from .._engines import ENGINES, IDENTIFY_ORDER, ChunkAssembler, Engine, MetricsSummary, summarize
 from .._errors import (
     APIConnectionError,
@@ -34,7 +36,7 @@ from .budget import fit_budget, needs_count
 from .core import ClientConfig, Endpoint, NativeRequest, encode_json, native_request, parse_metrics
 from .params import Limits, check_limits
 from .perplexity import chunk_text, in_characters, perplexity_of, plan_windows, scored_logprobs
-from .replicas import Lease, Replica, ReplicaSet, fails_over_at_once
+from .replicas import LOAD_READ_TIMEOUT, Lease, Replica, ReplicaSet, fails_over_at_once, waiting_in
 from .shaping import parse_answer, parse_chat_chunk
 from .sse import SSEDecoder
 from .transport import WireRequest, WireResponse
@@ -249,6 +251,11 @@ def _retrying_replicas(
 ) -> Flow[_T]:
     number = 1
     failed: list[Replica] = []
+    # A retry plan refreshes at most one stale load reading, before it chooses: one /metrics of at most
+    # LOAD_READ_TIMEOUT and a quarter of the time left, per replica every `load_refresh` seconds (claimed).
+    if ctx.session is None:
+        for stale in replicas.claim_load_reads(limit=1):
+            yield from read_load(ctx, replicas, stale, times.deadline_at)
     while True:
         replica = replicas.choose(ctx.session, failed)
         lease = replicas.acquire(replica)
@@ -276,6 +283,31 @@ def _retrying_replicas(
         if not hold:
             replicas.release(lease)
         return result
+
+
+def read_load(ctx: Context, replicas: ReplicaSet, replica: Replica, deadline_at: float | None) -> Flow[None]:
+    """One `GET /metrics` on `replica` for its engine's waiting count, recorded in `replicas`. It never fails:
+    an error status, a timeout or a body without the metric leaves the signal unknown. It takes at most
+    LOAD_READ_TIMEOUT, and at most a quarter of the time left to the call's deadline, so the call keeps the rest.
+    Not retried, not counted in flight, and no outcome about the replica's health."""
+    budget = LOAD_READ_TIMEOUT
+    now = time.monotonic()
+    if deadline_at is not None:
+        budget = min(budget, (deadline_at - now) / 4)
+    if budget <= 0.001:
+        return  # no time to spare: the older reading (if any) stays, aging; the claim waits an interval
+    until = now + budget
+    timeout = httpx2.Timeout(budget)
+    here = ctx.on(replica)
+    request = WireRequest("GET", replica.url + "/metrics", None, here.headers, timeout, "GET /metrics", here.shown_url)
+    waiting: float | None = None
+    try:
+        response: WireResponse = yield Send(request, until)
+        if response.status == 200:
+            waiting = waiting_in(parse_metrics(response.body.decode("utf-8", "replace")))
+    except ZephyrTGIError as exc:
+        logger.debug("load signal of %s unknown: %s: %s", replica.shown_url, type(exc).__name__, exc)
+    replicas.record_load(replica, waiting)
 
 
 def _failover_wait(policy: RetryPolicy, exc: APIError, number: int, deadline_at: float | None) -> float | None:
@@ -578,7 +610,8 @@ def health(ctx: Context) -> Flow[bool]:
     """One `GET /health` (no retries: the answer is about now); False when unreachable or unhealthy.
 
     With several replicas: one `GET /health` per replica, each outcome recorded (a 200 brings an ejected
-    replica back at once, anything else ejects it); True when at least one is healthy.
+    replica back at once, anything else ejects it); True when at least one is healthy. Then one `/metrics` per
+    healthy replica whose load signal is due (`read_load`: bounded, never a failure of the call).
     """
     times = call_times(ctx.config.timeout, "admin")
     if ctx.replicas is None:
@@ -597,6 +630,8 @@ def health(ctx: Context) -> Flow[bool]:
             continue
         replicas.mark_health(replica, True)
         healthy = True
+    for stale in replicas.claim_load_reads():  # the healthy ones whose reading is due: at most one per interval
+        yield from read_load(ctx, replicas, stale, times.deadline_at)
     return healthy
 
 

@@ -8,29 +8,53 @@ replica). Choosing a replica is a pure function of their state and the clock:
    30 s by default), and is simply tried again once the period is over: no background probe, no extra request;
 2. a session (a `Conversation`'s id) goes to the replica its rendezvous hash ranks highest among those, so it
    moves only when that replica is ejected, and comes back when it is healthy again;
-3. otherwise the replica with the fewest requests in flight from this client, ties broken by the fewest
-   requests sent so far, then by the order of the URLs: deterministic, and round-robin when idle.
+3. otherwise the least busy replica: the fewest requests in flight from this client plus the requests the
+   engine last said were waiting for a batch slot (its load signal, below), ties broken by the fewest requests
+   in flight from this client, then by the fewest requests sent so far, then by the order of the URLs:
+   deterministic, and round-robin when idle.
 
-The engine's own load signal (`tgi_queue_size`, ...) is not used: reading it would cost a `/metrics` request,
-and the in-flight counts of this client are what it can know for free.
+The load signal: each replica keeps the waiting count its engine's `/metrics` last reported (`tgi_queue_size`,
+`vllm:num_requests_waiting`, `sglang:num_queue_reqs`) and when it was read. A replica's reading is due again
+`load_refresh` seconds (5 s by default) after the last read was *claimed*, whatever its outcome, so each replica
+gets at most one `/metrics` per interval from a client. A reading older than `LOAD_MAX_AGE_FACTOR` intervals,
+or a read that failed (an error status, a timeout, a body without the metric), counts as 0: the replica is
+ranked by this client's in-flight count alone. Our own requests that wait in an engine's queue count twice (in
+flight and waiting): a conservative bias that moves new calls away from a replica we are already filling.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from .._errors import APIConnectionError, APIError, OverloadedError, ServerUnavailableError
+from .._engines import ENGINES
+from .._errors import APIConnectionError, APIError, ConfigurationError, OverloadedError, ServerUnavailableError
 from .core import Endpoint
 from .params import Limits
 
-__all__ = ["EndpointStatus", "Lease", "Replica", "ReplicaSet", "fails_over_at_once"]
+__all__ = [
+    "DEFAULT_LOAD_REFRESH",
+    "LOAD_READ_TIMEOUT",
+    "EndpointStatus",
+    "Lease",
+    "Replica",
+    "ReplicaSet",
+    "check_load_signal",
+    "fails_over_at_once",
+    "waiting_in",
+]
 
 DEFAULT_EJECTION = 1.0
 DEFAULT_MAX_EJECTION = 30.0
+DEFAULT_LOAD_REFRESH = 5.0  # seconds between two reads of one replica's /metrics
+LOAD_READ_TIMEOUT = 0.25  # the most a /metrics read may take (and so delay the call that makes it)
+LOAD_MAX_AGE_FACTOR = 3.0  # a reading older than this many intervals is no longer believed
+# Every engine's name for its queue: the prefixes differ, so one body never matches two engines.
+_WAITING_NAMES = frozenset(engine.summary_names["requests_waiting"] for engine in ENGINES.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +72,9 @@ class EndpointStatus:
         last_error: The last failure's message, until a success.
         engine: "tgi", "vllm" or "sglang" once known, else None.
         limits: Its limits once read from its `/info`, else None.
+        engine_waiting: The requests its engine's `/metrics` last said were waiting for a batch slot (all clients'),
+            or None when never read, the last read failed, or the load signal is off.
+        engine_waiting_age: Seconds since `engine_waiting` was read (None with it).
     """
 
     url: str
@@ -59,6 +86,8 @@ class EndpointStatus:
     last_error: str | None
     engine: str | None
     limits: Limits | None
+    engine_waiting: float | None = None
+    engine_waiting_age: float | None = None
 
 
 class Replica:
@@ -72,9 +101,12 @@ class Replica:
         "in_flight",
         "index",
         "last_error",
+        "load_due",
         "requests",
         "shown_url",
         "url",
+        "waiting",
+        "waiting_at",
     )
 
     def __init__(self, index: int, url: str, shown_url: str, endpoint: Endpoint) -> None:
@@ -88,6 +120,9 @@ class Replica:
         self.ejections = 0  # consecutive: the next ejection lasts longer
         self.ejected_until = 0.0
         self.last_error: str | None = None
+        self.waiting: float | None = None  # the engine's last reported queue, None when unknown
+        self.waiting_at = 0.0  # when `waiting` was read (the set's clock)
+        self.load_due = 0.0  # when the next /metrics read may be claimed
 
     def __repr__(self) -> str:
         return f"Replica({self.shown_url!r}, in_flight={self.in_flight}, failures={self.failures})"
@@ -110,6 +145,31 @@ def fails_over_at_once(exc: APIError) -> bool:
     return isinstance(exc, (APIConnectionError, ServerUnavailableError, OverloadedError))
 
 
+def check_load_signal(value: object) -> float | None:
+    """The `load_signal` setting as seconds between reads of each replica's `/metrics` (None: off).
+
+    Raises:
+        ConfigurationError: not a bool or a positive finite number of seconds.
+    """
+    if value is True:
+        return DEFAULT_LOAD_REFRESH
+    if value is False:
+        return None
+    if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+        return float(value)
+    raise ConfigurationError(f"load_signal must be True, False or a positive number of seconds, got {value!r}")
+
+
+def waiting_in(metrics: Mapping[str, float]) -> float | None:
+    """The requests waiting for a batch slot in parsed `/metrics` (summed over label sets), whatever the engine;
+    None when the body has no such metric."""
+    found: float | None = None
+    for key, value in metrics.items():
+        if key.split("{", 1)[0] in _WAITING_NAMES and math.isfinite(value) and value >= 0:
+            found = (found or 0.0) + value
+    return found
+
+
 def _rank(session: str, replica: Replica) -> bytes:
     # Rendezvous (highest random weight) hashing: each (session, replica) pair gets a stable score, so removing
     # a replica moves only the sessions it held. blake2b, not hash(): the same in every process.
@@ -126,6 +186,7 @@ class ReplicaSet:
         clock: Callable[[], float] = time.monotonic,
         ejection: float = DEFAULT_EJECTION,
         max_ejection: float = DEFAULT_MAX_EJECTION,
+        load_refresh: float | None = DEFAULT_LOAD_REFRESH,
     ) -> None:
         if not replicas:
             raise ValueError("a ReplicaSet needs at least one replica")
@@ -133,6 +194,7 @@ class ReplicaSet:
         self._clock = clock
         self._ejection = ejection
         self._max_ejection = max_ejection
+        self.load_refresh = load_refresh  # None: the load signal is off, no /metrics is ever read
         self._lock = threading.Lock()  # threads of the sync client (batch_chat) choose and release concurrently
 
     def choose(self, session: str | None = None, avoid: Collection[Replica] = ()) -> Replica:
@@ -150,7 +212,39 @@ class ReplicaSet:
                 return min(self.replicas, key=lambda r: (r.ejected_until, r.index))
             if session is not None:
                 return max(candidates, key=lambda r: _rank(session, r))
-            return min(candidates, key=lambda r: (r.in_flight, r.requests, r.index))
+            return min(
+                candidates, key=lambda r: (r.in_flight + self._waiting(r, now), r.in_flight, r.requests, r.index)
+            )
+
+    def claim_load_reads(self, limit: int | None = None) -> list[Replica]:
+        """The replicas whose `/metrics` should be read now (at most `limit`, the oldest readings first), each
+        claimed for one interval: a concurrent caller does not read it again, and neither does a failed read.
+
+        Ejected replicas are skipped (their state says more than their queue). Empty when the signal is off.
+        """
+        if self.load_refresh is None:
+            return []
+        now = self._clock()
+        with self._lock:
+            due = [r for r in self.replicas if r.load_due <= now and r.ejected_until <= now]
+            due.sort(key=lambda r: (r.waiting_at, r.index))
+            claimed = due if limit is None else due[:limit]
+            for replica in claimed:
+                replica.load_due = now + self.load_refresh
+            return claimed
+
+    def record_load(self, replica: Replica, waiting: float | None) -> None:
+        """The outcome of a `/metrics` read on `replica`: its waiting count, or None (the read failed)."""
+        with self._lock:
+            replica.waiting = waiting
+            replica.waiting_at = self._clock()
+
+    def _waiting(self, replica: Replica, now: float) -> float:
+        if replica.waiting is None or self.load_refresh is None:
+            return 0.0
+        if now - replica.waiting_at > self.load_refresh * LOAD_MAX_AGE_FACTOR:
+            return 0.0  # too old to say anything about now
+        return replica.waiting
 
     def acquire(self, replica: Replica) -> Lease:
         """Count a request in flight on `replica`."""
@@ -219,6 +313,8 @@ class ReplicaSet:
                     last_error=r.last_error,
                     engine=r.endpoint.engine.name if r.endpoint.engine is not None else None,
                     limits=r.endpoint.limits,
+                    engine_waiting=r.waiting,
+                    engine_waiting_age=None if r.waiting is None else max(0.0, now - r.waiting_at),
                 )
                 for r in self.replicas
             )

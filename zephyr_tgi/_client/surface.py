@@ -31,7 +31,7 @@ from .core import (
 )
 from .flows import Context, Flow
 from .params import Limits, SamplingParams
-from .replicas import EndpointStatus, Replica, ReplicaSet
+from .replicas import EndpointStatus, Replica, ReplicaSet, check_load_signal
 from .templates import Message, MessagesInput, SpecialTokenPolicy, build_messages
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ class ClientSurface(ABC):
         budget: BudgetPolicy = "clamp",
         engine: EngineSetting = "auto",
         telemetry: TelemetryInput = False,
+        load_signal: bool | float = True,
     ) -> None:
         """Check the settings and open the client's connection pool; nothing is sent until the first call.
 
@@ -89,10 +90,15 @@ class ClientSurface(ABC):
             engine: The engine serving the model ("tgi", "vllm", "sglang"), or "auto" to identify it on first use.
             telemetry: OpenTelemetry spans and metrics for each generation call (extra `otel`): True for the
                 global providers, a `Telemetry` for chosen ones, False (the default) for none.
+            load_signal: With several replicas, also rank them by the requests their engine says are waiting
+                (its `/metrics`, read at most once per replica every 5 s, by a call or `health()`, in at most
+                0.25 s): True (the default), a number of seconds between reads, or False for this client's
+                in-flight counts alone. One URL never reads it (docs/replicas.md).
 
         Raises:
             ConfigurationError: a malformed URL or an invalid setting.
         """
+        load_refresh = check_load_signal(load_signal)
         instrumentation = instrumentation_for(telemetry, os.environ)
         config = make_config(
             base_url,
@@ -106,7 +112,7 @@ class ClientSurface(ABC):
             budget=budget,
             engine=engine,
         )
-        replicas = replica_set(config) if config.replica_urls else None
+        replicas = replica_set(config, load_refresh) if config.replica_urls else None
         endpoint = replicas.replicas[0].endpoint if replicas is not None else Endpoint.for_setting(config.engine)
         self._configure(config, endpoint, replicas)
         self._instrumentation = instrumentation
@@ -162,8 +168,9 @@ class ClientSurface(ABC):
     @property
     def endpoints(self) -> tuple[EndpointStatus, ...]:
         """The state of each replica, in the order of the URLs: healthy or ejected, requests in flight,
-        consecutive failures, the engine and limits once known. One entry for a client of one URL (which does
-        no health tracking: it is always shown healthy, with its engine and limits once known)."""
+        consecutive failures, the engine and limits once known, the engine's waiting count and its age. One
+        entry for a client of one URL (which does no health tracking: it is always shown healthy, with its
+        engine and limits once known)."""
         replicas = self._ctx.replicas
         if replicas is not None:
             return replicas.statuses()
@@ -345,11 +352,13 @@ class ClientSurface(ABC):
         return engine.name if engine is not None else None
 
 
-def replica_set(config: ClientConfig) -> ReplicaSet:
-    """One `Replica` per URL of `config`, each with an `Endpoint` of its own."""
+def replica_set(config: ClientConfig, load_refresh: float | None) -> ReplicaSet:
+    """One `Replica` per URL of `config`, each with an `Endpoint` of its own; `load_refresh` is the seconds
+    between reads of each one's load signal (None: off)."""
     return ReplicaSet(
         [
             Replica(index, url, display_url(url), Endpoint.for_setting(config.engine))
             for index, url in enumerate(config.replica_urls)
-        ]
+        ],
+        load_refresh=load_refresh,
     )

@@ -465,7 +465,10 @@ class ZephyrClient(ClientSurface):
         return self._run(flows.info(self._ctx))
 
     def health(self) -> bool:
-        """True when `/health` answers 200; False while the server is unreachable or unhealthy."""
+        """True when `/health` answers 200; False while the server is unreachable or unhealthy.
+
+        With several replicas: True when one of them is healthy; each one's outcome is recorded, and the healthy
+        ones whose load signal is due have their `/metrics` read (docs/replicas.md)."""
         return self._run(flows.health(self._ctx))
 
     def wait_until_ready(self, timeout: float = 600.0, *, interval: float = 0.5) -> ServerInfo:

@@ -111,6 +111,11 @@ class RouterCore:
         self.faults = faults
         self.recorder = recorder
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch slot of the performance model now (0 without one: nothing queues)."""
+        return self._scheduler.queued if self._scheduler is not None else 0
+
     # --- responses ----------------------------------------------------------------------------------
 
     async def json(self, conn: HTTPConnection, status: int, obj: Any, headers: list[tuple[str, str]]) -> None:

@@ -499,18 +499,20 @@ class CompletionsDialect:
 
     async def _metrics(self, conn: HTTPConnection, request: HTTPRequest) -> None:
         totals = self._core.recorder.totals()
+        queued = self._core.queued  # waiting for a batch slot: not running yet
+        running = max(totals["in_flight"] - queued, 0)
         if self._engine.name == "vllm":
             names = {
-                "vllm:num_requests_running": totals["in_flight"],
-                "vllm:num_requests_waiting": 0,
+                "vllm:num_requests_running": running,
+                "vllm:num_requests_waiting": queued,
                 "vllm:prompt_tokens_total": totals["prompt_tokens"],
                 "vllm:generation_tokens_total": totals["generated_tokens"],
                 "vllm:request_success_total": totals["success"],
             }
         else:
             names = {
-                "sglang:num_running_reqs": totals["in_flight"],
-                "sglang:num_queue_reqs": 0,
+                "sglang:num_running_reqs": running,
+                "sglang:num_queue_reqs": queued,
                 "sglang:prompt_tokens_total": totals["prompt_tokens"],
                 "sglang:generation_tokens_total": totals["generated_tokens"],
             }

@@ -159,7 +159,7 @@ class NativeRoutes:
         await self._core.json(conn, 200, self.info(), [])
 
     async def _metrics(self, conn: HTTPConnection, request: HTTPRequest) -> None:
-        await conn.respond(200, self._core.recorder.prometheus().encode("utf-8"), [TEXT])
+        await conn.respond(200, self._core.recorder.prometheus(self._core.queued).encode("utf-8"), [TEXT])
 
 
 def _details(generation: Generation) -> dict[str, Any]:

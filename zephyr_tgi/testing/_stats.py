@@ -182,9 +182,11 @@ class Recorder:
                 "generated_tokens": int(self._generated.total),
             }
 
-    def prometheus(self) -> str:
-        """The /metrics text exposition with a few of TGI's metric names."""
+    def prometheus(self, queued: int = 0) -> str:
+        """The /metrics text exposition with a few of TGI's metric names; `queued` is the requests waiting for
+        a batch slot (`tgi_queue_size`)."""
         with self._lock:
+            batch = max(self._in_flight - queued, 0)  # a queued request holds its permit but is not in the batch
             lines = [
                 "# TYPE tgi_request_count counter",
                 f"tgi_request_count {self._tgi_count}",
@@ -195,11 +197,11 @@ class Recorder:
             lines.extend(f'tgi_request_failure{{err="{err}"}} {n}' for err, n in sorted(self._tgi_failure.items()))
             lines += [
                 "# TYPE tgi_queue_size gauge",
-                "tgi_queue_size 0",
+                f"tgi_queue_size {queued}",
                 "# TYPE tgi_batch_current_size gauge",
-                f"tgi_batch_current_size {self._in_flight}",
+                f"tgi_batch_current_size {batch}",
                 "# TYPE tgi_batch_current_max_tokens gauge",
-                f"tgi_batch_current_max_tokens {self._in_flight * self._max_total_tokens}",
+                f"tgi_batch_current_max_tokens {batch * self._max_total_tokens}",
             ]
             self._input_length.render("tgi_request_input_length", lines)
             self._generated.render("tgi_request_generated_tokens", lines)
