@@ -251,6 +251,21 @@ def test_each_ask_sends_the_longest_tail_that_fits_even_after_the_history_is_edi
             )
 
 
+@pytest.mark.parametrize("policy", ["strip", "allow"])
+def test_a_conversations_prompt_is_what_chat_prompt_renders_for_the_turns_it_sends(
+    policy: str, small_window: TGIEmulator, tokenizer: ZephyrTokenizer
+) -> None:
+    with ZephyrClient(small_window.url, special_tokens=policy, system_prompt="Be brief.", tokenizer=tokenizer) as c:
+        conversation = Conversation(c)
+        for turn in range(8):
+            question = f"Question {turn}: what does </s> or <s> mean near the river?"
+            history = list(conversation.messages)
+            conversation.ask(question, max_new_tokens=8)
+            sent = [*history[conversation.dropped :], Message(role="user", content=question)]
+            assert generation_requests(small_window)[-1].json["inputs"] == c.chat_prompt(sent)
+        assert conversation.dropped > 0, "the window must have been outgrown"
+
+
 def test_a_long_conversation_needs_at_most_one_tokenize_request_per_ask(small_window: TGIEmulator) -> None:
     with ZephyrClient(small_window.url) as client:
         client.info()

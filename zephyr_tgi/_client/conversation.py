@@ -23,7 +23,7 @@ from .._errors import ConfigurationError, MalformedResponseError, TokenBudgetErr
 from .._types import GenerationResult, StreamChunk
 from . import flows
 from .budget import token_upper_bound
-from .core import chat_prompt, native_request
+from .core import native_request
 from .flows import Context, Flow
 from .history import HistoryIndex
 from .params import Limits, SamplingParams, merge_params
@@ -232,8 +232,7 @@ class _ConversationState(Generic[_Client]):
         user = check_special_tokens([make_message("user", text)], config.special_tokens)[0]
         merged = merge_params(config.params, self.params, params, overrides)
         limits = yield from flows.limits_known(ctx)
-        history, input_tokens = yield from self._fit(ctx, user, merged, limits)
-        prompt = chat_prompt(config, history, system=self.system)
+        prompt, input_tokens = yield from self._fit(ctx, user, merged, limits)
         request = native_request(config, ctx.endpoint, prompt, merged, {})
         if not stream:
             result = yield from flows.generate(ctx, request, input_tokens=input_tokens)
@@ -276,13 +275,12 @@ class _ConversationState(Generic[_Client]):
     def _remember(self, user: Message, result: GenerationResult) -> None:
         self.messages += [user, Message(role="assistant", content=result.text)]
 
-    def _fit(
-        self, ctx: Context, user: Message, params: SamplingParams, limits: Limits
-    ) -> Flow[tuple[list[Message], int | None]]:
-        """The longest history that fits, and its exact token count when it had to be counted.
+    def _fit(self, ctx: Context, user: Message, params: SamplingParams, limits: Limits) -> Flow[tuple[str, int | None]]:
+        """The prompt of the longest history that fits, and its exact token count when it had to be counted.
 
         Each message is checked, cut into its piece and added to the history's running sums once, when first
-        seen; after that an ask costs a subtraction and a binary search, however long the history.
+        seen; after that an ask costs a subtraction and a binary search, however long the history, and the
+        prompt is its pieces joined (the rendered prompt is exactly that sum).
         """
         tokens_policy: SpecialTokenPolicy = ctx.config.special_tokens
         if tokens_policy != self._index_policy:  # the pieces depend on it
@@ -290,7 +288,6 @@ class _ConversationState(Generic[_Client]):
             self._index_policy = tokens_policy
         index: HistoryIndex = self._index
         index.sync(self.messages, lambda m: self._piece_of(m, tokens_policy, first=False), self._bounds.__getitem__)
-        turns: list[Message] = [*self.messages, user]
         limit = self._input_limit(limits, params)
         system = self.system if self.system is not None else ctx.config.system_prompt
         head = self._system_piece(system or "", tokens_policy)
@@ -299,7 +296,7 @@ class _ConversationState(Generic[_Client]):
         # token_upper_bound adds up over pieces: their UTF-8 bytes and `<`s, plus 2 for the whole prompt.
         if bounds[head] + index.bound + bounds[newest] + bounds[_TAIL] + 2 <= limit:  # surely fits: no count
             self.dropped = 0
-            return turns, None
+            return head + index.joined(0) + newest + _TAIL, None
         yield from self._count_new(ctx, [head, *index.uncounted(), newest, _TAIL])
         counts = self._counts
         index.add_counts(counts.__getitem__)
@@ -307,16 +304,16 @@ class _ConversationState(Generic[_Client]):
         total = fixed + index.count
         if total <= limit:
             self.dropped = 0
-            return turns, total
+            return head + index.joined(0) + newest + _TAIL, total
         if self.policy == "drop_oldest":
             found = index.first_start_leaving_out(total - limit)
             if found is not None:
                 start, left_out = found
                 self.dropped = start
-                return turns[start:], total - left_out
-            if fixed <= limit and turns[-2:-1]:  # the newest turn alone, after a history
+                return head + index.joined(start) + newest + _TAIL, total - left_out
+            if fixed <= limit and self.messages:  # the newest turn alone, after a history
                 self.dropped = len(self.messages)
-                return [user], fixed
+                return head + newest + _TAIL, fixed
         raise self._too_long(total, limit, limits)
 
     def _system_piece(self, text: str, policy: SpecialTokenPolicy) -> str:

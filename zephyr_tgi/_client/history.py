@@ -71,6 +71,10 @@ class HistoryIndex:
         """The upper bound of all the messages' tokens."""
         return self._bound_prefix[-1]
 
+    def joined(self, start: int) -> str:
+        """The prompt text of the messages from `start` on: their pieces, joined."""
+        return "".join(self._pieces[start:])
+
     def uncounted(self) -> list[str]:
         """The pieces whose counts are not in the running sum yet (oldest first)."""
         return self._pieces[len(self._count_prefix) - 1 :]
