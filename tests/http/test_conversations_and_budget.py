@@ -6,6 +6,7 @@ import importlib.resources
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -253,7 +254,7 @@ def test_each_ask_sends_the_longest_tail_that_fits_even_after_the_history_is_edi
 
 @pytest.mark.parametrize("policy", ["strip", "allow"])
 def test_a_conversations_prompt_is_what_chat_prompt_renders_for_the_turns_it_sends(
-    policy: str, small_window: TGIEmulator, tokenizer: ZephyrTokenizer
+    policy: Literal["strip", "allow"], small_window: TGIEmulator, tokenizer: ZephyrTokenizer
 ) -> None:
     with ZephyrClient(small_window.url, special_tokens=policy, system_prompt="Be brief.", tokenizer=tokenizer) as c:
         conversation = Conversation(c)
