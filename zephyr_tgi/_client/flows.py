@@ -169,8 +169,9 @@ class Context:
         )
 
 
-def tap(flow: Flow[_T], on_item: Callable[[Any], None]) -> Flow[_T]:
-    """`flow`, with `on_item` called on each item it emits before the caller gets it."""
+def relay(flow: Flow[_T], rewrite: Callable[[Any], Any]) -> Flow[_T]:
+    """`flow`, each thing it yields (effect or item) passed through `rewrite` on its way to the driver, and
+    each outcome or error passed back to it: the way to watch or amend a flow without knowing its steps."""
     outcome: Any = None
     failure: ZephyrTGIError | None = None
     try:
@@ -181,14 +182,23 @@ def tap(flow: Flow[_T], on_item: Callable[[Any], None]) -> Flow[_T]:
                 result: _T = stop.value
                 return result
             failure = None
-            if effect.__class__ not in EFFECTS:
-                on_item(effect.item if effect.__class__ is Emit else effect)
             try:
-                outcome = yield effect
+                outcome = yield rewrite(effect)
             except ZephyrTGIError as exc:
                 failure = exc
     finally:
         flow.close()
+
+
+def tap(flow: Flow[_T], on_item: Callable[[Any], None]) -> Flow[_T]:
+    """`flow`, with `on_item` called on each item it emits before the caller gets it."""
+
+    def watch(effect: Any) -> Any:
+        if effect.__class__ not in EFFECTS:
+            on_item(effect.item if effect.__class__ is Emit else effect)
+        return effect
+
+    return relay(flow, watch)
 
 
 # --- one exchange and the retry plan ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from .._errors import ConfigurationError
 from .._launcher.args import TOKENIZER_CONFIG_PATH, LaunchConfig, build_environment, build_launcher_args, make_config
 from .._launcher.engine_args import CHAT_TEMPLATE_PATH, ENGINE_CONTAINERS
-from .._launcher.variants import GPTQVariant, get_variant
+from .._launcher.variants import GPTQVariant, variant_field
 from .yaml_text import dump_documents
 
 __all__ = [
@@ -150,12 +150,7 @@ class KubernetesDeployment(BaseModel):
     service_port: int = Field(80, ge=1, le=65535)
     extra_args: tuple[str, ...] = ()
 
-    @field_validator("variant", mode="before")
-    @classmethod
-    def _known_variant(cls, value: object) -> object:
-        if isinstance(value, str):
-            return get_variant(value).variant  # the error lists the valid names
-        return value
+    _known_variant = field_validator("variant", mode="before")(variant_field)
 
     @field_validator("name", "namespace")
     @classmethod

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from .._errors import ConfigurationError
-from .variants import GPTQVariant, get_variant
+from .variants import GPTQVariant, variant_field
 
 __all__ = [
     "CONTAINER_PORT",
@@ -164,12 +164,7 @@ class LaunchConfig(BaseModel):
             data = {**data, "image": ENGINE_CONTAINERS[data["engine"]].image}
         return data
 
-    @field_validator("variant", mode="before")
-    @classmethod
-    def _known_variant(cls, value: object) -> object:
-        if isinstance(value, str):
-            return get_variant(value).variant  # the error lists the valid names
-        return value
+    _known_variant = field_validator("variant", mode="before")(variant_field)
 
     @field_validator("gpus", mode="before")
     @classmethod

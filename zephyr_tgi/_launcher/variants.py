@@ -25,6 +25,7 @@ __all__ = [
     "VariantInfo",
     "get_variant",
     "kv_cache_gb",
+    "variant_field",
 ]
 
 # Mistral-7B: 2 (K and V) x 32 layers x 8 KV heads x 128 head dims x 2 bytes (fp16).
@@ -168,3 +169,11 @@ def get_variant(name: str | GPTQVariant) -> VariantInfo:
     except ValueError:
         valid = ", ".join(repr(v.value) for v in GPTQVariant)
         raise ConfigurationError(f"unknown GPTQ variant {name!r}; choose one of {valid}") from None
+
+
+def variant_field(value: object) -> object:
+    """A model field's "before" validator for a branch: a name becomes its `GPTQVariant`, and an unknown one
+    raises `get_variant`'s error, which lists the valid names; anything else is left to the field's type."""
+    if isinstance(value, str):
+        return get_variant(value).variant
+    return value

@@ -17,7 +17,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .. import __version__
-from .._client.flows import EFFECTS, Emit, Exclusive, Flow, Send, Sleep
+from .._client.flows import EFFECTS, Emit, Exclusive, Flow, Send, Sleep, relay
 from .._client.transport import WireRequest
 from .._errors import ZephyrTGIError
 from ._describe import Attributes, Operation, StreamTally, result_attributes, server_attributes
@@ -204,21 +204,10 @@ def _with_headers(request: WireRequest, extra: dict[str, str]) -> WireRequest:
 def _injecting(flow: Flow[_T], carrier: dict[str, str]) -> Flow[_T]:
     """A sub-flow (the engine's identification and limits, run under the endpoint's lock) whose requests also
     carry the call's trace context."""
-    outcome: Any = None
-    failure: ZephyrTGIError | None = None
-    try:
-        while True:
-            try:
-                effect = flow.send(outcome) if failure is None else flow.throw(failure)
-            except StopIteration as stop:
-                result: _T = stop.value
-                return result
-            failure = None
-            if effect.__class__ is Send:
-                effect = Send(_with_headers(effect.request, carrier), effect.until, effect.stream)
-            try:
-                outcome = yield effect
-            except ZephyrTGIError as exc:
-                failure = exc
-    finally:
-        flow.close()
+
+    def inject(effect: Any) -> Any:
+        if effect.__class__ is Send:
+            return Send(_with_headers(effect.request, carrier), effect.until, effect.stream)
+        return effect
+
+    return relay(flow, inject)
