@@ -7,6 +7,7 @@ Adding an engine is adding a module with one `Engine` subclass.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -113,13 +114,32 @@ class Engine(ABC):
     def parse_info(self, body: bytes) -> ServerInfo:
         """The common typed view of what `info_path` answers."""
 
-    @abstractmethod
     def limits_of(self, info: ServerInfo) -> Limits:
-        """The limits the client checks requests against."""
+        """The limits the client checks requests against: those of the common view, on every engine."""
+        from .._client.params import Limits
+
+        return Limits(
+            max_input_tokens=info.max_input_tokens,
+            max_total_tokens=info.max_total_tokens,
+            max_stop_sequences=info.max_stop_sequences,
+            max_best_of=info.max_best_of,
+            max_top_n_tokens=info.max_top_n_tokens,
+            max_concurrent_requests=info.max_concurrent_requests,
+        )
 
     def identifies(self, status: int, body: bytes) -> bool:
-        """Whether an answer of `identify_path` says the server is this engine."""
-        return status == 200
+        """Whether an answer of `identify_path` says the server is this engine: a JSON object it recognises."""
+        if status != 200:
+            return False
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return False
+        return isinstance(answer, dict) and self.recognises(answer)
+
+    @abstractmethod
+    def recognises(self, answer: dict[str, Any]) -> bool:
+        """Whether the JSON object `identify_path` answered is this engine's own."""
 
     def chat_body(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """A `/v1/chat/completions` body adapted to this engine (the served model's name, ...)."""

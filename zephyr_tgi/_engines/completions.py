@@ -28,7 +28,7 @@ from .base import ChunkAssembler, Engine
 
 if TYPE_CHECKING:
     from .._client.core import NativeRequest
-    from .._client.params import Grammar, Limits, SamplingParams
+    from .._client.params import Grammar, SamplingParams
 
 __all__ = ["CompletionsEngine", "finish_reason_of"]
 
@@ -315,18 +315,6 @@ class CompletionsEngine(Engine):
             max_top_n_tokens=self.max_top_n_tokens,
             max_concurrent_requests=self.max_concurrent_requests,
             engine=self.name,
-        )
-
-    def limits_of(self, info: ServerInfo) -> Limits:
-        from .._client.params import Limits
-
-        return Limits(
-            max_input_tokens=info.max_input_tokens,
-            max_total_tokens=info.max_total_tokens,
-            max_stop_sequences=info.max_stop_sequences,
-            max_best_of=info.max_best_of,
-            max_top_n_tokens=info.max_top_n_tokens,
-            max_concurrent_requests=info.max_concurrent_requests,
         )
 
     # --- errors ---------------------------------------------------------------------------------------

@@ -128,14 +128,8 @@ class SGLang(CompletionsEngine):
         entries = answer.meta_info.input_token_logprobs
         return [] if entries is None else [entry[0] for entry in entries]
 
-    def identifies(self, status: int, body: bytes) -> bool:
-        if status != 200:
-            return False
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return False
-        return isinstance(data, dict) and "model_path" in data
+    def recognises(self, answer: dict[str, Any]) -> bool:
+        return "model_path" in answer
 
     def error_body(self, status: int, message: str, error_type: str) -> bytes:
         flat = {"object": "error", "message": message, "type": error_type, "param": None, "code": status}

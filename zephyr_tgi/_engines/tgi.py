@@ -12,7 +12,7 @@ from .base import ChunkAssembler, Engine, SpanExchange
 
 if TYPE_CHECKING:
     from .._client.core import NativeRequest
-    from .._client.params import Limits, SamplingParams
+    from .._client.params import SamplingParams
 
 __all__ = ["TGI"]
 
@@ -96,26 +96,8 @@ class TGI(Engine):
 
         return parse_answer(ServerInfo, body, what="/info")
 
-    def identifies(self, status: int, body: bytes) -> bool:
-        if status != 200:
-            return False
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return False
-        return isinstance(data, dict) and "model_id" in data
-
-    def limits_of(self, info: ServerInfo) -> Limits:
-        from .._client.params import Limits
-
-        return Limits(
-            max_input_tokens=info.max_input_tokens,
-            max_total_tokens=info.max_total_tokens,
-            max_stop_sequences=info.max_stop_sequences,
-            max_best_of=info.max_best_of,
-            max_top_n_tokens=info.max_top_n_tokens,
-            max_concurrent_requests=info.max_concurrent_requests,
-        )
+    def recognises(self, answer: dict[str, Any]) -> bool:
+        return "model_id" in answer
 
     def error_body(self, status: int, message: str, error_type: str) -> bytes:
         return json.dumps({"error": message, "error_type": error_type}, separators=(",", ":")).encode()

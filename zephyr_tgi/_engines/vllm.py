@@ -87,14 +87,8 @@ class VLLM(CompletionsEngine):
         ]
         return spans_of(text, forms, self.title)
 
-    def identifies(self, status: int, body: bytes) -> bool:
-        if status != 200:
-            return False
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return False
-        return isinstance(data, dict) and isinstance(data.get("version"), str)
+    def recognises(self, answer: dict[str, Any]) -> bool:
+        return isinstance(answer.get("version"), str)
 
     def error_body(self, status: int, message: str, error_type: str) -> bytes:
         envelope = {"error": {"message": message, "type": error_type, "param": None, "code": status}}
