@@ -7,22 +7,42 @@ reason, unless ZEPHYR_TGI_REQUIRE_DOCKER=1: then they fail, so CI cannot silentl
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import docker_unavailable
 from zephyr_tgi._launcher.args import LABEL_CREATOR, LABEL_PACKAGE, PACKAGE_LABEL_VALUE, current_creator
+from zephyr_tgi._launcher.ownership import LABEL_OWNER_HOST, LABEL_OWNER_PID
 
 if TYPE_CHECKING:
     from docker import DockerClient
+    from docker.models.containers import Container
 
 EMULATOR_IMAGE = os.environ.get("ZEPHYR_TGI_EMULATOR_IMAGE", "zephyr-tgi-emulator:latest")
 # Containers TGIServer created in this process: other sessions may share the daemon (and run this check).
 OUR_CONTAINERS: dict[str, str | list[str] | bool] = {
     "label": [f"{LABEL_PACKAGE}={PACKAGE_LABEL_VALUE}", f"{LABEL_CREATOR}={current_creator()}"]
 }
+
+
+def poll(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Check `condition` every 0.1 s until it holds; fail with `what` after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {within:.0f} s: {what}")
+        time.sleep(0.1)
+
+
+def containers_of(client: DockerClient, pid: int) -> list[Container]:
+    """The containers whose owner labels name process `pid` of this host."""
+    labels = [f"{LABEL_OWNER_PID}={pid}", f"{LABEL_OWNER_HOST}={socket.gethostname()}"]
+    found: list[Container] = client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
+    return found
 
 
 def _connect() -> tuple[DockerClient | None, str]:

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,8 +23,9 @@ import docker.errors
 import psutil
 import pytest
 
+from tests.integration.conftest import containers_of, poll
 from zephyr_tgi._launcher.args import LABEL_PACKAGE, LABEL_VARIANT, PACKAGE_LABEL_VALUE
-from zephyr_tgi._launcher.ownership import LABEL_OWNER_HOST, LABEL_OWNER_PID, Owner, owner_labels
+from zephyr_tgi._launcher.ownership import Owner, owner_labels
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -47,20 +47,6 @@ def zephyr_tgi(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
         env={**os.environ, **(env or {})},
         check=False,
     )
-
-
-def poll(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WITHIN
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {WITHIN:.0f} s: {what}")
-        time.sleep(0.1)
-
-
-def containers_of(client: DockerClient, pid: int) -> list[Container]:
-    labels = [f"{LABEL_OWNER_PID}={pid}", f"{LABEL_OWNER_HOST}={socket.gethostname()}"]
-    found: list[Container] = client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
-    return found
 
 
 @pytest.fixture
@@ -121,7 +107,9 @@ def test_serve_ended_by_a_signal_leaves_no_container(
         assert [c.status for c in containers_of(docker_client, process.pid)] == ["running"]
         process.send_signal(signum)
         process.wait(timeout=WITHIN)
-        poll(lambda: not containers_of(docker_client, process.pid), f"serve's container gone after {signum.name}")
+        poll(
+            lambda: not containers_of(docker_client, process.pid), WITHIN, f"serve's container gone after {signum.name}"
+        )
     finally:
         if process.poll() is None:
             process.kill()

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,13 +19,13 @@ import docker.errors
 import psutil
 import pytest
 
+from tests.integration.conftest import containers_of, poll
 from zephyr_tgi import TGIServer
 from zephyr_tgi._launcher.args import LABEL_PACKAGE, PACKAGE_LABEL_VALUE
-from zephyr_tgi._launcher.ownership import LABEL_OWNER_HOST, LABEL_OWNER_PID, Owner, owner_labels
+from zephyr_tgi._launcher.ownership import Owner, owner_labels
 
 if TYPE_CHECKING:
     from docker import DockerClient
-    from docker.models.containers import Container
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
@@ -34,21 +33,6 @@ OWNER_SCRIPT = Path(__file__).with_name("owner_process.py")
 ROOT = Path(__file__).resolve().parents[2]
 GONE_WITHIN = 30.0  # seconds from the signal until nothing is left (it takes well under one)
 START_WITHIN = 90.0
-
-
-def poll(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Check `condition` every 0.1 s until it holds; fail with `what` after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {within:.0f} s: {what}")
-        time.sleep(0.1)
-
-
-def containers_of(client: DockerClient, pid: int) -> list[Container]:
-    labels = [f"{LABEL_OWNER_PID}={pid}", f"{LABEL_OWNER_HOST}={socket.gethostname()}"]
-    found: list[Container] = client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
-    return found
 
 
 @pytest.fixture
