@@ -34,15 +34,7 @@ class CallId:
 
     def stamp(self, request: WireRequest) -> WireRequest:
         """`request` with this call's `X-Request-Id` (the id we chose: the same on every attempt)."""
-        return WireRequest(
-            request.method,
-            request.url,
-            request.content,
-            {**request.headers, REQUEST_ID_HEADER: self.sent},
-            request.timeout,
-            request.description,
-            request.shown_url,
-        )
+        return request.with_headers({REQUEST_ID_HEADER: self.sent})
 
     def heard(self, headers: Mapping[str, str]) -> None:
         """Keep the server's own id when it answers with one."""

@@ -242,6 +242,12 @@ class WireRequest:
     description: str  # "POST /generate": for messages and logs
     shown_url: str | None = None  # with several replicas: the one this goes to (else the transport's URL)
 
+    def with_headers(self, extra: Mapping[str, str]) -> WireRequest:
+        """The same request with `extra` headers added, every other field kept (the one place that copies a
+        request: written out, as `dataclasses.replace` costs twice as much on every call)."""
+        headers = {**self.headers, **extra}
+        return WireRequest(self.method, self.url, self.content, headers, self.timeout, self.description, self.shown_url)
+
 
 @dataclass(frozen=True, slots=True)
 class WireResponse:

@@ -190,15 +190,7 @@ def _metric_attributes(attributes: Attributes) -> Attributes:
 def _with_headers(request: WireRequest, extra: dict[str, str]) -> WireRequest:
     if not extra:  # no propagator is configured, or the span is not recorded and nothing is propagated
         return request
-    return WireRequest(
-        request.method,
-        request.url,
-        request.content,
-        {**request.headers, **extra},
-        request.timeout,
-        request.description,
-        request.shown_url,
-    )
+    return request.with_headers(extra)
 
 
 def _injecting(flow: Flow[_T], carrier: dict[str, str]) -> Flow[_T]:
