@@ -255,6 +255,25 @@ async def test_hostile_stream_events_are_typed_errors(twin: Twin, emulator: TGIE
     assert isinstance(error, MalformedResponseError)
 
 
+def _token_event(index: int, text: str) -> str:
+    token = {"id": 100 + index, "text": text, "logprob": -0.1, "special": False}
+    return "data: " + json.dumps({"index": index, "token": token, "generated_text": None}) + "\n\n"
+
+
+async def test_a_bad_event_among_good_ones_in_one_packet_ends_the_stream_after_them(
+    twin: Twin, emulator: TGIEmulator
+) -> None:
+    # The events of one packet become chunks together: the chunks before the bad event still reach the caller,
+    # in order, and the bad one is the stream's typed error, wherever it sits in the packet.
+    body = _token_event(1, "Hel") + _token_event(2, "lo") + 'data: {"index": "three"}\n\n' + _token_event(4, "!")
+    emulator.set_faults(scripted_responses=[ScriptedResponse(200, body, "text/event-stream")])
+    await twin.call("info")
+    items, error = await twin.stream_until_error("chat_stream", "Hi")
+    assert isinstance(error, MalformedResponseError)
+    assert [chunk.text for chunk in items] == ["Hel", "lo"]
+    assert [chunk.index for chunk in items] == [1, 2]
+
+
 async def test_a_nan_logprob_is_carried_as_a_float(twin: Twin, emulator: TGIEmulator) -> None:
     body = (
         '{"generated_text": "Hi", "details": {"finish_reason": "length", "generated_tokens": 1, '

@@ -207,6 +207,35 @@ async def test_a_stream_span_ends_with_the_stream_and_times_its_chunks(
     assert tuple(per_chunk.explicit_bounds) == DURATION_BUCKETS
 
 
+async def test_chunks_that_arrive_in_one_packet_are_each_counted_and_timed(
+    kind: str, emulator: TGIEmulator, recorded: Recorded
+) -> None:
+    # A whole stream in one write: the client turns its events into chunks together, and telemetry still sees
+    # every chunk (one first-chunk time, one gap per later chunk) and the result on the last.
+    texts = ["The", " sky", " is", " blue"]
+    events = [
+        {"index": i + 1, "token": {"id": 10 + i, "text": text, "logprob": -0.1, "special": False}}
+        for i, text in enumerate(texts)
+    ]
+    events[-1].update(
+        generated_text="".join(texts),
+        details={"finish_reason": "length", "generated_tokens": 4, "seed": None, "input_length": 3},
+    )
+    body = "".join("data: " + json.dumps(event) + "\n\n" for event in events)
+    emulator.set_faults(scripted_responses=[ScriptedResponse(200, body, "text/event-stream")])
+    twin = await _traced_twin(kind, emulator, recorded)
+    chunks = await twin.stream("generate_stream", "Hi", max_new_tokens=4)
+    await twin.close()
+
+    assert [chunk.text for chunk in chunks] == texts
+    attributes = _attributes(recorded.only_span())
+    assert attributes["gen_ai.usage.output_tokens"] == 4
+    assert attributes["gen_ai.response.finish_reasons"] == ("length",)
+    (first,) = recorded.points("gen_ai.client.operation.time_to_first_chunk")
+    (per_chunk,) = recorded.points("gen_ai.client.operation.time_per_output_chunk")
+    assert (first.count, per_chunk.count) == (1, 3)
+
+
 async def test_a_chat_completion_stream_span_gathers_the_chunks_answer(
     kind: str, emulator: TGIEmulator, recorded: Recorded
 ) -> None:

@@ -197,3 +197,50 @@ def test_a_tool_call_of_the_wrong_shape_is_a_malformed_response_not_a_validation
     assert chunk is not None
     with pytest.raises(MalformedResponseError, match="tool call"):
         _ = chunk.tool_calls
+
+
+@given(
+    pieces=st.lists(
+        st.tuples(st.text(alphabet=st.sampled_from(list("ab<>/s \n")), min_size=1, max_size=4), st.booleans()),
+        min_size=1,
+        max_size=12,
+    ),
+    cuts=st.lists(st.integers(0, 13), max_size=4),
+    stops=st.sampled_from([["</s>"], ["</s>", "\n\n"], ["<|user|>", "</s>"], []]),
+    compact=st.booleans(),
+)
+def test_a_packet_of_events_gives_the_chunks_one_event_at_a_time_gives(
+    pieces: list[tuple[str, bool]], cuts: list[int], stops: list[str], compact: bool
+) -> None:
+    # feed_all (a packet's events in one loop, with its own fast path) and feed (one event) must agree on every
+    # chunk, whatever the stops, special tokens, JSON spacing and packet boundaries.
+    def event(index: int, text: str, special: bool, final: str | None = None) -> bytes:
+        data = json.loads(token_event(index, text, special=special, final=final))
+        return json.dumps(data, separators=(",", ":") if compact else None).encode()
+
+    full = "".join(text for text, special in pieces if not special)
+    events = [event(i + 1, text, special) for i, (text, special) in enumerate(pieces)]
+    events.append(event(len(pieces) + 1, "</s>", True, final=full))
+    one_by_one = StreamAssembler(stops, prompt=None)
+    expected = [one_by_one.feed(data) for data in events]
+    in_packets = StreamAssembler(stops, prompt=None)
+    got: list[Any] = []
+    bounds = [0, *sorted({cut for cut in cuts if 0 < cut < len(events)}), len(events)]
+    for start, end in itertools.pairwise(bounds):
+        in_packets.feed_all(events[start:end], got)
+    assert got == expected
+    assert got[-1].result is not None
+    assert "".join(chunk.text for chunk in got) == got[-1].result.text
+
+
+def test_feed_all_stops_at_the_last_chunk_and_keeps_the_chunks_before_a_bad_event() -> None:
+    assembler = StreamAssembler(["</s>"], prompt=None)
+    out: list[Any] = []
+    with pytest.raises(MalformedResponseError):
+        assembler.feed_all([token_event(1, "a"), token_event(2, "b"), b'{"index": "three"}'], out)
+    assert [chunk.text for chunk in out] == ["a", "b"]
+    final = StreamAssembler(["</s>"], prompt=None)
+    out = []
+    final.feed_all([token_event(1, "a", final="a"), token_event(2, "ignored")], out)
+    assert len(out) == 1
+    assert out[0].result is not None

@@ -14,7 +14,7 @@ from .._errors import ZephyrTGIError
 from .._types import ChatCompletion, ChatCompletionChunk, GenerationResult, ServerInfo, StreamChunk, TokenSpan
 from . import flows
 from .batch import BatchProgress, check_concurrency, default_concurrency
-from .flows import EFFECTS, Close, Emit, Exclusive, Flow, Read, Send, Sleep
+from .flows import EFFECTS, Close, Emit, Exclusive, Flow, Items, Read, Send, Sleep
 from .params import Grammar, SamplingParams
 from .request_id import CallId
 from .structured import SchemaInput, grammar_for_schema, parse_json_answer, parse_regex_answer
@@ -45,13 +45,14 @@ class AsyncStream(Generic[_I]):
         client: The client whose connection pool carries the request.
     """
 
-    __slots__ = ("_call", "_client", "_flow", "_opened")
+    __slots__ = ("_call", "_client", "_flow", "_opened", "_queued")
 
     def __init__(self, flow: Flow[Any], client: AsyncZephyrClient) -> None:
         self._flow: Flow[Any] | None = flow
         self._client = client
         self._opened: list[AsyncStreamBody] = []
         self._call = CallId()
+        self._queued: list[Any] = []  # items the flow handed out together, not yet taken (last first)
 
     @property
     def request_id(self) -> str:
@@ -63,6 +64,9 @@ class AsyncStream(Generic[_I]):
 
     async def __anext__(self) -> _I:
         """Drive the flow to the next item it emits, performing its effects on the way."""
+        queued = self._queued
+        if queued:
+            return queued.pop()  # type: ignore[no-any-return]
         flow = self._flow
         if flow is None:
             raise StopAsyncIteration
@@ -71,8 +75,13 @@ class AsyncStream(Generic[_I]):
         try:
             while True:
                 effect = flow.send(value) if error is None else flow.throw(error)
-                if effect.__class__ not in EFFECTS:
-                    item: _I = effect.item if effect.__class__ is Emit else effect
+                kind = effect.__class__
+                if kind not in EFFECTS:
+                    if kind is Items:
+                        items: list[_I] = effect.items
+                        self._queued = items[:0:-1]
+                        return items[0]
+                    item: _I = effect.item if kind is Emit else effect
                     return item
                 error = None
                 try:
@@ -90,6 +99,7 @@ class AsyncStream(Generic[_I]):
 
     async def aclose(self) -> None:
         """Stop reading and free the connection."""
+        self._queued.clear()
         flow, self._flow = self._flow, None
         if flow is not None:
             flow.close()

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -48,6 +48,7 @@ __all__ = [
     "Emit",
     "Exclusive",
     "Flow",
+    "Items",
     "Read",
     "Send",
     "Sleep",
@@ -104,6 +105,16 @@ class Emit:
         self.item = item
 
 
+class Items:
+    """Hand several items of a stream to the caller, in order: the driver gives them out one per `next()`
+    before it resumes the flow (the events of one packet: no flow step per token)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+
 @dataclass(frozen=True, slots=True)
 class Exclusive:
     """Run a sub-flow while holding `endpoint`'s lock (one `/info` for many concurrent first calls); each
@@ -113,11 +124,20 @@ class Exclusive:
     endpoint: Endpoint
 
 
-Effect = Send | Read | Close | Sleep | Emit | Exclusive
+Effect = Send | Read | Close | Sleep | Emit | Items | Exclusive
 Flow = Generator[Any, Any, _T]
-# What a driver performs; anything else a flow yields is an item for the caller (a stream's chunks are yielded
-# as they are, sparing an Emit per token; Emit says the same for items that could be mistaken for effects).
+# What a driver performs; anything else a flow yields is for the caller: `Items` several items, `Emit` one that
+# could be mistaken for an effect, anything else itself (a lone stream chunk is yielded as it is).
 EFFECTS = frozenset({Send, Read, Close, Sleep, Exclusive})
+
+
+def items_of(effect: Any) -> list[Any]:
+    """The items for the caller in something a flow yielded that is not an effect."""
+    kind = effect.__class__
+    if kind is Items:
+        items: list[Any] = effect.items
+        return items
+    return [effect.item if kind is Emit else effect]
 
 
 @dataclass(slots=True)
@@ -195,7 +215,8 @@ def tap(flow: Flow[_T], on_item: Callable[[Any], None]) -> Flow[_T]:
 
     def watch(effect: Any) -> Any:
         if effect.__class__ not in EFFECTS:
-            on_item(effect.item if effect.__class__ is Emit else effect)
+            for item in items_of(effect):
+                on_item(item)
         return effect
 
     return relay(flow, watch)
@@ -803,23 +824,37 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
     session, assembler, chunk, used = yield from retrying(
         ctx, f"POST {ctx.engine.stream_path}", times, first_chunk, hold=True
     )
-    pending, body, feed_bytes = session.pending, session.body, session.decoder.feed
+    body, feed_bytes, feed_all = session.body, session.decoder.feed, assembler.feed_all
+    batch = [chunk]
+    events: Iterable[bytes] = session.pending  # what the first packet held after the first event
     try:
-        while chunk.result is None:
-            yield chunk  # an item for the caller
-            # The hot path, once per token: `next_event` written out here, so no generator sits between this
-            # flow and the driver on each packet (the same wait, timer and errors as `_StreamSession.next_event`).
-            if not pending:
-                until = times.until()
-                while not pending:
-                    try:
-                        data = yield Read(body, until)
-                    except APITimeoutError as exc:
-                        raise session.timeout_error(until) from exc
-                    if not data:
-                        raise assembler.end_of_stream()
-                    pending.extend(feed_bytes(data))
-            chunk = assembler.feed(pending.popleft())
+        while True:
+            # The hot path: each packet's events become chunks in one call and go to the caller as one batch,
+            # so there is no flow step per token. An event that fails ends the stream after the chunks before it.
+            failure: ZephyrTGIError | None = None
+            if events:
+                try:
+                    feed_all(events, batch)
+                except ZephyrTGIError as exc:
+                    failure = exc
+            if failure is None and batch and batch[-1].result is not None:
+                break
+            if batch:
+                yield batch[0] if len(batch) == 1 else Items(batch)
+                batch = []
+            if failure is not None:
+                raise failure
+            # The same wait, timer and errors as `_StreamSession.next_event`, written out here.
+            until = times.until()
+            events = ()
+            while not events:
+                try:
+                    data = yield Read(body, until)
+                except APITimeoutError as exc:
+                    raise session.timeout_error(until) from exc
+                if not data:
+                    raise assembler.end_of_stream()
+                events = feed_bytes(data)
         # Read the end of the body before handing out the last chunk, so the connection goes back to the pool
         # even when the caller stops iterating there.
         yield from session.drain()
@@ -829,7 +864,7 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
         raise
     finally:
         abandon(used)  # the caller stopped early (a no-op once released)
-    yield chunk
+    yield batch[0] if len(batch) == 1 else Items(batch)
 
 
 def _next_chunk(session: _StreamSession, assembler: ChunkAssembler) -> Flow[StreamChunk]:
@@ -874,9 +909,7 @@ def _chat_events(session: _StreamSession, chunk: ChatCompletionChunk | None, red
             # chunk, so the connection goes back to the pool even if the caller stops there.
             rest = yield from _chat_chunks_until_done(session, redactor)
             yield from session.drain()
-            yield Emit(chunk)
-            for item in rest:
-                yield Emit(item)
+            yield Items([chunk, *rest])
             return
         yield Emit(chunk)
         data = yield from session.next_event()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from .._errors import APIStatusError, ConfigurationError, Redactor, from_response
@@ -34,6 +34,10 @@ class ChunkAssembler(Protocol):
     """Turns one stream event's data into a `StreamChunk` (the last one carries the result)."""
 
     def feed(self, data: bytes) -> StreamChunk: ...
+
+    def feed_all(self, events: Iterable[bytes], out: list[StreamChunk]) -> None:
+        """Append the chunk of each event to `out`, stopping after the last one; an event that fails raises,
+        with the chunks before it in `out`."""
 
     def end_of_stream(self) -> Exception: ...
 

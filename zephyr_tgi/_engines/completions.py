@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -392,6 +392,14 @@ class CompletionStreamAssembler:
         return StreamChunk.model_construct(
             index=self._seen, text=choice.text, token=token, top_tokens=(), result=result
         )
+
+    def feed_all(self, events: Iterable[bytes], out: list[StreamChunk]) -> None:
+        """Append the chunk of each event to `out`, stopping after the finish chunk."""
+        for data in events:
+            chunk = self.feed(data)
+            out.append(chunk)
+            if chunk.result is not None:
+                return
 
     def end_of_stream(self) -> Exception:
         from .._errors import APIConnectionError

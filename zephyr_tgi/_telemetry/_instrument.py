@@ -17,7 +17,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .. import __version__
-from .._client.flows import EFFECTS, Emit, Exclusive, Flow, Send, Sleep, relay
+from .._client.flows import EFFECTS, Exclusive, Flow, Send, Sleep, items_of, relay
 from .._client.transport import WireRequest
 from .._errors import ZephyrTGIError
 from ._describe import Attributes, Operation, StreamTally, result_attributes, server_attributes
@@ -128,16 +128,17 @@ class Instrumentation:
                             "exception.message": str(effect.cause),
                         },
                     )
-                elif kind not in EFFECTS and tally is not None:  # an item of the stream for the caller
+                elif kind not in EFFECTS and tally is not None:  # items of the stream for the caller
                     now = time.monotonic()
-                    if tally.chunks == 0:
-                        chunk_attributes = _metric_attributes(attributes)
-                        attributes["gen_ai.response.time_to_first_chunk"] = now - started
-                        self._first_chunk.record(now - started, chunk_attributes)
-                    else:
-                        self._per_chunk.record(now - last, chunk_attributes)
-                    last = now
-                    tally.add(effect.item if kind is Emit else effect)
+                    for item in items_of(effect):  # the chunks of one packet came at the same time
+                        if tally.chunks == 0:
+                            chunk_attributes = _metric_attributes(attributes)
+                            attributes["gen_ai.response.time_to_first_chunk"] = now - started
+                            self._first_chunk.record(now - started, chunk_attributes)
+                        else:
+                            self._per_chunk.record(now - last, chunk_attributes)
+                        last = now
+                        tally.add(item)
                 try:
                     outcome = yield effect
                 except ZephyrTGIError as exc:
