@@ -85,7 +85,11 @@ class AsyncStream(Generic[_I]):
                     return item
                 error = None
                 try:
-                    value = await self._client._perform(effect, self._opened, self._call)
+                    # A stream's commonest effect, performed here rather than through `_perform`'s dispatch.
+                    if kind is Read:
+                        value = await effect.body.read(effect.until)
+                    else:
+                        value = await self._client._perform(effect, self._opened, self._call)
                 except ZephyrTGIError as exc:
                     value, error = None, exc
         except StopIteration:  # the flow ended: so does the stream (StopIteration cannot cross a coroutine)

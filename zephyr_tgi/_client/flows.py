@@ -486,11 +486,13 @@ def prepare(
     ctx: Context, request: NativeRequest, times: CallTimes, *, stream: bool, input_tokens: int | None = None
 ) -> Flow[NativeRequest]:
     """Limits known, the budget applied (counting only when a cheap bound cannot settle it), limits checked."""
-    if ctx.endpoint.engine is not None:
-        ctx.endpoint.engine.check_params(request.params)  # before anything is sent
+    known = ctx.endpoint.engine
+    if known is not None:
+        known.check_params(request.params)  # before anything is sent
     yield from ensure_limits(ctx, times)
     engine = ctx.engine
-    engine.check_params(request.params)
+    if engine is not known:  # identified just now
+        engine.check_params(request.params)
     limits = ctx.endpoint.current_limits()
     if engine.needs_max_tokens and request.params.max_new_tokens is None:
         # The engine's own default is a handful of tokens; TGI's is the rest of the window: say it.
@@ -824,7 +826,8 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
     session, assembler, chunk, used = yield from retrying(
         ctx, f"POST {ctx.engine.stream_path}", times, first_chunk, hold=True
     )
-    body, feed_bytes, feed_all = session.body, session.decoder.feed, assembler.feed_all
+    feed_bytes, feed_all = session.decoder.feed, assembler.feed_all
+    read = Read(session.body, None)  # one for the whole stream: only its time limit changes from wait to wait
     batch = [chunk]
     events: Iterable[bytes] = session.pending  # what the first packet held after the first event
     try:
@@ -845,11 +848,11 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
             if failure is not None:
                 raise failure
             # The same wait, timer and errors as `_StreamSession.next_event`, written out here.
-            until = times.until()
+            read.until = until = times.until()
             events = ()
             while not events:
                 try:
-                    data = yield Read(body, until)
+                    data = yield read
                 except APITimeoutError as exc:
                     raise session.timeout_error(until) from exc
                 if not data:

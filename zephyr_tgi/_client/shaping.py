@@ -310,7 +310,7 @@ class StreamAssembler:
         details = event.details or _Details()
         final_text = strip_stop(generated_text, self._stops)
         # What was shown is every token's text but what is still held back (nothing is ever dropped before).
-        shown = "".join(token.text for token in self._tokens if not token.special)
+        shown = "".join([token.text for token in self._tokens if not token.special])
         emitted = shown[: len(shown) - len(self._buffer)]
         # Normally the tokens' texts join to generated_text; if the server decoded differently, the
         # final chunk still completes exactly what was shown so far.

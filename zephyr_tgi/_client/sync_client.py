@@ -87,7 +87,11 @@ class Stream(Generic[_I]):
                     return item
                 error = None
                 try:
-                    value = self._client._perform(effect, self._opened, self._call)
+                    # A stream's commonest effect, performed here rather than through `_perform`'s dispatch.
+                    if kind is Read:
+                        value = effect.body.read(effect.until)
+                    else:
+                        value = self._client._perform(effect, self._opened, self._call)
                 except ZephyrTGIError as exc:
                     value, error = None, exc
         except BaseException as exc:  # the flow ended (StopIteration) or failed: either way the stream is over

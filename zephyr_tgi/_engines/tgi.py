@@ -44,15 +44,19 @@ class TGI(Engine):
     def generation_fields(self, params: SamplingParams, *, stream: bool) -> dict[str, Any]:
         from .._client.params import to_wire
 
+        self.check_params(params)
+        return to_wire(params)
+
+    def check_params(self, params: SamplingParams) -> None:
+        # Every other option is TGI's own: the request's wire form (made once, with the request) carries it.
         if params.engine_options is not None:
             raise self.refuse(
                 f"engine_options={type(params.engine_options).__name__}(...)",
                 "they are another engine's own options",
             )
-        return to_wire(params)
 
     def generate_body(self, request: NativeRequest, *, stream: bool) -> bytes:
-        self.generation_fields(request.params, stream=stream)
+        self.check_params(request.params)
         return request.payload()
 
     def parse_generation(self, body: bytes, request: NativeRequest) -> GenerationResult:
