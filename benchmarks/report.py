@@ -24,7 +24,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Run of {report['when']} on {report['machine']['platform']}, Python {report['machine']['python']}, "
         f"{report['machine']['cpus']} CPUs{' (quick sizes)' if report['quick'] else ''}, load average "
         f"{_load(report)} (before / after; other processes share the CPUs, so absolute figures vary, the "
-        f"interleaved ratios much less). Medians over up to {sizes['rounds']} interleaved rounds; the servers "
+        f"interleaved ratios much less). Medians over up to {sizes['rounds']} interleaved rounds (streams: over "
+        f"{sizes['stream_rounds']} and {sizes['batched_stream_rounds']} rounds of one stream each); the servers "
         f"run in other processes and their CPU is not counted. The whole run took {report['wall_seconds']:.0f} s.",
         "",
         "| target | limit | measured | met |",
