@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from zephyr_tgi import GenerationError, MalformedResponseError, OverloadedError
@@ -209,11 +209,18 @@ def test_a_tool_call_of_the_wrong_shape_is_a_malformed_response_not_a_validation
     stops=st.sampled_from([["</s>"], ["</s>", "\n\n"], ["<|user|>", "</s>"], []]),
     compact=st.booleans(),
 )
-def test_a_packet_of_events_gives_the_chunks_one_event_at_a_time_gives(
+# What the fast path must leave to the general one: text held back before a plain token, a special token, a
+# token holding the start of a stop sequence.
+@example(pieces=[("<", False), ("a", False)], cuts=[], stops=["</s>"], compact=True)
+@example(pieces=[("a", False), ("b", True), ("c", False)], cuts=[], stops=["</s>"], compact=True)
+@example(pieces=[("a<", False), ("/s", False), ("b", False)], cuts=[2], stops=["</s>"], compact=True)
+@settings(max_examples=300)
+def test_a_packet_of_events_gives_the_chunks_the_general_path_gives(
     pieces: list[tuple[str, bool]], cuts: list[int], stops: list[str], compact: bool
 ) -> None:
-    # feed_all (a packet's events in one loop, with its own fast path) and feed (one event) must agree on every
-    # chunk, whatever the stops, special tokens, JSON spacing and packet boundaries.
+    # feed_all's fast path (a packet's events in one loop) must give every chunk the general path gives, whatever
+    # the stops, special tokens, JSON spacing and packet boundaries. The reference takes the general path for
+    # every token: two more stops, with first characters the text never holds, turn the fast path off.
     def event(index: int, text: str, special: bool, final: str | None = None) -> bytes:
         data = json.loads(token_event(index, text, special=special, final=final))
         return json.dumps(data, separators=(",", ":") if compact else None).encode()
@@ -221,8 +228,8 @@ def test_a_packet_of_events_gives_the_chunks_one_event_at_a_time_gives(
     full = "".join(text for text, special in pieces if not special)
     events = [event(i + 1, text, special) for i, (text, special) in enumerate(pieces)]
     events.append(event(len(pieces) + 1, "</s>", True, final=full))
-    one_by_one = StreamAssembler(stops, prompt=None)
-    expected = [one_by_one.feed(data) for data in events]
+    general = StreamAssembler([*stops, "\x00never", "\x01never"], prompt=None)
+    expected = [general.feed(data) for data in events]
     in_packets = StreamAssembler(stops, prompt=None)
     got: list[Any] = []
     bounds = [0, *sorted({cut for cut in cuts if 0 < cut < len(events)}), len(events)]

@@ -199,26 +199,20 @@ class StreamAssembler:
             APIStatusError: an in-band error event.
             MalformedResponseError: an event not in TGI's format.
         """
-        # The hot path, for TGI's own token events (`"generated_text":null` as its last such key: a token's
-        # text, which comes before it, cannot fake that): one validation straight into the chunk. Anything
-        # else, or anything that does not validate that way, takes the general path.
-        at = data.rfind(b'"generated_text":')
-        if at != -1 and data.startswith(b"null", at + 17):
-            try:
-                chunk: StreamChunk = _validate_chunk(data)
-            except ValidationError:
-                pass
-            else:
-                return self._settle(chunk)
-        return self._feed_event(data)
+        out: list[StreamChunk] = []
+        self.feed_all((data,), out)
+        return out[0]
 
     def feed_all(self, events: Iterable[bytes], out: list[StreamChunk]) -> None:
         """`feed` each event, appending its chunk to `out`, until the last chunk; an event that fails raises
         with the chunks before it in `out`.
 
-        A packet's events in one loop, `feed`'s hot path written out: most tokens cost one validation and a
-        few checks (nothing held back, no special token, no top tokens, and not the one character that
-        starts every stop sequence anywhere in the text: a test stricter than `_plain`, so never wrong).
+        A packet's events in one loop. The hot path is TGI's own token events (`"generated_text":null` as
+        their last such key: a token's text, which comes before it, cannot fake that): one validation
+        straight into the chunk, then a few checks (nothing held back, no special token, no top tokens, and
+        not the one character that starts every stop sequence anywhere in the text: a test stricter than
+        `_plain`, so never wrong). Anything else, or anything that does not validate that way, takes the
+        general path.
         """
         validate, keep, append = _validate_chunk, self._tokens.append, out.append
         start = self._starts[0] if len(self._starts) == 1 else None
