@@ -274,6 +274,20 @@ async def test_a_bad_event_among_good_ones_in_one_packet_ends_the_stream_after_t
     assert [chunk.index for chunk in items] == [1, 2]
 
 
+async def test_events_after_the_last_one_in_its_packet_are_ignored(twin: Twin, emulator: TGIEmulator) -> None:
+    last = {
+        "index": 1,
+        "token": {"id": 5, "text": "Hi", "logprob": -0.1, "special": False},
+        "generated_text": "Hi",
+        "details": {"finish_reason": "length", "generated_tokens": 1, "seed": None, "input_length": 3},
+    }
+    body = "data: " + json.dumps(last) + "\n\n" + _token_event(2, " again")
+    emulator.set_faults(scripted_responses=[ScriptedResponse(200, body, "text/event-stream")])
+    chunks = await twin.stream("generate_stream", "Hi", max_new_tokens=1)
+    assert [chunk.text for chunk in chunks] == ["Hi"]
+    assert chunks[-1].result is not None
+
+
 async def test_a_nan_logprob_is_carried_as_a_float(twin: Twin, emulator: TGIEmulator) -> None:
     body = (
         '{"generated_text": "Hi", "details": {"finish_reason": "length", "generated_tokens": 1, '

@@ -829,7 +829,8 @@ def generate_stream(ctx: Context, request: NativeRequest, *, input_tokens: int |
     feed_bytes, feed_all = session.decoder.feed, assembler.feed_all
     read = Read(session.body, None)  # one for the whole stream: only its time limit changes from wait to wait
     batch = [chunk]
-    events: Iterable[bytes] = session.pending  # what the first packet held after the first event
+    # What the first packet held after the first event (nothing, when that event was already the last).
+    events: Iterable[bytes] = session.pending if chunk.result is None else ()
     try:
         while True:
             # The hot path: each packet's events become chunks in one call and go to the caller as one batch,
