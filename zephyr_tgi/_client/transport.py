@@ -10,6 +10,10 @@ here, at this one boundary, and bodies are read up to a cap.
 from __future__ import annotations
 
 import contextlib
+import socket
+import ssl
+import struct
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -73,6 +77,65 @@ class _Stream(httpcore2.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+# Where the kernel can time a blocking receive itself (SO_RCVTIMEO answers EAGAIN when it expires).
+_KERNEL_TIMED_RECV = sys.platform.startswith("linux") or sys.platform == "darwin"
+# A kernel receive timeout may end this much after the instant it stands for before it is set again: setting
+# it costs a system call, and a stream's waits all start from nearly the same read timeout.
+_RECV_TIMEOUT_SLACK = 0.005
+_MAX_RECV_TIMEOUT = 86400.0
+
+
+class _SocketStream(_Stream):
+    """A plain TCP connection whose reads are timed by the kernel on a blocking socket.
+
+    httpcore2's socket stream sets a Python socket timeout on every read, and a socket with a timeout polls
+    before each receive: two extra system calls and an exception-mapping context per packet, which a stream
+    of one token per packet pays on every token. Here a read is one `recv`, bounded by SO_RCVTIMEO, which is
+    set again only when the time left has moved by more than `_RECV_TIMEOUT_SLACK` (an expiry that comes too
+    early is checked against the clock and waited out again, never reported). Writes, TLS and everything
+    else go through httpcore2's stream, which shares the socket.
+    """
+
+    __slots__ = ("_applied", "_blocking", "_sock")
+
+    def __init__(self, inner: httpcore2.NetworkStream, sock: socket.socket) -> None:
+        super().__init__(inner)
+        self._sock = sock
+        self._blocking = False  # whether the socket is in blocking mode (httpcore2's writes leave it timed)
+        self._applied = 0.0  # the SO_RCVTIMEO in force, in seconds (0: none)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        sock = self._sock
+        while True:
+            left = _clamp(timeout, httpcore2.ReadTimeout)
+            if not self._blocking:
+                sock.settimeout(None)
+                self._blocking = True
+            wanted = 0.0 if left is None else min(max(left, 0.001), _MAX_RECV_TIMEOUT)
+            applied = self._applied
+            if applied != wanted and (not wanted or not applied or abs(applied - wanted) > _RECV_TIMEOUT_SLACK):
+                self._set_recv_timeout(wanted)
+            try:
+                return sock.recv(max_bytes)
+            except BlockingIOError:  # SO_RCVTIMEO expired: the time limit passed, or the timeout applied ran short
+                if left is not None and left <= self._applied:
+                    raise httpcore2.ReadTimeout("timed out") from None
+                self._blocking = False  # or the socket was left non-blocking: set it blocking again
+            except OSError as exc:
+                raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
+
+    def _set_recv_timeout(self, seconds: float) -> None:
+        whole = int(seconds)
+        self._sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        )
+        self._applied = seconds
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._blocking = False
+        self._inner.write(buffer, _clamp(timeout, httpcore2.WriteTimeout))
+
+
 class _Backend(httpcore2.NetworkBackend):
     def __init__(self) -> None:
         self._inner = httpcore2.SyncBackend()
@@ -86,7 +149,11 @@ class _Backend(httpcore2.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.NetworkStream:
         timeout = _clamp(timeout, httpcore2.ConnectTimeout)
-        return _Stream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
+        inner = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        sock = inner.get_extra_info("socket")
+        if _KERNEL_TIMED_RECV and isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
+            return _SocketStream(inner, sock)
+        return _Stream(inner)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
