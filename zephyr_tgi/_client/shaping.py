@@ -5,6 +5,7 @@ Pure functions and a small state machine; no I/O, nothing sync- or async-specifi
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -153,6 +154,8 @@ def _held_back(buffer: str, stops: Sequence[str]) -> int:
 # pydantic's own validator of StreamChunk, called directly: `model_validate_json` only wraps it, at a cost that
 # shows once per token.
 _validate_chunk = StreamChunk.__pydantic_validator__.validate_json
+_chunk_of = StreamChunk.__pydantic_validator__.validate_python
+_text = operator.attrgetter("text")
 
 
 class StreamAssembler:
@@ -167,6 +170,7 @@ class StreamAssembler:
         "_prompt",
         "_reach",
         "_redactor",
+        "_special_kept",
         "_starts",
         "_stops",
         "_tokens",
@@ -184,6 +188,7 @@ class StreamAssembler:
         self._redactor = redactor
         self._buffer = ""
         self._tokens: list[Token] = []
+        self._special_kept = False  # whether a special token is among `_tokens` (its text is never shown)
         self._top_tokens: list[tuple[Token, ...]] = []
         self.done = False
 
@@ -274,7 +279,9 @@ class StreamAssembler:
         self._tokens.append(token)
         if top:
             self._top_tokens.append(top)
-        if not token.special:
+        if token.special:
+            self._special_kept = True
+        else:
             self._buffer += token.text
         return self._finish(event, index, token, top, event.generated_text)
 
@@ -283,6 +290,8 @@ class StreamAssembler:
         self._tokens.append(token)
         if top:
             self._top_tokens.append(top)
+        if token.special:
+            self._special_kept = True
         buffer = self._buffer + token.text if not token.special else self._buffer
         tail = buffer[-self._reach :] if self._reach else ""
         starts = self._starts
@@ -304,7 +313,9 @@ class StreamAssembler:
         details = event.details or _Details()
         final_text = strip_stop(generated_text, self._stops)
         # What was shown is every token's text but what is still held back (nothing is ever dropped before).
-        shown = "".join([token.text for token in self._tokens if not token.special])
+        tokens = self._tokens
+        texts = [kept.text for kept in tokens if not kept.special] if self._special_kept else map(_text, tokens)
+        shown = "".join(texts)
         emitted = shown[: len(shown) - len(self._buffer)]
         # Normally the tokens' texts join to generated_text; if the server decoded differently, the
         # final chunk still completes exactly what was shown so far.
@@ -322,7 +333,10 @@ class StreamAssembler:
             best_of_sequences=(),
             prompt=self._prompt,
         )
-        return StreamChunk.model_construct(index=index, text=text, token=token, top_tokens=top, result=result)
+        # Its parts are already typed: pydantic's validator passes them through faster than `model_construct`.
+        parts = {"index": index, "text": text, "token": token, "top_tokens": top, "result": result}
+        chunk: StreamChunk = _chunk_of(parts)
+        return chunk
 
     def end_of_stream(self) -> APIConnectionError:
         """The error for a stream that ended before its final event."""

@@ -36,7 +36,8 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume a chunk; return the data of the events it completed (UTF-8 bytes)."""
-        if self._partial or self._parts or b"\r" in chunk:
+        # `13 in chunk` (b"\r"): an int is found by memchr, several times faster than the bytes search.
+        if self._partial or self._parts or 13 in chunk:
             return self._feed_lines(chunk)
         # Whole `data: ` events and nothing else, the commonest chunk of all (TGI writes each token's event in
         # its own packet, and a busy connection delivers several at once): a few bytes methods in C. Split on
