@@ -155,7 +155,7 @@ def _held_back(buffer: str, stops: Sequence[str]) -> int:
 # shows once per token.
 _validate_chunk = StreamChunk.__pydantic_validator__.validate_json
 _chunk_of = StreamChunk.__pydantic_validator__.validate_python
-_text = operator.attrgetter("text")
+_text_of = operator.attrgetter("text")
 
 
 class StreamAssembler:
@@ -314,7 +314,7 @@ class StreamAssembler:
         final_text = strip_stop(generated_text, self._stops)
         # What was shown is every token's text but what is still held back (nothing is ever dropped before).
         tokens = self._tokens
-        texts = [kept.text for kept in tokens if not kept.special] if self._special_kept else map(_text, tokens)
+        texts = [kept.text for kept in tokens if not kept.special] if self._special_kept else map(_text_of, tokens)
         shown = "".join(texts)
         emitted = shown[: len(shown) - len(self._buffer)]
         # Normally the tokens' texts join to generated_text; if the server decoded differently, the

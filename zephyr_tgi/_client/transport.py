@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 import struct
 import sys
 import time
@@ -133,7 +132,7 @@ class _SocketStream(_Stream):
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._blocking = False
-        self._inner.write(buffer, _clamp(timeout, httpcore2.WriteTimeout))
+        super().write(buffer, timeout)
 
 
 class _Backend(httpcore2.NetworkBackend):
@@ -151,7 +150,7 @@ class _Backend(httpcore2.NetworkBackend):
         timeout = _clamp(timeout, httpcore2.ConnectTimeout)
         inner = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         sock = inner.get_extra_info("socket")
-        if _KERNEL_TIMED_RECV and isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
+        if _KERNEL_TIMED_RECV and isinstance(sock, socket.socket):  # TLS comes later, through start_tls
             return _SocketStream(inner, sock)
         return _Stream(inner)
 
