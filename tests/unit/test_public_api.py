@@ -142,11 +142,11 @@ def test_with_options_changes_settings_and_shares_the_pool() -> None:
     assert child._transport is parent._transport  # one pool
     assert parent.timeout.deadline is None
     child.close()  # leaves the parent's pool open
-    assert not parent._transport._client.is_closed
+    assert not parent._transport.is_closed
     with pytest.raises(ConfigurationError, match="cannot change"):
         parent.with_options(base_url="http://elsewhere")
     parent.close()
-    assert parent._transport._client.is_closed
+    assert parent._transport.is_closed
 
 
 def test_inference_client_is_bound_to_the_same_server_and_key_and_never_an_implicit_token() -> None:

@@ -1,20 +1,24 @@
-"""The one transport: a per-client httpx2 connection pool whose every socket wait ends by the call's deadline.
+"""The one transport: a per-client httpcore2 connection pool whose every socket wait ends by the call's deadline.
 
 httpx2 applies its read timeout to each socket read, so a server that sends a keep-alive byte now and then
 (TGI's SSE comments, a trickled body) would never time out. The pool here runs over a network backend that
 clamps every connect, read and write to the instant held in `_IO_DEADLINE`, which the caller sets around each
-exchange and each stream read: no byte the server sends can move a deadline. Exceptions of httpx2 become ours
-here, at this one boundary, and bodies are read up to a cap.
+exchange and each stream read: no byte the server sends can move a deadline. Requests go to the pool directly
+(httpx2's client layers cost more per call than the whole flow of a call, and add nothing here); the sync pool's
+connections are `http11`'s. Exceptions of httpx2 and httpcore2 become ours here, at this one boundary, and bodies
+are read up to a cap.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import functools
 import socket
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +26,8 @@ from typing import Any
 import httpcore2
 import httpx2
 
-from .._errors import APIConnectionError, APITimeoutError, MalformedResponseError
+from .._errors import APIConnectionError, APITimeoutError, ConfigurationError, MalformedResponseError
+from .http11 import BODY_READER, Http11Pool
 
 __all__ = [
     "ANSWER_BODY_LIMIT",
@@ -214,85 +219,95 @@ class _AsyncBackend(httpcore2.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-# httpx2's own HTTPTransport cannot take a network backend, so these two adapt an httpcore2 pool to httpx2's
-# transport interface (the mapping httpx2's transport does, without proxies: TGI is reached directly).
 _POOL_LIMITS = {"max_connections": 1024, "max_keepalive_connections": 128, "keepalive_expiry": 30.0}
-# Where a response of either pool carries the pool's own body stream, for `_body_chunks`.
-_POOL_BODY = "zephyr_tgi.pool_body"
+# What httpx2 would add to every request (the requests' own headers win).
+_DEFAULT_HEADERS = ((b"Accept", b"*/*"), (b"Accept-Encoding", b"gzip, deflate"), (b"Connection", b"keep-alive"))
+_DEFAULT_NAMES = frozenset(name.decode().lower() for name, _ in _DEFAULT_HEADERS)
 
 
-def _core_request(request: httpx2.Request, stream: Any) -> httpcore2.Request:
-    url = request.url
-    return httpcore2.Request(
-        method=request.method,
-        url=httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
-        headers=request.headers.raw,
-        content=stream,
-        extensions=request.extensions,
-    )
+@functools.lru_cache(maxsize=512)
+def _target(url: str) -> tuple[httpcore2.URL, bytes, bytes | None]:
+    """A request URL as httpcore2's URL, its Host header, and the Basic credentials of its userinfo, if any
+    (httpx2's parsing, once per URL: a client's URLs are its base URLs and a handful of routes)."""
+    parsed = httpx2.URL(url)
+    core = httpcore2.URL(scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path)
+    host = parsed.netloc.rpartition(b"@")[2]
+    basic = None
+    if parsed.username or parsed.password:
+        basic = b"Basic " + base64.b64encode(f"{parsed.username}:{parsed.password}".encode())
+    return core, host, basic
+
+
+def _core_request(request: WireRequest) -> httpcore2.Request:
+    """The request httpcore2's pool sends: the defaults httpx2 would add, the request's own headers, the
+    URL's userinfo as Basic credentials (unless the request carries its own), and the body's length."""
+    url, host, basic = _target(request.url)
+    given = request.headers
+    names = {name.lower() for name in given}
+    headers = [(b"Host", host)]
+    headers.extend(pair for pair in _DEFAULT_HEADERS if pair[0].decode().lower() not in names)
+    headers.extend((name.encode(), value.encode()) for name, value in given.items())
+    if basic is not None and "authorization" not in names:
+        headers.append((b"Authorization", basic))
+    content = request.content
+    if content is not None:
+        headers.append((b"Content-Length", b"%d" % len(content)))
+    timeout = request.timeout.as_dict()
+    return httpcore2.Request(request.method, url, headers=headers, content=content, extensions={"timeout": timeout})
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Response headers by lower-cased name (a repeated header's values joined, as httpx2 joins them)."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
+def _encoded(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
 
 
 class _BodyStream(httpx2.SyncByteStream):
-    def __init__(self, inner: Iterable[bytes], response: httpcore2.Response) -> None:
-        self._inner = inner
+    """A pool response's body for httpx2's decoders (a compressed body: TGI sends none, a proxy might)."""
+
+    def __init__(self, response: httpcore2.Response) -> None:
         self._response = response
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._inner)  # no generator of our own in the per-packet path
+        return iter(self._response.stream)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._response.close()
 
 
-class _PoolTransport(httpx2.BaseTransport):
-    def __init__(self) -> None:
-        self._pool = httpcore2.ConnectionPool(network_backend=_Backend(), **_POOL_LIMITS)  # type: ignore[arg-type]
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = self._pool.handle_request(_core_request(request, request.stream))
-        assert isinstance(response.stream, Iterable)
-        return httpx2.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_BodyStream(response.stream, response),
-            extensions={**response.extensions, _POOL_BODY: response.stream},
-        )
-
-    def close(self) -> None:
-        self._pool.close()
-
-
 class _AsyncBodyStream(httpx2.AsyncByteStream):
-    def __init__(self, inner: Any, response: httpcore2.Response) -> None:
-        self._inner = inner
+    """The async twin of `_BodyStream`."""
+
+    def __init__(self, response: httpcore2.Response) -> None:
         self._response = response
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return aiter(self._response.stream)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         await self._response.aclose()
 
 
-class _AsyncPoolTransport(httpx2.AsyncBaseTransport):
-    def __init__(self) -> None:
-        self._pool = httpcore2.AsyncConnectionPool(
-            network_backend=_AsyncBackend(),
-            **_POOL_LIMITS,  # type: ignore[arg-type]
-        )
+def _decoded(response: httpcore2.Response, headers: Mapping[str, str]) -> Iterator[bytes]:
+    """The body's bytes, through httpx2's decoders when it is compressed."""
+    if _encoded(headers):
+        return httpx2.Response(response.status, headers=response.headers, stream=_BodyStream(response)).iter_bytes()
+    return iter(response.stream)  # type: ignore[arg-type]
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self._pool.handle_async_request(_core_request(request, request.stream))
-        return httpx2.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_AsyncBodyStream(response.stream, response),
-            extensions={**response.extensions, _POOL_BODY: response.stream},
-        )
 
-    async def aclose(self) -> None:
-        await self._pool.aclose()
+def _adecoded(response: httpcore2.Response, headers: Mapping[str, str]) -> AsyncIterator[bytes]:
+    """The async twin of `_decoded`."""
+    if _encoded(headers):
+        wrapped = httpx2.Response(response.status, headers=response.headers, stream=_AsyncBodyStream(response))
+        return wrapped.aiter_bytes()
+    return aiter(response.stream)  # type: ignore[arg-type]
 
 
 # --- what the core asks for and gets back -----------------------------------------------------------------
@@ -362,36 +377,21 @@ def _too_large(request: WireRequest) -> MalformedResponseError:
     )
 
 
-def _encoded(response: httpx2.Response) -> bool:
-    return response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
-
-
-def _body_chunks(response: httpx2.Response) -> Iterator[bytes]:
-    """The body's chunks: straight from the pool's own stream when nothing needs decoding (TGI's SSE), which
-    spares three generator layers per packet (httpx2's decoding and its timing wrapper); through httpx2's
-    decoders otherwise. Closing the response still closes that stream."""
-    pool_body = response.extensions.get(_POOL_BODY)
-    if pool_body is None or _encoded(response):
-        return response.iter_bytes()
-    return iter(pool_body)
-
-
-def _abody_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
-    """The async twin of `_body_chunks`."""
-    pool_body = response.extensions.get(_POOL_BODY)
-    if pool_body is None or _encoded(response):
-        return response.aiter_bytes()
-    return aiter(pool_body)
-
-
 class StreamBody:
     """The body of an open streamed response, read chunk by chunk under a deadline."""
 
-    __slots__ = ("_chunks", "_display_url", "_request", "_response")
+    __slots__ = ("_display_url", "_read", "_request", "_response")
 
-    def __init__(self, response: httpx2.Response, request: WireRequest, display_url: str) -> None:
+    def __init__(
+        self, response: httpcore2.Response, headers: Mapping[str, str], request: WireRequest, display_url: str
+    ) -> None:
         self._response = response
-        self._chunks = _body_chunks(response)
+        reader = response.extensions.get(BODY_READER)
+        if reader is not None and not _encoded(headers):
+            self._read: Callable[[], bytes] = reader.read  # the connection's own reader: no generator per packet
+        else:
+            chunks = _decoded(response, headers)
+            self._read = functools.partial(next, chunks, b"")
         self._request = request
         self._display_url = display_url
 
@@ -399,7 +399,7 @@ class StreamBody:
         """The next bytes (b"" at the end of the body), by `until`."""
         token = _IO_DEADLINE.set(until)
         try:
-            return next(self._chunks, b"")
+            return self._read()
         except TRANSPORT_ERRORS as exc:
             raise _translate(exc, self._request, self._display_url) from exc
         finally:
@@ -416,9 +416,11 @@ class AsyncStreamBody:
 
     __slots__ = ("_chunks", "_display_url", "_request", "_response")
 
-    def __init__(self, response: httpx2.Response, request: WireRequest, display_url: str) -> None:
+    def __init__(
+        self, response: httpcore2.Response, headers: Mapping[str, str], request: WireRequest, display_url: str
+    ) -> None:
         self._response = response
-        self._chunks = _abody_chunks(response)
+        self._chunks = _adecoded(response, headers)
         self._request = request
         self._display_url = display_url
 
@@ -438,6 +440,10 @@ class AsyncStreamBody:
             await self._response.aclose()
 
 
+def _closed(request: WireRequest) -> ConfigurationError:
+    return ConfigurationError(f"{request.description}: the client is closed (make a new one, or use a `with` block)")
+
+
 def _read_capped(chunks: Iterator[bytes], limit: int) -> tuple[bytes, bool]:
     parts: list[bytes] = []
     size = 0
@@ -450,74 +456,76 @@ def _read_capped(chunks: Iterator[bytes], limit: int) -> tuple[bytes, bool]:
 
 
 class SyncTransport:
-    """The sync client's pool: one httpx2.Client, owned and closed by the client."""
+    """The sync client's connection pool (httpcore2's, over `http11`'s connections), owned and closed by the client."""
 
     def __init__(self, display_url: str) -> None:
         self.display_url = display_url
-        self._client = httpx2.Client(transport=_PoolTransport(), trust_env=False, follow_redirects=False)
+        self._pool = Http11Pool(_Backend(), **_POOL_LIMITS)
+        self.is_closed = False
 
     def send(self, request: WireRequest, until: float | None, *, stream: bool = False) -> WireResponse:
         """One exchange by `until`; the body is read (capped) unless `stream` and the status is a success."""
+        if self.is_closed:
+            raise _closed(request)
         token = _IO_DEADLINE.set(until)
         try:
-            built = self._client.build_request(
-                request.method, request.url, content=request.content, headers=request.headers, timeout=request.timeout
-            )
-            response = self._client.send(built, stream=True)
-            if stream and response.status_code < 400:
-                return WireResponse(
-                    response.status_code, response.headers, b"", StreamBody(response, request, self.display_url)
-                )
+            response = self._pool.handle_request(_core_request(request))
+            status, headers = response.status, _headers(response.headers)
+            if stream and status < 400:
+                return WireResponse(status, headers, b"", StreamBody(response, headers, request, self.display_url))
             try:
-                body, truncated = _read_capped(response.iter_bytes(), _limit_for(response.status_code))
+                body, truncated = _read_capped(_decoded(response, headers), _limit_for(status))
             finally:
                 response.close()
         except TRANSPORT_ERRORS as exc:
             raise _translate(exc, request, self.display_url) from exc
         finally:
             _IO_DEADLINE.reset(token)
-        if truncated and response.status_code < 400:
+        if truncated and status < 400:
             raise _too_large(request)
-        return WireResponse(response.status_code, response.headers, body)
+        return WireResponse(status, headers, body)
 
     def close(self) -> None:
-        """Close the pool."""
-        self._client.close()
+        """Close the pool: no request goes out after this."""
+        self.is_closed = True
+        self._pool.close()
 
 
 class AsyncTransport:
-    """The async client's pool: one httpx2.AsyncClient, owned and closed by the client."""
+    """The async client's connection pool (httpcore2's), owned and closed by the client."""
 
     def __init__(self, display_url: str) -> None:
         self.display_url = display_url
-        self._client = httpx2.AsyncClient(transport=_AsyncPoolTransport(), trust_env=False, follow_redirects=False)
+        self._pool = httpcore2.AsyncConnectionPool(network_backend=_AsyncBackend(), **_POOL_LIMITS)  # type: ignore[arg-type]
+        self.is_closed = False
 
     async def send(self, request: WireRequest, until: float | None, *, stream: bool = False) -> WireResponse:
         """One exchange by `until`; the body is read (capped) unless `stream` and the status is a success."""
+        if self.is_closed:
+            raise _closed(request)
         token = _IO_DEADLINE.set(until)
         try:
-            built = self._client.build_request(
-                request.method, request.url, content=request.content, headers=request.headers, timeout=request.timeout
-            )
-            response = await self._client.send(built, stream=True)
-            if stream and response.status_code < 400:
-                body_reader = AsyncStreamBody(response, request, self.display_url)
-                return WireResponse(response.status_code, response.headers, b"", body_reader)
+            response = await self._pool.handle_async_request(_core_request(request))
+            status, headers = response.status, _headers(response.headers)
+            if stream and status < 400:
+                body_reader = AsyncStreamBody(response, headers, request, self.display_url)
+                return WireResponse(status, headers, b"", body_reader)
             try:
-                body, truncated = await _aread_capped(response.aiter_bytes(), _limit_for(response.status_code))
+                body, truncated = await _aread_capped(_adecoded(response, headers), _limit_for(status))
             finally:
                 await response.aclose()
         except TRANSPORT_ERRORS as exc:
             raise _translate(exc, request, self.display_url) from exc
         finally:
             _IO_DEADLINE.reset(token)
-        if truncated and response.status_code < 400:
+        if truncated and status < 400:
             raise _too_large(request)
-        return WireResponse(response.status_code, response.headers, body)
+        return WireResponse(status, headers, body)
 
     async def close(self) -> None:
-        """Close the pool."""
-        await self._client.aclose()
+        """Close the pool: no request goes out after this."""
+        self.is_closed = True
+        await self._pool.aclose()
 
 
 async def _aread_capped(chunks: AsyncIterator[bytes], limit: int) -> tuple[bytes, bool]:
