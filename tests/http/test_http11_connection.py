@@ -279,3 +279,28 @@ async def test_a_closed_client_sends_nothing(kind: str) -> None:
         with pytest.raises(ConfigurationError, match="the client is closed"):
             await twin.call("generate", "Hi")
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_answer_shorter_than_its_length_is_a_connection_error(kind: str) -> None:
+    body = ANSWER.encode()
+    short = head(200, "content-type: application/json", f"content-length: {len(body) + 10}", "connection: close")
+    with keep_alive_server(tgi(lambda: short + body, lambda: None)) as (url, _server):
+        twin = Twin(kind, url, retry=FAST)
+        try:
+            with pytest.raises(APIConnectionError, match="complete message body"):
+                await twin.call("generate", "Hi")
+        finally:
+            await twin.close()
+
+
+async def test_bytes_after_an_answers_length_end_its_connection() -> None:
+    # The sync client's own connection (see the chunked case above for the async one).
+    with keep_alive_server(tgi(lambda: with_length(ANSWER.encode()) + b"garbage", lambda: None)) as (url, server):
+        twin = Twin("sync", url, retry=FAST)
+        try:
+            for _ in range(2):
+                assert (await twin.call("generate", "Hi")).text == "Hello there"
+        finally:
+            await twin.close()
+    assert server.connections == 2  # /info and the first answer on one; the garbage ended it

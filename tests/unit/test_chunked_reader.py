@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpcore2
 import pytest
 
-from zephyr_tgi._client.http11 import ChunkedReader
+from zephyr_tgi._client.http11_codec import ChunkedReader
 
 BODY = b"data: one\n\ndata: two\n\n" + bytes(range(256)) + b"\r\n\r\n"
 

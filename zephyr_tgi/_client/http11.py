@@ -1,13 +1,11 @@
-"""The sync pool's HTTP/1.1 connection: h11 writes the request and parses the response head; a chunked body is
-framed here, with bytes methods.
+"""The sync pool's HTTP/1.1 connections: one exchange at a time over one socket, spoken with `http11_codec`.
 
-httpcore2's own connection reads a body through h11, whose chunked reader costs about 5 µs per packet, under
-four generator and context-manager layers of httpcore2's: about 10 µs of Python per packet, which a stream of
-one token per packet pays on every token. Here a chunked body is one sans-I/O `ChunkedReader` over the socket's
-reads (the commonest packet, one whole chunk, is a find and a slice), exposed to the transport as a plain
-`read()`. Everything else stays where it was: httpcore2's pool assigns, limits, reuses and expires connections;
-h11 validates what it writes and the head it reads; bodies that are not chunked go through h11 as before.
-A new h11 state per exchange keeps h11 out of a body it did not read.
+httpcore2's own connection goes through h11, whose event and state machinery costs about 45 µs of Python per
+exchange and 5 µs per packet of a chunked body, under four generator and context-manager layers of httpcore2's
+(about 10 µs per packet in all, which a stream of one token per packet pays on every token). Here a request is
+one write of bytes built in one join, a response head one parse, and a body a plain `read()` the transport
+calls directly (the commonest packet of a TGI stream, one whole chunk, is a find and a slice). httpcore2's
+pool still assigns, limits, reuses and expires the connections.
 """
 
 from __future__ import annotations
@@ -15,105 +13,23 @@ from __future__ import annotations
 import abc
 import contextlib
 import enum
-import re
 import ssl
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import h11
 import httpcore2
 
-__all__ = ["BODY_READER", "ChunkedReader", "Http11Connection", "Http11Pool"]
+from .http11_codec import ChunkedReader, HeadReader, ResponseHead, encode_request
+
+__all__ = ["BODY_READER", "Http11Connection", "Http11Pool"]
 
 # Where a response of this pool carries its body reader, for a transport that reads it without a generator.
 BODY_READER = "zephyr_tgi.body_reader"
 
 _READ_SIZE = 64 * 1024
-# A response head or a chunk's size line (with extensions) or its trailers larger than this ends the exchange:
-# h11's own bound in httpcore2.
-_MAX_HEAD_BYTES = 100 * 1024
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _UNFINISHED = "peer closed connection without sending complete message body"
-
-
-class ChunkedReader:
-    """HTTP/1.1 chunked transfer coding (RFC 9112 §7.1), decoded incrementally: feed bytes split anywhere.
-
-    `feed` returns the body bytes its input completes; `done` turns True after the last chunk and its trailers
-    (ignored, as TGI sends none); `extra` holds any bytes after them (a connection that sends some is not
-    reused). Sizes are hexadecimal digits only, a size line ends with CRLF, and a chunk's data is followed by
-    CRLF: anything else raises `httpcore2.RemoteProtocolError`.
-    """
-
-    __slots__ = ("_buffer", "_left", "_trailers", "done", "extra")
-
-    def __init__(self, start: bytes = b"") -> None:
-        self._buffer = start  # bytes received and not yet decoded
-        self._left = -1  # data bytes left in the current chunk (-1: a size line is next)
-        self._trailers = False  # past the last chunk, reading trailer lines
-        self.done = False
-        self.extra = b""
-
-    def feed(self, data: bytes) -> bytes:
-        """The body bytes `data` completes (b"" when it ends inside a size line or a CRLF)."""
-        buffer = self._buffer + data if self._buffer else data
-        self._buffer = b""
-        if self._left == -1 and not self._trailers:
-            # The commonest packet: exactly one whole chunk.
-            end = buffer.find(b"\r\n")
-            if 0 < end <= 16 and _CHUNK_SIZE.fullmatch(buffer, 0, end):
-                size = int(buffer[:end], 16)
-                if size and len(buffer) == end + size + 4 and buffer.endswith(b"\r\n"):
-                    return buffer[end + 2 : -2]
-        return self._decode(buffer)
-
-    def _decode(self, buffer: bytes) -> bytes:
-        parts: list[bytes] = []
-        at, size = 0, len(buffer)
-        while at < size and not self.done:
-            if self._trailers:
-                end = buffer.find(b"\r\n", at)
-                if end == -1:
-                    break
-                self.done = end == at  # the empty line after the trailer fields
-                at = end + 2
-            elif self._left == -1:
-                end = buffer.find(b"\r\n", at)
-                if end == -1:
-                    break
-                self._left = self._size(buffer[at:end])
-                at = end + 2
-                if self._left == 0:
-                    self._trailers = True
-            elif self._left:
-                take = min(self._left, size - at)
-                parts.append(buffer[at : at + take])
-                self._left -= take
-                at += take
-            else:  # the CRLF after a chunk's data
-                if size - at < 2:
-                    break
-                if buffer[at : at + 2] != b"\r\n":
-                    raise httpcore2.RemoteProtocolError("a chunk's data is not followed by CRLF")
-                self._left = -1
-                at += 2
-        rest = buffer[at:]
-        if self.done:
-            self.extra = rest
-        elif len(rest) > _MAX_HEAD_BYTES:
-            raise httpcore2.RemoteProtocolError("a chunk's size line or the trailers are too long")
-        else:
-            self._buffer = rest
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    @staticmethod
-    def _size(line: bytes) -> int:
-        digits = line.split(b";", 1)[0].rstrip(b" \t")  # chunk extensions (and the whitespace before them) ignored
-        if not _CHUNK_SIZE.fullmatch(digits):
-            raise httpcore2.RemoteProtocolError(f"invalid chunk size line {line[:40]!r}")
-        return int(digits, 16)
 
 
 class _State(enum.Enum):
@@ -123,26 +39,34 @@ class _State(enum.Enum):
     CLOSED = 3
 
 
-def _protocol_error(exc: h11.ProtocolError) -> httpcore2.ProtocolError:
-    if isinstance(exc, h11.RemoteProtocolError):
-        return httpcore2.RemoteProtocolError(str(exc))
-    return httpcore2.LocalProtocolError(str(exc))
-
-
 class _Body(abc.ABC):
     """A response body being read: `read()` returns the next bytes, b"" at the end; `close()` ends the exchange."""
 
-    __slots__ = ("_connection", "_finished", "_read_timeout", "_stream")
+    __slots__ = ("_connection", "_finished", "_pending", "_read_timeout", "_stream")
 
-    def __init__(self, connection: Http11Connection, stream: httpcore2.NetworkStream, read_timeout: float | None):
+    def __init__(
+        self,
+        connection: Http11Connection,
+        stream: httpcore2.NetworkStream,
+        read_timeout: float | None,
+        start: bytes,
+    ) -> None:
         self._connection = connection
         self._stream = stream
         self._read_timeout = read_timeout
+        self._pending = start  # bytes that came with the head
         self._finished = False  # the whole body was read and the connection may carry another exchange
 
     @abc.abstractmethod
     def read(self) -> bytes:
         """The next bytes of the body; b"" once it has all been read."""
+
+    def _receive(self) -> bytes:
+        data = self._pending
+        if data:
+            self._pending = b""
+            return data
+        return self._stream.read(_READ_SIZE, self._read_timeout)
 
     def __iter__(self) -> Iterator[bytes]:
         read = self.read
@@ -154,7 +78,7 @@ class _Body(abc.ABC):
 
 
 class _ChunkedBody(_Body):
-    __slots__ = ("_keep_alive", "_pending", "_reader")
+    __slots__ = ("_keep_alive", "_reader")
 
     def __init__(
         self,
@@ -164,21 +88,16 @@ class _ChunkedBody(_Body):
         start: bytes,
         keep_alive: bool,
     ) -> None:
-        super().__init__(connection, stream, read_timeout)
+        super().__init__(connection, stream, read_timeout, start)
         self._reader = ChunkedReader()
         self._keep_alive = keep_alive
-        self._pending = start  # bytes that came with the head
 
     def read(self) -> bytes:
         reader = self._reader
         while not reader.done:
-            data = self._pending
-            if data:
-                self._pending = b""
-            else:
-                data = self._stream.read(_READ_SIZE, self._read_timeout)
-                if not data:
-                    raise httpcore2.RemoteProtocolError(f"{_UNFINISHED} (incomplete chunked read)")
+            data = self._receive()
+            if not data:
+                raise httpcore2.RemoteProtocolError(f"{_UNFINISHED} (incomplete chunked read)")
             body = reader.feed(data)
             if reader.done:
                 self._finished = self._keep_alive and not reader.extra
@@ -187,35 +106,49 @@ class _ChunkedBody(_Body):
         return b""
 
 
-class _H11Body(_Body):
-    """Any other body (a length, or until the connection closes), read by h11."""
+class _LengthBody(_Body):
+    """A body of a known length (0 for none)."""
 
-    __slots__ = ("_h11",)
+    __slots__ = ("_expected", "_keep_alive", "_left")
 
     def __init__(
         self,
         connection: Http11Connection,
         stream: httpcore2.NetworkStream,
         read_timeout: float | None,
-        state: h11.Connection,
+        start: bytes,
+        length: int,
+        keep_alive: bool,
     ) -> None:
-        super().__init__(connection, stream, read_timeout)
-        self._h11 = state
+        super().__init__(connection, stream, read_timeout, start)
+        self._expected = self._left = length
+        self._keep_alive = keep_alive
+        if not length:
+            self._finished = keep_alive and not start
 
     def read(self) -> bytes:
-        state = self._h11
-        while True:
-            try:
-                event = state.next_event()
-            except h11.ProtocolError as exc:
-                raise _protocol_error(exc) from exc
-            if event is h11.NEED_DATA:
-                state.receive_data(self._stream.read(_READ_SIZE, self._read_timeout))
-            elif isinstance(event, h11.Data):
-                return bytes(event.data)
-            else:  # EndOfMessage (or PAUSED: nothing more for this exchange)
-                self._finished = state.our_state is h11.DONE and state.their_state is h11.DONE
-                return b""
+        if not self._left:
+            return b""
+        data = self._receive()
+        if not data:
+            received = self._expected - self._left
+            raise httpcore2.RemoteProtocolError(f"{_UNFINISHED}: received {received} bytes, expected {self._expected}")
+        if len(data) >= self._left:
+            data, extra = data[: self._left], data[self._left :]
+            self._left = 0
+            self._finished = self._keep_alive and not extra
+            return data
+        self._left -= len(data)
+        return data
+
+
+class _UntilCloseBody(_Body):
+    """A body that ends with the connection (an HTTP/1.0 answer, or one with no length): never reused."""
+
+    __slots__ = ()
+
+    def read(self) -> bytes:
+        return self._receive()
 
 
 class Http11Connection(httpcore2.ConnectionInterface):
@@ -250,16 +183,16 @@ class Http11Connection(httpcore2.ConnectionInterface):
         try:
             timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
             stream = self._stream if self._stream is not None else self._connect(request, timeouts.get("connect"))
-            state = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_BYTES)
-            self._send(state, stream, request, timeouts.get("write"))
-            head = self._receive_head(state, stream, timeouts.get("read"))
-            body = self._body(request, head, state, stream, timeouts.get("read"))
+            self._send(stream, request, timeouts.get("write"))
+            read_timeout = timeouts.get("read")
+            head, start = self._receive_head(stream, request.method == b"HEAD", read_timeout)
+            body = self._body(head, start, stream, read_timeout)
         except BaseException:
             self.close()
             raise
         return httpcore2.Response(
-            status=head.status_code,
-            headers=head.headers.raw_items(),
+            status=head.status,
+            headers=head.headers,
             content=body,
             extensions={
                 "http_version": b"HTTP/" + head.http_version,
@@ -282,52 +215,32 @@ class Http11Connection(httpcore2.ConnectionInterface):
         return stream
 
     @staticmethod
-    def _send(
-        state: h11.Connection, stream: httpcore2.NetworkStream, request: httpcore2.Request, timeout: float | None
-    ) -> None:
-        try:
-            head = state.send(h11.Request(method=request.method, target=request.url.target, headers=request.headers))
-            parts = [head or b""]
-            for piece in request.stream:  # type: ignore[union-attr]
-                parts.append(state.send(h11.Data(data=piece)) or b"")
-            parts.append(state.send(h11.EndOfMessage()) or b"")
-        except h11.ProtocolError as exc:
-            raise _protocol_error(exc) from exc
+    def _send(stream: httpcore2.NetworkStream, request: httpcore2.Request, timeout: float | None) -> None:
+        body = b"".join(request.stream)  # type: ignore[arg-type]  # the transport's requests carry bytes
+        data = encode_request(request.method, request.url.target, request.headers, body)
         # A server may answer (an error, typically) and close before reading the whole request: read that.
         with contextlib.suppress(httpcore2.WriteError):
-            stream.write(b"".join(parts), timeout)
+            stream.write(data, timeout)
 
     @staticmethod
-    def _receive_head(state: h11.Connection, stream: httpcore2.NetworkStream, timeout: float | None) -> h11.Response:
+    def _receive_head(
+        stream: httpcore2.NetworkStream, head_request: bool, timeout: float | None
+    ) -> tuple[ResponseHead, bytes]:
+        reader = HeadReader(head_request=head_request)
         while True:
-            try:
-                event = state.next_event()
-            except h11.ProtocolError as exc:
-                raise _protocol_error(exc) from exc
-            if event is h11.NEED_DATA:
-                data = stream.read(_READ_SIZE, timeout)
-                if not data and state.their_state is h11.SEND_RESPONSE:
-                    raise httpcore2.RemoteProtocolError("Server disconnected without sending a response.")
-                state.receive_data(data)
-            elif isinstance(event, h11.Response):
-                return event
-            elif not isinstance(event, h11.InformationalResponse):  # a 1xx is skipped; nothing else comes first
-                raise httpcore2.RemoteProtocolError(f"unexpected {type(event).__name__} before the response")
+            data = stream.read(_READ_SIZE, timeout)
+            if not data:
+                raise httpcore2.RemoteProtocolError("Server disconnected without sending a response.")
+            parsed = reader.feed(data)
+            if parsed is not None:
+                return parsed
 
-    def _body(
-        self,
-        request: httpcore2.Request,
-        head: h11.Response,
-        state: h11.Connection,
-        stream: httpcore2.NetworkStream,
-        timeout: float | None,
-    ) -> _Body:
-        has_body = request.method != b"HEAD" and head.status_code not in (204, 304)
-        fields = dict(head.headers)  # h11 lower-cases the names
-        if has_body and b"transfer-encoding" in fields:  # h11 accepts no other coding than chunked
-            keep_alive = head.http_version == b"1.1" and b"close" not in fields.get(b"connection", b"").lower()
-            return _ChunkedBody(self, stream, timeout, state.trailing_data[0], keep_alive)
-        return _H11Body(self, stream, timeout, state)
+    def _body(self, head: ResponseHead, start: bytes, stream: httpcore2.NetworkStream, timeout: float | None) -> _Body:
+        if head.chunked:
+            return _ChunkedBody(self, stream, timeout, start, head.keep_alive)
+        if head.length is not None:
+            return _LengthBody(self, stream, timeout, start, head.length, head.keep_alive)
+        return _UntilCloseBody(self, stream, timeout, start)
 
     def exchange_over(self, *, reusable: bool) -> None:
         """The response was closed: keep the connection for the next exchange, or close it."""
