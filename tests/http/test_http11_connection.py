@@ -6,11 +6,13 @@ nothing. Sync and async alike, against a server on 127.0.0.1 that answers severa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -75,6 +77,9 @@ class KeepAliveServer:
                 reply_head = reply.split(b"\r\n\r\n", 1)[0].lower()
                 if reply_head.startswith(b"http/1.0") or b"connection: close" in reply_head:
                     return  # as the answer said
+                if b"x-then-close: yes" in reply_head:
+                    time.sleep(0.05)  # after the client has read the answer
+                    return  # without having said so (a server's idle timeout)
 
 
 @contextmanager
@@ -304,3 +309,18 @@ async def test_bytes_after_an_answers_length_end_its_connection() -> None:
         finally:
             await twin.close()
     assert server.connections == 2  # /info and the first answer on one; the garbage ended it
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_connection_the_server_closed_while_idle_is_not_reused(kind: str) -> None:
+    reply = with_length(ANSWER.encode(), "x-then-close: yes")
+    with keep_alive_server(tgi(lambda: reply, lambda: None)) as (url, server):
+        twin = Twin(kind, url, retry=FAST)  # one attempt: a reused dead connection would fail the call
+        try:
+            await twin.call("info")
+            for _ in range(3):
+                await asyncio.sleep(0.2)  # the server closes meanwhile
+                assert (await twin.call("generate", "Hi")).text == "Hello there"
+        finally:
+            await twin.close()
+    assert server.connections == 3  # /info and the first answer on one, then one per answer

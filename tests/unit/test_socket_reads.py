@@ -1,4 +1,5 @@
-"""The transport's plain TCP reads: one `recv` on a blocking socket, timed by the kernel (SO_RCVTIMEO).
+"""The transport's plain TCP reads and writes: `recv` and `send` on a blocking socket, timed by the kernel
+(SO_RCVTIMEO, SO_SNDTIMEO).
 
 Over real sockets on 127.0.0.1: the connection is made by the transport's own network backend, the peer is a
 socket accepted from a listener. The time bounds are the contract's (a wait ends by its limit, plus slack),
@@ -117,7 +118,7 @@ def read_until_it_fails(stream: httpcore2.NetworkStream) -> None:
 
 def test_a_read_after_a_write_waits_for_data_instead_of_failing() -> None:
     with connected() as (stream, peer):
-        stream.write(b"GET / HTTP/1.1\r\n\r\n", timeout=2)  # httpcore2's write leaves the socket in timeout mode
+        stream.write(b"GET / HTTP/1.1\r\n\r\n", timeout=2)
         assert peer.recv(100).startswith(b"GET /")
         send_later(peer, b"answer", after=0.2)
         assert stream.read(65536, timeout=3) == b"answer"
@@ -138,3 +139,80 @@ def test_the_pool_still_sees_a_connection_the_server_closed() -> None:
         peer.close()
         time.sleep(0.05)
         assert stream.get_extra_info("is_readable")  # readable at EOF: the pool drops it instead of reusing it
+
+
+# Far more than the kernel's send and receive buffers on loopback hold: a write of this to a peer that does not
+# read must block.
+MORE_THAN_THE_BUFFERS = b"x" * (64 * 1024 * 1024)
+
+
+def test_a_write_to_a_peer_that_does_not_read_times_out_at_its_timeout() -> None:
+    with connected() as (stream, _peer):
+        start = time.monotonic()
+        with pytest.raises(httpcore2.WriteTimeout):
+            stream.write(MORE_THAN_THE_BUFFERS, timeout=0.3)
+        assert 0.29 <= time.monotonic() - start < 0.8
+
+
+def test_the_call_deadline_bounds_a_write_without_a_timeout() -> None:
+    with connected() as (stream, _peer):
+        token = transport._IO_DEADLINE.set(time.monotonic() + 0.3)
+        start = time.monotonic()
+        try:
+            with pytest.raises(httpcore2.WriteTimeout):
+                stream.write(MORE_THAN_THE_BUFFERS, timeout=None)
+        finally:
+            transport._IO_DEADLINE.reset(token)
+        assert 0.29 <= time.monotonic() - start < 0.8
+
+
+def test_a_peer_that_reads_slowly_cannot_stretch_a_write_past_its_timeout() -> None:
+    with connected() as (stream, peer):
+        stop = threading.Event()
+
+        def read_slowly() -> None:  # every send makes progress, and each would get a fresh timeout
+            while not stop.wait(0.02):
+                peer.recv(64 * 1024)
+
+        threading.Thread(target=read_slowly, daemon=True).start()
+        start = time.monotonic()
+        try:
+            with pytest.raises(httpcore2.WriteTimeout):
+                stream.write(MORE_THAN_THE_BUFFERS, timeout=0.5)
+        finally:
+            stop.set()
+        assert 0.49 <= time.monotonic() - start < 1.0
+
+
+def test_a_short_send_timeout_applied_before_does_not_end_a_longer_write_early() -> None:
+    with connected() as (stream, peer):
+        with pytest.raises(httpcore2.WriteTimeout):
+            stream.write(MORE_THAN_THE_BUFFERS, timeout=0.05)
+        received = bytearray()
+
+        def drain() -> None:
+            time.sleep(0.4)  # after the short timeout would have expired
+            while chunk := peer.recv(1024 * 1024):
+                received.extend(chunk)
+                if received.endswith(b"END"):
+                    return
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        stream.write(b"x" * (4 * 1024 * 1024) + b"END", timeout=5)
+        reader.join(5)
+        assert received.endswith(b"END")
+
+
+def test_a_reset_connection_is_a_write_error() -> None:
+    with connected() as (stream, peer):
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        peer.close()
+        time.sleep(0.05)
+        with pytest.raises(httpcore2.WriteError):
+            write_until_it_fails(stream)
+
+
+def write_until_it_fails(stream: httpcore2.NetworkStream) -> None:
+    for _ in range(100):  # the first send after a reset may still be accepted by the kernel
+        stream.write(b"x" * 65536, timeout=2)

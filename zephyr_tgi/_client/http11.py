@@ -169,6 +169,7 @@ class Http11Connection(httpcore2.ConnectionInterface):
         self._state = _State.NEW
         self._lock = threading.Lock()
         self._expire_at: float | None = None
+        self._just_idle = False  # idle since the last exchange, and not yet asked whether it expired
         self._exchanges = 0
 
     def handle_request(self, request: httpcore2.Request) -> httpcore2.Response:
@@ -179,6 +180,7 @@ class Http11Connection(httpcore2.ConnectionInterface):
                 raise httpcore2.ConnectionNotAvailable()
             self._state = _State.ACTIVE
             self._expire_at = None
+            self._just_idle = False
             self._exchanges += 1
         try:
             timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
@@ -247,6 +249,9 @@ class Http11Connection(httpcore2.ConnectionInterface):
         if reusable and self._state is _State.ACTIVE:
             with self._lock:
                 self._state = _State.IDLE
+                # The pool asks right away whether it expired: a body just read to its end, with nothing after
+                # it, leaves nothing to see on the socket yet. The next request's own check probes it.
+                self._just_idle = True
                 if self._keepalive_expiry is not None:
                     self._expire_at = time.monotonic() + self._keepalive_expiry
         else:
@@ -271,9 +276,13 @@ class Http11Connection(httpcore2.ConnectionInterface):
         expire_at = self._expire_at
         if expire_at is not None and time.monotonic() > expire_at:
             return True
+        if self._state is not _State.IDLE or self._stream is None:
+            return False
+        if self._just_idle:
+            self._just_idle = False
+            return False
         # An idle connection whose socket is readable is one the server closed (or sent garbage on).
-        stream = self._stream
-        return self._state is _State.IDLE and stream is not None and bool(stream.get_extra_info("is_readable"))
+        return bool(self._stream.get_extra_info("is_readable"))
 
     def is_idle(self) -> bool:
         return self._state is _State.IDLE

@@ -156,6 +156,15 @@ def _held_back(buffer: str, stops: Sequence[str]) -> int:
 _validate_chunk = StreamChunk.__pydantic_validator__.validate_json
 _chunk_of = StreamChunk.__pydantic_validator__.validate_python
 _text_of = operator.attrgetter("text")
+# How TGI ends a token event that is not the last (its text, before it, cannot fake a JSON key: its quotes are
+# escaped).
+_TOKEN_EVENT_END = b'"generated_text":null,"details":null}'
+
+
+def _token_event(data: bytes) -> bool:
+    """Whether `generated_text` is null in an event, wherever its last keys are."""
+    at = data.rfind(b'"generated_text":')
+    return at != -1 and data.startswith(b"null", at + 17)
 
 
 class StreamAssembler:
@@ -220,27 +229,29 @@ class StreamAssembler:
         general path.
         """
         validate, keep, append = _validate_chunk, self._tokens.append, out.append
-        start = self._starts[0] if len(self._starts) == 1 else None
+        # "" when there is no single start character: never absent from a text, so no chunk takes the short cut.
+        start = self._starts[0] if len(self._starts) == 1 else ""
+        held = bool(self._buffer)
         for data in events:
-            at = data.rfind(b'"generated_text":')
-            if at != -1 and data.startswith(b"null", at + 17):
+            # TGI's exact ending first (one check), then any order of keys after `generated_text`.
+            if data.endswith(_TOKEN_EVENT_END) or _token_event(data):
                 try:
                     chunk: StreamChunk = validate(data)
                 except ValidationError:
                     pass
                 else:
-                    token = chunk.token
-                    plain = start is not None and not self._buffer and start not in chunk.text
-                    if plain and not token.special and not chunk.top_tokens:
-                        keep(token)
+                    if not held and start not in chunk.text and not chunk.token.special and not chunk.top_tokens:
+                        keep(chunk.token)
                         append(chunk)
                         continue
                     append(self._settle(chunk))
+                    held = bool(self._buffer)
                     continue
             chunk = self._feed_event(data)
             append(chunk)
             if chunk.result is not None:
                 return
+            held = bool(self._buffer)
 
     def _settle(self, chunk: StreamChunk) -> StreamChunk:
         """A token event's chunk, validated: recorded, with the text to show now."""

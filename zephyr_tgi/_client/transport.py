@@ -96,17 +96,21 @@ class _SocketStream(_Stream):
     before each receive: two extra system calls and an exception-mapping context per packet, which a stream
     of one token per packet pays on every token. Here a read is one `recv`, bounded by SO_RCVTIMEO, which is
     set again only when the time left has moved by more than `_RECV_TIMEOUT_SLACK` (an expiry that comes too
-    early is checked against the clock and waited out again, never reported). Writes, TLS and everything
-    else go through httpcore2's stream, which shares the socket.
+    early is checked against the clock and waited out again, never reported). Writes are `send`s bounded by
+    SO_SNDTIMEO the same way, except that it is never shorter than the time left (a send that timed out may
+    have sent part of its bytes, so it cannot be tried again), and each send of a long write is bounded by
+    what is left of the same limit: a server that reads slowly cannot stretch a write past it. TLS and
+    everything else go through httpcore2's stream, which shares the socket.
     """
 
-    __slots__ = ("_applied", "_blocking", "_sock")
+    __slots__ = ("_applied", "_blocking", "_sent_applied", "_sock")
 
     def __init__(self, inner: httpcore2.NetworkStream, sock: socket.socket) -> None:
         super().__init__(inner)
         self._sock = sock
-        self._blocking = False  # whether the socket is in blocking mode (httpcore2's writes leave it timed)
+        self._blocking = False  # whether the socket is in blocking mode (httpcore2 leaves it timed)
         self._applied = 0.0  # the SO_RCVTIMEO in force, in seconds (0: none)
+        self._sent_applied = 0.0  # the SO_SNDTIMEO in force, in seconds (0: none)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         sock = self._sock
@@ -115,10 +119,10 @@ class _SocketStream(_Stream):
             if not self._blocking:
                 sock.settimeout(None)
                 self._blocking = True
-            wanted = 0.0 if left is None else min(max(left, 0.001), _MAX_RECV_TIMEOUT)
+            wanted = _kernel_timeout(left)
             applied = self._applied
             if applied != wanted and (not wanted or not applied or abs(applied - wanted) > _RECV_TIMEOUT_SLACK):
-                self._set_recv_timeout(wanted)
+                self._applied = _set_timeout(sock, socket.SO_RCVTIMEO, wanted)
             try:
                 return sock.recv(max_bytes)
             except BlockingIOError:  # SO_RCVTIMEO expired: the time limit passed, or the timeout applied ran short
@@ -128,16 +132,38 @@ class _SocketStream(_Stream):
             except OSError as exc:
                 raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
 
-    def _set_recv_timeout(self, seconds: float) -> None:
-        whole = int(seconds)
-        self._sock.setsockopt(
-            socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6))
-        )
-        self._applied = seconds
-
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._blocking = False
-        super().write(buffer, timeout)
+        sock = self._sock
+        view = memoryview(buffer)
+        end = None if timeout is None else time.monotonic() + timeout
+        while view:
+            left = _clamp(None if end is None else end - time.monotonic(), httpcore2.WriteTimeout)
+            if left is not None and left <= 0:
+                raise httpcore2.WriteTimeout("timed out")
+            if not self._blocking:
+                sock.settimeout(None)
+                self._blocking = True
+            wanted = _kernel_timeout(left)
+            applied = self._sent_applied
+            if applied != wanted and (not wanted or not applied or not 0 < applied - wanted <= _RECV_TIMEOUT_SLACK):
+                self._sent_applied = _set_timeout(sock, socket.SO_SNDTIMEO, wanted)
+            try:
+                view = view[sock.send(view) :]
+            except BlockingIOError:  # SO_SNDTIMEO expired: never shorter than the time left, so that time is up
+                raise httpcore2.WriteTimeout("timed out") from None
+            except OSError as exc:
+                raise httpcore2.WriteError(str(exc) or type(exc).__name__) from exc
+
+
+def _kernel_timeout(left: float | None) -> float:
+    """A time limit as a kernel socket timeout (0: none); at least 1 ms, since 0 would mean none."""
+    return 0.0 if left is None else min(max(left, 0.001), _MAX_RECV_TIMEOUT)
+
+
+def _set_timeout(sock: socket.socket, option: int, seconds: float) -> float:
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+    return seconds
 
 
 class _Backend(httpcore2.NetworkBackend):
