@@ -11,10 +11,12 @@ import base64
 import gzip
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -82,9 +84,16 @@ class KeepAliveServer:
                     return  # without having said so (a server's idle timeout)
 
 
+TLS = Path(__file__).parent / "tls"  # a self-signed certificate for 127.0.0.1 (valid until 2126) and its key
+
+
 @contextmanager
-def keep_alive_server(answer: Answer) -> Iterator[tuple[str, KeepAliveServer]]:
+def keep_alive_server(answer: Answer, *, tls: bool = False) -> Iterator[tuple[str, KeepAliveServer]]:
     server = KeepAliveServer(answer)
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
     stop = threading.Event()
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
@@ -99,6 +108,14 @@ def keep_alive_server(answer: Answer) -> Iterator[tuple[str, KeepAliveServer]]:
             except OSError:
                 return
             server.connections += 1
+            if context is not None:
+                try:
+                    sock.settimeout(5)
+                    sock = context.wrap_socket(sock, server_side=True)
+                    sock.settimeout(None)
+                except (OSError, ssl.SSLError):
+                    sock.close()
+                    continue
             thread = threading.Thread(target=server.serve, args=(sock, stop), daemon=True)
             thread.start()
             threads.append(thread)
@@ -106,7 +123,7 @@ def keep_alive_server(answer: Answer) -> Iterator[tuple[str, KeepAliveServer]]:
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", server
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{listener.getsockname()[1]}", server
     finally:
         stop.set()
         acceptor.join(5)
@@ -324,3 +341,35 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(kind: str
         finally:
             await twin.close()
     assert server.connections == 3  # /info and the first answer on one, then one per answer
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_https_is_verified_against_the_trust_store_and_kept_alive(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS / "cert.pem"))  # the trust store: this server's certificate
+    with keep_alive_server(tgi(lambda: with_length(ANSWER.encode()), lambda: chunked(EVENTS)), tls=True) as (
+        url,
+        server,
+    ):
+        twin = Twin(kind, url, retry=FAST)
+        try:
+            for _ in range(2):
+                assert (await twin.call("generate", "Hi")).text == "Hello there"
+                assert (await twin.stream("generate_stream", "Hi"))[-1].result.text == "Hello there"
+        finally:
+            await twin.close()
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_untrusted_certificate_is_a_connection_error(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with keep_alive_server(tgi(lambda: with_length(ANSWER.encode()), lambda: None), tls=True) as (url, _server):
+        twin = Twin(kind, url, retry=FAST)
+        try:
+            with pytest.raises(APIConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+                await twin.call("generate", "Hi")
+        finally:
+            await twin.close()

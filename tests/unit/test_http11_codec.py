@@ -67,6 +67,13 @@ def test_fields_keep_their_case_and_values_lose_surrounding_whitespace() -> None
     assert rest == b""
 
 
+def test_lines_ended_by_a_bare_lf_are_read_as_h11_reads_them() -> None:
+    head, rest = parse(b"HTTP/1.1 200 OK\nContent-Length: 2\r\nX: y\n\nhi")
+    assert head.headers == [(b"Content-Length", b"2"), (b"X", b"y")]
+    assert head.length == 2
+    assert rest == b"hi"
+
+
 def test_informational_heads_are_skipped() -> None:
     head, rest = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nLink: x\r\n\r\nHTTP/1.1 204 No\r\n\r\n")
     assert head.status == 204

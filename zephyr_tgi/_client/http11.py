@@ -209,10 +209,10 @@ class Http11Connection(httpcore2.ConnectionInterface):
         stream = self._backend.connect_tcp(host, self._origin.port, timeout)
         self._stream = stream
         if self._origin.scheme == b"https":
-            context = self._ssl_context if self._ssl_context is not None else httpcore2.default_ssl_context()
-            context.set_alpn_protocols(["http/1.1"])
+            if self._ssl_context is None:
+                raise httpcore2.UnsupportedProtocol("an https connection needs a TLS context")
             hostname = request.extensions.get("sni_hostname") or host
-            stream = stream.start_tls(context, server_hostname=hostname, timeout=timeout)
+            stream = stream.start_tls(self._ssl_context, server_hostname=hostname, timeout=timeout)
             self._stream = stream
         return stream
 
@@ -304,6 +304,13 @@ class Http11Pool(httpcore2.ConnectionPool):
         super().__init__(network_backend=backend, **limits)
         self._zt_backend = backend
         self._zt_keepalive_expiry: float | None = limits.get("keepalive_expiry")
+        self._zt_ssl_context: ssl.SSLContext | None = None
 
     def create_connection(self, origin: httpcore2.Origin) -> httpcore2.ConnectionInterface:
-        return Http11Connection(origin, self._zt_backend, None, self._zt_keepalive_expiry)
+        # Called under the pool's lock. One TLS context for the pool, made when the first https connection is:
+        # loading the trust store costs milliseconds (httpcore2's connections make one each).
+        if origin.scheme == b"https" and self._zt_ssl_context is None:
+            context = httpcore2.default_ssl_context()  # the system's trust store, or SSL_CERT_FILE / SSL_CERT_DIR
+            context.set_alpn_protocols(["http/1.1"])
+            self._zt_ssl_context = context
+        return Http11Connection(origin, self._zt_backend, self._zt_ssl_context, self._zt_keepalive_expiry)

@@ -25,6 +25,9 @@ __all__ = ["MAX_HEAD_BYTES", "ChunkedReader", "HeadReader", "ResponseHead", "enc
 # (httpcore2's bound for h11).
 MAX_HEAD_BYTES = 100 * 1024
 
+# Lines end with CRLF; a bare LF is accepted too, as RFC 9112 §2.2 allows and h11 does.
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(rb"\r?\n")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
@@ -82,22 +85,22 @@ class HeadReader:
         """
         buffer = self._buffer + data if self._buffer else data
         while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end == -1:
+            end = _HEAD_END.search(buffer)
+            if end is None:
                 if len(buffer) > MAX_HEAD_BYTES:
                     raise httpcore2.RemoteProtocolError("the response head is larger than 100 KiB")
                 self._buffer = buffer
                 return None
-            if end > MAX_HEAD_BYTES:
+            if end.start() > MAX_HEAD_BYTES:
                 raise httpcore2.RemoteProtocolError("the response head is larger than 100 KiB")
-            head = self._parse(buffer[:end])
-            buffer = buffer[end + 4 :]
+            head = self._parse(buffer[: end.start()])
+            buffer = buffer[end.end() :]
             if head is not None:
                 self._buffer = b""
                 return head, buffer
 
     def _parse(self, block: bytes) -> ResponseHead | None:
-        lines = block.split(b"\r\n")
+        lines = _LINE_END.split(block)
         status_line = _STATUS_LINE.fullmatch(lines[0])
         if status_line is None:
             raise httpcore2.RemoteProtocolError(f"illegal status line: {lines[0][:80]!r}")
