@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["Conn", "hostile_server", "sse_headers"]
+__all__ = ["Conn", "hostile_server", "loopback_server", "read_request", "sse_headers"]
 
 
 class Conn:
@@ -46,7 +46,8 @@ def sse_headers() -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n"
 
 
-def _read_request(sock: socket.socket) -> bytes:
+def read_request(sock: socket.socket) -> bytes:
+    """One request, head and body (by its Content-Length), read from `sock`; b\"\" if the client went first."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -68,21 +69,13 @@ def _read_request(sock: socket.socket) -> bytes:
 
 
 @contextmanager
-def hostile_server(behaviour: Callable[[Conn], None]) -> Iterator[str]:
-    """A server on an OS-assigned loopback port running `behaviour` for each connection; yields its URL."""
+def loopback_server(handle: Callable[[socket.socket, threading.Event], None]) -> Iterator[int]:
+    """A server on an OS-assigned loopback port calling `handle(sock, stop)` for each connection, each in a
+    thread of its own; yields the port. `stop` is set when the server stops; every thread is joined."""
     stop = threading.Event()
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     threads: list[threading.Thread] = []
-
-    def serve(sock: socket.socket) -> None:
-        with sock:
-            try:
-                request = _read_request(sock)
-            except OSError:
-                return
-            if request:
-                behaviour(Conn(sock, request, stop))
 
     def accept() -> None:
         while not stop.is_set():
@@ -92,17 +85,34 @@ def hostile_server(behaviour: Callable[[Conn], None]) -> Iterator[str]:
                 continue
             except OSError:
                 return
-            thread = threading.Thread(target=serve, args=(sock,), daemon=True)
+            thread = threading.Thread(target=handle, args=(sock, stop), daemon=True)
             thread.start()
             threads.append(thread)
 
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+        yield listener.getsockname()[1]
     finally:
         stop.set()
         acceptor.join(5)
         listener.close()
         for thread in threads:
             thread.join(5)
+
+
+@contextmanager
+def hostile_server(behaviour: Callable[[Conn], None]) -> Iterator[str]:
+    """A server on an OS-assigned loopback port running `behaviour` for each connection; yields its URL."""
+
+    def serve(sock: socket.socket, stop: threading.Event) -> None:
+        with sock:
+            try:
+                request = read_request(sock)
+            except OSError:
+                return
+            if request:
+                behaviour(Conn(sock, request, stop))
+
+    with loopback_server(serve) as port:
+        yield f"http://127.0.0.1:{port}"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.http.conftest import Twin
-from tests.http.hostile import _read_request
+from tests.http.hostile import loopback_server, read_request
 from zephyr_tgi import APIConnectionError, ConfigurationError, RetryPolicy
 
 INFO = json.dumps({"model_id": "TheBloke/zephyr-7B-alpha-GPTQ", "max_input_tokens": 3696, "max_total_tokens": 4096})
@@ -63,7 +63,7 @@ class KeepAliveServer:
         with sock:
             while not stop.is_set():
                 try:
-                    request = _read_request(sock)
+                    request = read_request(sock)
                 except OSError:
                     return
                 if not request:
@@ -94,42 +94,21 @@ def keep_alive_server(answer: Answer, *, tls: bool = False) -> Iterator[tuple[st
     if tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
-    stop = threading.Event()
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.1)
-    threads: list[threading.Thread] = []
 
-    def accept() -> None:
-        while not stop.is_set():
+    def handle(sock: socket.socket, stop: threading.Event) -> None:
+        server.connections += 1
+        if context is not None:
             try:
-                sock, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
+                sock.settimeout(5)
+                sock = context.wrap_socket(sock, server_side=True)
+                sock.settimeout(None)
+            except (OSError, ssl.SSLError):
+                sock.close()
                 return
-            server.connections += 1
-            if context is not None:
-                try:
-                    sock.settimeout(5)
-                    sock = context.wrap_socket(sock, server_side=True)
-                    sock.settimeout(None)
-                except (OSError, ssl.SSLError):
-                    sock.close()
-                    continue
-            thread = threading.Thread(target=server.serve, args=(sock, stop), daemon=True)
-            thread.start()
-            threads.append(thread)
+        server.serve(sock, stop)
 
-    acceptor = threading.Thread(target=accept, daemon=True)
-    acceptor.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{listener.getsockname()[1]}", server
-    finally:
-        stop.set()
-        acceptor.join(5)
-        listener.close()
-        for thread in threads:
-            thread.join(5)
+    with loopback_server(handle) as port:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}", server
 
 
 def tgi(generate: Callable[[], bytes | None], stream: Callable[[], bytes | None]) -> Answer:
