@@ -186,11 +186,10 @@ async def test_a_malformed_chunk_is_a_typed_error(kind: str) -> None:
             await twin.close()
 
 
-async def test_bytes_after_a_chunked_body_end_its_connection() -> None:
-    # The sync client's own connection; the async one is httpcore2's, whose h11 takes the bytes for the start of
-    # the next answer and fails that exchange instead.
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_bytes_after_a_chunked_body_end_its_connection(kind: str) -> None:
     with keep_alive_server(tgi(lambda: None, lambda: chunked(EVENTS, end=b"0\r\n\r\ngarbage"))) as (url, server):
-        twin = Twin("sync", url, retry=FAST)
+        twin = Twin(kind, url, retry=FAST)
         try:
             for _ in range(2):
                 assert (await twin.stream("generate_stream", "Hi"))[-1].result.text == "Hello there"
@@ -295,10 +294,10 @@ async def test_an_answer_shorter_than_its_length_is_a_connection_error(kind: str
             await twin.close()
 
 
-async def test_bytes_after_an_answers_length_end_its_connection() -> None:
-    # The sync client's own connection (see the chunked case above for the async one).
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_bytes_after_an_answers_length_end_its_connection(kind: str) -> None:
     with keep_alive_server(tgi(lambda: with_length(ANSWER.encode()) + b"garbage", lambda: None)) as (url, server):
-        twin = Twin("sync", url, retry=FAST)
+        twin = Twin(kind, url, retry=FAST)
         try:
             for _ in range(2):
                 assert (await twin.call("generate", "Hi")).text == "Hello there"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpcore2
 import pytest
 
-from zephyr_tgi._client.http11_codec import MAX_HEAD_BYTES, HeadReader, ResponseHead, encode_request
+from zephyr_tgi._client.http11_codec import MAX_HEAD_BYTES, BodyFraming, HeadReader, ResponseHead, encode_request
 
 HEADERS = [(b"Host", b"127.0.0.1:8080"), (b"Content-Length", b"2"), (b"x-empty", b"")]
 
@@ -157,3 +157,52 @@ def test_a_head_that_never_ends_is_bounded() -> None:
     assert reader.feed(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * (MAX_HEAD_BYTES // 6 - 10)) is None
     with pytest.raises(httpcore2.RemoteProtocolError, match="larger than 100 KiB"):
         reader.feed(b"X: y\r\n" * 100)
+
+
+def framing(wire: bytes) -> tuple[BodyFraming, bytes]:
+    head, start = parse(wire)
+    return BodyFraming(head, start), start
+
+
+def test_a_length_body_ends_at_its_length_and_bytes_after_it_forbid_reuse() -> None:
+    body, start = framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel")
+    assert body.take(start) == b"hel"
+    assert not body.done
+    assert body.take(b"lo") == b"lo"
+    assert body.done
+    assert body.reusable
+    extra, start = framing(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+    assert extra.take(b"hiHTTP/1.1") == b"hi"
+    assert extra.done
+    assert not extra.reusable
+
+
+def test_an_empty_body_followed_by_bytes_forbids_reuse() -> None:
+    clean, _ = framing(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert clean.done
+    assert clean.reusable
+    dirty, start = framing(b"HTTP/1.1 204 No Content\r\n\r\nstray")
+    assert start == b"stray"
+    assert dirty.done
+    assert not dirty.reusable
+
+
+def test_a_body_until_the_close_ends_with_the_connection_and_is_never_reused() -> None:
+    body, _ = framing(b"HTTP/1.0 200 OK\r\n\r\n")
+    assert body.take(b"abc") == b"abc"
+    assert not body.done
+    assert body.take(b"") == b""
+    assert body.done
+    assert not body.reusable
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"],
+    ids=["length", "chunked"],
+)
+def test_a_body_cut_short_by_the_connection_is_a_protocol_error(wire: bytes) -> None:
+    body, _ = framing(wire)
+    body.take(b"ab" if b"Length" in wire else b"2\r\nab\r\n")
+    with pytest.raises(httpcore2.RemoteProtocolError, match="complete message body"):
+        body.take(b"")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import httpcore2
 
-__all__ = ["MAX_HEAD_BYTES", "ChunkedReader", "HeadReader", "ResponseHead", "encode_request"]
+__all__ = ["MAX_HEAD_BYTES", "BodyFraming", "ChunkedReader", "HeadReader", "ResponseHead", "encode_request"]
 
 # A response head, a chunk's size line (with extensions) or the trailers larger than this end the exchange
 # (httpcore2's bound for h11).
@@ -222,3 +222,51 @@ class ChunkedReader:
         if not _CHUNK_SIZE.fullmatch(digits):
             raise httpcore2.RemoteProtocolError(f"invalid chunk size line {line[:40]!r}")
         return int(digits, 16)
+
+
+_UNFINISHED = "peer closed connection without sending complete message body"
+
+
+class BodyFraming:
+    """Where a response's body ends, as its head framed it: `take` what the connection delivers (b"" when the
+    connection ended), get the body's bytes; `done` once the body is whole, `reusable` if the connection may
+    carry another exchange then (nothing came after the body, and the answer did not end the connection).
+
+    Raises (from `take`):
+        httpcore2.RemoteProtocolError: the connection ended before the body did, or a chunk is malformed.
+    """
+
+    __slots__ = ("_chunks", "_expected", "_keep_alive", "_left", "done", "reusable")
+
+    def __init__(self, head: ResponseHead, start: bytes) -> None:
+        self._keep_alive = head.keep_alive
+        self._chunks = ChunkedReader() if head.chunked else None
+        self._expected = self._left = head.length  # None: until the connection ends (or chunked)
+        self.done = head.length == 0
+        self.reusable = self.done and head.keep_alive and not start
+
+    def take(self, data: bytes) -> bytes:
+        """The body's bytes in `data` (b"": the connection ended)."""
+        chunks = self._chunks
+        if chunks is not None:
+            if not data:
+                raise httpcore2.RemoteProtocolError(f"{_UNFINISHED} (incomplete chunked read)")
+            body = chunks.feed(data)
+            if chunks.done:
+                self.done = True
+                self.reusable = self._keep_alive and not chunks.extra
+            return body
+        left = self._left
+        if left is None:
+            self.done = not data
+            return data
+        if not data:
+            received = (self._expected or 0) - left
+            raise httpcore2.RemoteProtocolError(f"{_UNFINISHED}: received {received} bytes, expected {self._expected}")
+        if len(data) < left:
+            self._left = left - len(data)
+            return data
+        self._left = 0
+        self.done = True
+        self.reusable = self._keep_alive and len(data) == left
+        return data[:left]

@@ -4,7 +4,7 @@ httpx2 applies its read timeout to each socket read, so a server that sends a ke
 (TGI's SSE comments, a trickled body) would never time out. The pool here runs over a network backend that
 clamps every connect, read and write to the instant held in `_IO_DEADLINE`, which the caller sets around each
 exchange and each stream read: no byte the server sends can move a deadline. Requests go to the pool directly
-(httpx2's client layers cost more per call than the whole flow of a call, and add nothing here); the sync pool's
+(httpx2's client layers cost more per call than the whole flow of a call, and add nothing here); the pools'
 connections are `http11`'s. Exceptions of httpx2 and httpcore2 become ours here, at this one boundary, and bodies
 are read up to a cap.
 """
@@ -18,7 +18,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +27,7 @@ import httpcore2
 import httpx2
 
 from .._errors import APIConnectionError, APITimeoutError, ConfigurationError, MalformedResponseError
-from .http11 import BODY_READER, Http11Pool
+from .http11 import BODY_READER, AsyncHttp11Pool, Http11Pool
 
 __all__ = [
     "ANSWER_BODY_LIMIT",
@@ -440,13 +440,18 @@ class StreamBody:
 class AsyncStreamBody:
     """The body of an open streamed response, read chunk by chunk under a deadline (async)."""
 
-    __slots__ = ("_chunks", "_display_url", "_request", "_response")
+    __slots__ = ("_display_url", "_read", "_request", "_response")
 
     def __init__(
         self, response: httpcore2.Response, headers: Mapping[str, str], request: WireRequest, display_url: str
     ) -> None:
         self._response = response
-        self._chunks = _adecoded(response, headers)
+        reader = response.extensions.get(BODY_READER)
+        if reader is not None and not _encoded(headers):
+            self._read: Callable[[], Awaitable[bytes]] = reader.read  # the connection's own reader
+        else:
+            chunks = _adecoded(response, headers)
+            self._read = functools.partial(anext, chunks, b"")
         self._request = request
         self._display_url = display_url
 
@@ -454,7 +459,7 @@ class AsyncStreamBody:
         """The next bytes (b"" at the end of the body), by `until`."""
         token = _IO_DEADLINE.set(until)
         try:
-            return await anext(self._chunks, b"")
+            return await self._read()
         except TRANSPORT_ERRORS as exc:
             raise _translate(exc, self._request, self._display_url) from exc
         finally:
@@ -518,11 +523,11 @@ class SyncTransport:
 
 
 class AsyncTransport:
-    """The async client's connection pool (httpcore2's), owned and closed by the client."""
+    """The async client's connection pool (httpcore2's, over `http11`'s connections), owned and closed by the client."""
 
     def __init__(self, display_url: str) -> None:
         self.display_url = display_url
-        self._pool = httpcore2.AsyncConnectionPool(network_backend=_AsyncBackend(), **_POOL_LIMITS)  # type: ignore[arg-type]
+        self._pool = AsyncHttp11Pool(_AsyncBackend(), **_POOL_LIMITS)
         self.is_closed = False
 
     async def send(self, request: WireRequest, until: float | None, *, stream: bool = False) -> WireResponse:
