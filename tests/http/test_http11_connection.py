@@ -351,3 +351,23 @@ async def test_an_untrusted_certificate_is_a_connection_error(kind: str, monkeyp
                 await twin.call("generate", "Hi")
         finally:
             await twin.close()
+
+
+async def test_a_cancelled_async_stream_closes_its_connection_and_the_next_call_works() -> None:
+    hang = {"first": True}
+
+    def stream() -> bytes:  # the first stream sends one event and then nothing, the connection kept open
+        return chunked(EVENTS[:1], end=b"") if hang.pop("first", False) else chunked(EVENTS)
+
+    with keep_alive_server(tgi(lambda: None, stream)) as (url, server):
+        twin = Twin("async", url, retry=FAST)
+        try:
+            task = asyncio.create_task(twin.stream("generate_stream", "Hi"))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert (await twin.stream("generate_stream", "Hi"))[-1].result.text == "Hello there"
+        finally:
+            await twin.close()
+    assert server.connections == 2  # the cancelled stream's connection was closed, not reused
