@@ -157,23 +157,22 @@ def _request_bytes(request: httpcore2.Request) -> bytes:
     return encode_request(request.method, request.url.target, request.headers, body)
 
 
-class _Body:
-    """A response body being read: `read()` returns the next bytes, b"" at the end; `close()` ends the exchange."""
+class _BodyState:
+    """What a body being read holds, sync or async: its connection, stream, read timeout and framing."""
 
     __slots__ = ("_connection", "_framing", "_pending", "_read_timeout", "_stream")
 
-    def __init__(
-        self,
-        connection: Http11Connection,
-        stream: httpcore2.NetworkStream,
-        timeout: float | None,
-        head: ResponseHead,
-        start: bytes,
-    ) -> None:
+    def __init__(self, connection: Any, stream: Any, timeout: float | None, head: ResponseHead, start: bytes) -> None:
         self._connection = connection
         self._stream = stream
         self._read_timeout = timeout
         self._pending, self._framing = start, BodyFraming(head, start)  # `start`: what came with the head
+
+
+class _Body(_BodyState):
+    """A response body being read: `read()` returns the next bytes, b"" at the end; `close()` ends the exchange."""
+
+    __slots__ = ()
 
     def read(self) -> bytes:
         """The next bytes of the body; b"" once it has all been read."""
@@ -241,23 +240,10 @@ class Http11Connection(_Connection, httpcore2.ConnectionInterface):
             stream.close()
 
 
-class _AsyncBody:
+class _AsyncBody(_BodyState):
     """The async twin of `_Body`."""
 
-    __slots__ = ("_connection", "_framing", "_pending", "_read_timeout", "_stream")
-
-    def __init__(
-        self,
-        connection: AsyncHttp11Connection,
-        stream: httpcore2.AsyncNetworkStream,
-        timeout: float | None,
-        head: ResponseHead,
-        start: bytes,
-    ) -> None:
-        self._connection = connection
-        self._stream = stream
-        self._read_timeout = timeout
-        self._pending, self._framing = start, BodyFraming(head, start)
+    __slots__ = ()
 
     async def read(self) -> bytes:
         """The next bytes of the body; b"" once it has all been read."""
@@ -331,33 +317,40 @@ def _tls_context() -> ssl.SSLContext:
     return context
 
 
-class Http11Pool(httpcore2.ConnectionPool):
+class _OwnConnections:
+    """What both pools give the connections they make: the network backend, the keep-alive expiry, and one TLS
+    context for the pool, made when the first https connection is (loading the trust store costs milliseconds;
+    httpcore2's connections make one each)."""
+
+    def _own_init(self, backend: Any, limits: dict[str, Any]) -> None:
+        self._zt_backend = backend
+        self._zt_keepalive_expiry: float | None = limits.get("keepalive_expiry")
+        self._zt_ssl_context: ssl.SSLContext | None = None
+
+    def _connection_args(self, origin: httpcore2.Origin) -> tuple[Any, ssl.SSLContext | None, float | None]:
+        # Called under the pool's lock.
+        if origin.scheme == b"https" and self._zt_ssl_context is None:
+            self._zt_ssl_context = _tls_context()
+        return self._zt_backend, self._zt_ssl_context, self._zt_keepalive_expiry
+
+
+class Http11Pool(_OwnConnections, httpcore2.ConnectionPool):
     """httpcore2's pool, over connections of this module (HTTP/1.1 only; no proxies: TGI is reached directly)."""
 
     def __init__(self, backend: httpcore2.NetworkBackend, **limits: Any) -> None:
         super().__init__(network_backend=backend, **limits)
-        self._zt_backend = backend
-        self._zt_keepalive_expiry: float | None = limits.get("keepalive_expiry")
-        self._zt_ssl_context: ssl.SSLContext | None = None
+        self._own_init(backend, limits)
 
     def create_connection(self, origin: httpcore2.Origin) -> httpcore2.ConnectionInterface:
-        # Called under the pool's lock. One TLS context for the pool, made when the first https connection is:
-        # loading the trust store costs milliseconds (httpcore2's connections make one each).
-        if origin.scheme == b"https" and self._zt_ssl_context is None:
-            self._zt_ssl_context = _tls_context()
-        return Http11Connection(origin, self._zt_backend, self._zt_ssl_context, self._zt_keepalive_expiry)
+        return Http11Connection(origin, *self._connection_args(origin))
 
 
-class AsyncHttp11Pool(httpcore2.AsyncConnectionPool):
+class AsyncHttp11Pool(_OwnConnections, httpcore2.AsyncConnectionPool):
     """The async twin of `Http11Pool`."""
 
     def __init__(self, backend: httpcore2.AsyncNetworkBackend, **limits: Any) -> None:
         super().__init__(network_backend=backend, **limits)
-        self._zt_backend = backend
-        self._zt_keepalive_expiry: float | None = limits.get("keepalive_expiry")
-        self._zt_ssl_context: ssl.SSLContext | None = None
+        self._own_init(backend, limits)
 
     def create_connection(self, origin: httpcore2.Origin) -> httpcore2.AsyncConnectionInterface:
-        if origin.scheme == b"https" and self._zt_ssl_context is None:  # as in the sync pool
-            self._zt_ssl_context = _tls_context()
-        return AsyncHttp11Connection(origin, self._zt_backend, self._zt_ssl_context, self._zt_keepalive_expiry)
+        return AsyncHttp11Connection(origin, *self._connection_args(origin))

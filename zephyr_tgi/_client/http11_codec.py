@@ -35,6 +35,7 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\x00\r\n]*))?")
 _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00\r\n]*?)[ \t]*")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(rb"[0-9]{1,19}")
+_UNFINISHED = "peer closed connection without sending complete message body"
 
 
 def encode_request(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> bytes:
@@ -222,9 +223,6 @@ class ChunkedReader:
         if not _CHUNK_SIZE.fullmatch(digits):
             raise httpcore2.RemoteProtocolError(f"invalid chunk size line {line[:40]!r}")
         return int(digits, 16)
-
-
-_UNFINISHED = "peer closed connection without sending complete message body"
 
 
 class BodyFraming:

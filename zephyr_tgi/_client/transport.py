@@ -246,9 +246,12 @@ class _AsyncBackend(httpcore2.AsyncNetworkBackend):
 
 
 _POOL_LIMITS = {"max_connections": 1024, "max_keepalive_connections": 128, "keepalive_expiry": 30.0}
-# What httpx2 would add to every request (the requests' own headers win).
-_DEFAULT_HEADERS = ((b"Accept", b"*/*"), (b"Accept-Encoding", b"gzip, deflate"), (b"Connection", b"keep-alive"))
-_DEFAULT_NAMES = frozenset(name.decode().lower() for name, _ in _DEFAULT_HEADERS)
+# What httpx2 would add to every request, by lower-cased name (the requests' own headers win).
+_DEFAULT_HEADERS = {
+    "accept": (b"Accept", b"*/*"),
+    "accept-encoding": (b"Accept-Encoding", b"gzip, deflate"),
+    "connection": (b"Connection", b"keep-alive"),
+}
 
 
 @functools.lru_cache(maxsize=512)
@@ -271,7 +274,7 @@ def _core_request(request: WireRequest) -> httpcore2.Request:
     given = request.headers
     names = {name.lower() for name in given}
     headers = [(b"Host", host)]
-    headers.extend(pair for pair in _DEFAULT_HEADERS if pair[0].decode().lower() not in names)
+    headers.extend(pair for name, pair in _DEFAULT_HEADERS.items() if name not in names)
     headers.extend((name.encode(), value.encode()) for name, value in given.items())
     if basic is not None and "authorization" not in names:
         headers.append((b"Authorization", basic))
